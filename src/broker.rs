@@ -1,0 +1,294 @@
+//! The broker protocol, v1 (docs/broker-protocol.md): the calls a client
+//! makes to the application's backend, their bodies and replies, and how an
+//! HTTP answer is read. Transport-free: the browser edge sends these with
+//! fetch or hands them to JavaScript callbacks; tests script them.
+
+use crate::error::{ErrorBody, ErrorCode, UploadError};
+use crate::secret::Secret;
+use crate::session::{Session, UploadStrategy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Sent in the `Rindle-Broker-Protocol` header of every HTTP call.
+pub const PROTOCOL_VERSION: &str = "1";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitiateRequest {
+    pub filename: String,
+    pub content_type: String,
+    pub byte_size: u64,
+    pub upload_strategy: UploadStrategy,
+}
+
+/// One call of the protocol; each maps to one `Rindle.Upload.Broker`
+/// function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerCall {
+    Initiate(InitiateRequest),
+    Sign { session_id: String },
+    Complete { session_id: String },
+    Cancel { session_id: String },
+}
+
+#[derive(Serialize)]
+struct SessionRef<'a> {
+    session_id: &'a str,
+}
+
+impl BrokerCall {
+    /// The call's name: also the name of the JavaScript callback that may
+    /// replace it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BrokerCall::Initiate(_) => "initiate",
+            BrokerCall::Sign { .. } => "sign",
+            BrokerCall::Complete { .. } => "complete",
+            BrokerCall::Cancel { .. } => "cancel",
+        }
+    }
+
+    /// The path below the broker endpoint; every call is a `POST`.
+    pub fn path(&self) -> String {
+        match self {
+            BrokerCall::Initiate(_) => String::new(),
+            BrokerCall::Sign { session_id } => format!("/{session_id}/sign"),
+            BrokerCall::Complete { session_id } => format!("/{session_id}/complete"),
+            BrokerCall::Cancel { session_id } => format!("/{session_id}/cancel"),
+        }
+    }
+
+    /// Serializes the request body with the serializer of the caller's
+    /// choosing (JSON natively, JS values in the browser).
+    pub fn serialize_body<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BrokerCall::Initiate(request) => request.serialize(serializer),
+            BrokerCall::Sign { session_id } | BrokerCall::Complete { session_id } | BrokerCall::Cancel { session_id } => {
+                SessionRef { session_id }.serialize(serializer)
+            }
+        }
+    }
+
+    /// Checks a reply against what this call must return, beyond its shape.
+    pub fn check_reply(&self, reply: &BrokerReply) -> Result<(), UploadError> {
+        reply.session.validate()?;
+        match self {
+            BrokerCall::Initiate(request) => {
+                if reply.session.upload_length.is_some_and(|len| len != request.byte_size) {
+                    return Err(malformed("initiate: session upload_length differs from the file size"));
+                }
+            }
+            BrokerCall::Sign { .. } => match &reply.upload {
+                Some(signed) => signed.validate()?,
+                None => return Err(malformed("sign: reply has no `upload` request")),
+            },
+            BrokerCall::Complete { .. } | BrokerCall::Cancel { .. } => {}
+        }
+        if let BrokerCall::Sign { session_id } | BrokerCall::Complete { session_id } | BrokerCall::Cancel { session_id } =
+            self
+        {
+            if &reply.session.id != session_id {
+                return Err(malformed(format!("{}: reply is for another session", self.name())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every broker reply carries the session; some carry more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerReply {
+    pub session: Session,
+    /// The request that moves the bytes (from `sign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<SignedRequest>,
+    /// The stored object, once the session is `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<Asset>,
+}
+
+/// A presigned request: whoever holds it may write, so the URL is a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    pub method: String,
+    pub url: Secret,
+    /// Headers the client must send as signed (e.g. `Content-Type`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Absolute expiry on the server's clock, for people.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Seconds of validity from the moment of the reply; the client times
+    /// with this, so a wrong client clock does not matter.
+    pub expires_in: u64,
+}
+
+impl SignedRequest {
+    fn validate(&self) -> Result<(), UploadError> {
+        if self.method != "PUT" {
+            return Err(malformed(format!("sign: method {:?} is not PUT", self.method)));
+        }
+        let url = self.url.expose();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(malformed("sign: upload url is not an http(s) URL"));
+        }
+        for (name, value) in &self.headers {
+            crate::transport::check_header(name, value).map_err(|e| malformed(format!("sign: {}", e.message)))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    pub id: String,
+    pub key: String,
+    pub byte_size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    /// Where the stored bytes can be read back.
+    pub url: String,
+}
+
+/// Reads a decoded reply body (from HTTP or from a JavaScript callback):
+/// it must have the protocol's shape and pass the call's checks.
+pub fn read_reply<E: std::fmt::Display>(
+    call: &BrokerCall,
+    parsed: Result<BrokerReply, E>,
+) -> Result<BrokerReply, UploadError> {
+    let reply = parsed.map_err(|e| malformed(format!("{}: {}", call.name(), without_quoted_values(&e.to_string()))))?;
+    call.check_reply(&reply)?;
+    Ok(reply)
+}
+
+/// Reads a broker's HTTP answer. `parse_reply` and `parse_error` decode the
+/// body with whatever JSON decoder the caller has.
+pub fn read_http_answer<E: std::fmt::Display>(
+    call: &BrokerCall,
+    status: u16,
+    parse_reply: impl FnOnce() -> Result<BrokerReply, E>,
+    parse_error: impl FnOnce() -> Result<ErrorBody, E>,
+) -> Result<BrokerReply, UploadError> {
+    if (200..300).contains(&status) {
+        return read_reply(call, parse_reply());
+    }
+    let fallback = if status >= 500 { ErrorCode::BrokerServerError } else { ErrorCode::BrokerRejected };
+    match parse_error() {
+        Ok(body) => Err(body.into_error(fallback)),
+        Err(_) if status >= 500 => Err(UploadError::new(fallback, format!("{}: broker answered {status}", call.name()))),
+        Err(e) => Err(malformed(format!("{}: broker answered {status} without an error body ({e})", call.name()))),
+    }
+}
+
+/// Decoders quote the offending value in their messages ("invalid type:
+/// string \"https://...\""), and that value may be a presigned URL.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, piece) in message.split('"').enumerate() {
+        out.push_str(if i % 2 == 0 { piece } else { "…" });
+    }
+    out
+}
+
+fn malformed(message: impl Into<String>) -> UploadError {
+    UploadError::new(ErrorCode::BrokerMalformedResponse, message)
+}
+
+/// The broker, as the engine sees it: one call at a time.
+#[allow(async_fn_in_trait)]
+pub trait Broker {
+    async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SessionState;
+
+    fn json_answer(call: &BrokerCall, status: u16, body: &str) -> Result<BrokerReply, UploadError> {
+        read_http_answer(call, status, || serde_json::from_str(body), || serde_json::from_str(body))
+    }
+
+    const SIGNED: &str = r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put","upload_length":3},
+        "upload":{"method":"PUT","url":"http://127.0.0.1:8080/store/k?sig=SECRET","headers":{"Content-Type":"text/plain"},
+                  "expires_at":"2026-11-26T00:15:00Z","expires_in":900}}"#;
+
+    fn sign() -> BrokerCall {
+        BrokerCall::Sign { session_id: "s1".into() }
+    }
+
+    #[test]
+    fn routes_and_bodies() {
+        let initiate = BrokerCall::Initiate(InitiateRequest {
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            byte_size: 3,
+            upload_strategy: UploadStrategy::PresignedPut,
+        });
+        assert_eq!(initiate.path(), "");
+        assert_eq!(sign().path(), "/s1/sign");
+        assert_eq!(BrokerCall::Complete { session_id: "s1".into() }.path(), "/s1/complete");
+        assert_eq!(BrokerCall::Cancel { session_id: "s1".into() }.path(), "/s1/cancel");
+        let body = initiate.serialize_body(serde_json::value::Serializer).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"filename":"a.txt","content_type":"text/plain","byte_size":3,"upload_strategy":"presigned_put"})
+        );
+        assert_eq!(sign().serialize_body(serde_json::value::Serializer).unwrap(), serde_json::json!({"session_id":"s1"}));
+    }
+
+    #[test]
+    fn a_good_sign_reply_is_read() {
+        let reply = json_answer(&sign(), 200, SIGNED).unwrap();
+        assert_eq!(reply.session.state, SessionState::Signed);
+        let upload = reply.upload.unwrap();
+        assert_eq!(upload.expires_in, 900);
+        assert_eq!(upload.headers["Content-Type"], "text/plain");
+    }
+
+    #[test]
+    fn malformed_replies_are_typed_and_never_echo_the_url() {
+        let cases = [
+            "not json",
+            "{}",
+            r#"{"session":null}"#,
+            r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put"}}"#,
+            &SIGNED.replace("\"PUT\"", "\"GET\""),
+            &SIGNED.replace("http://127.0.0.1:8080", "javascript:alert(1)//"),
+            &SIGNED.replace("text/plain\"}", "text/plain\\r\\nX-Evil: 1\"}"),
+            &SIGNED.replace("\"expires_in\":900", "\"expires_in\":-5"),
+            &SIGNED.replace("\"id\":\"s1\"", "\"id\":\"s2\""),
+            r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put"},"upload":"http://h/?sig=SECRET"}"#,
+        ];
+        for body in cases {
+            let err = json_answer(&sign(), 200, body).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BrokerMalformedResponse, "{body}");
+            assert!(!err.message.contains("SECRET"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn initiate_reply_must_match_the_file_size() {
+        let call = BrokerCall::Initiate(InitiateRequest {
+            filename: "a".into(),
+            content_type: "text/plain".into(),
+            byte_size: 4,
+            upload_strategy: UploadStrategy::PresignedPut,
+        });
+        let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;
+        assert_eq!(json_answer(&call, 201, body).unwrap_err().code, ErrorCode::BrokerMalformedResponse);
+    }
+
+    #[test]
+    fn error_answers_keep_the_brokers_code() {
+        let body = r#"{"error":{"code":"file_too_large","message":"over 80 MiB","retryable":false}}"#;
+        let err = json_answer(&sign(), 413, body).unwrap_err();
+        assert_eq!((err.code, err.retryable), (ErrorCode::FileTooLarge, false));
+        assert_eq!(err.message, "over 80 MiB");
+
+        let err = json_answer(&sign(), 502, "<html>Bad Gateway</html>").unwrap_err();
+        assert_eq!((err.code, err.retryable), (ErrorCode::BrokerServerError, true));
+
+        let err = json_answer(&sign(), 404, "<html>nope</html>").unwrap_err();
+        assert_eq!(err.code, ErrorCode::BrokerMalformedResponse);
+    }
+}

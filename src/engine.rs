@@ -1,0 +1,264 @@
+//! The engine: drives one upload through broker calls and store requests,
+//! generic over the broker, transport, byte source and clock, so the same
+//! code runs on XHR in the browser and on scripted fakes in native tests.
+
+use crate::broker::{Asset, Broker, BrokerCall, InitiateRequest};
+use crate::error::{ErrorCode, UploadError};
+use crate::progress::{Progress, ProgressSnapshot};
+use crate::session::{Session, UploadStrategy};
+use crate::state::SessionState;
+use crate::transport::{check_header, ByteSource, Clock, ProgressFn, Transport};
+use futures::channel::oneshot;
+use futures::future::{self, Either, FutureExt, Shared};
+use std::cell::{Ref, RefCell};
+use std::pin::pin;
+use std::rc::Rc;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadOptions {
+    pub filename: String,
+    pub content_type: String,
+    pub strategy: UploadStrategy,
+}
+
+#[derive(Debug)]
+pub enum Event<'a> {
+    StateChanged { from: Option<SessionState>, to: SessionState, session: &'a Session },
+    Progress(ProgressSnapshot),
+}
+
+/// Receives the engine's events as they happen, including from inside the
+/// transport's progress callbacks (hence `Rc` and `'static`).
+pub type EventSink = Rc<dyn Fn(Event<'_>)>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub session: Session,
+    pub asset: Asset,
+}
+
+/// Asks a running upload to stop and the broker to discard it.
+pub struct CancelHandle(oneshot::Sender<()>);
+
+#[derive(Clone)]
+pub struct CancelSignal(Shared<oneshot::Receiver<()>>);
+
+pub fn cancellation() -> (CancelHandle, CancelSignal) {
+    let (sender, receiver) = oneshot::channel();
+    (CancelHandle(sender), CancelSignal(receiver.shared()))
+}
+
+impl CancelHandle {
+    pub fn cancel(self) {
+        // The upload may have finished and dropped its signal: nothing to stop.
+        let _ = self.0.send(());
+    }
+}
+
+impl CancelSignal {
+    /// Resolves when cancel is asked for; never, if the handle is dropped.
+    async fn requested(self) {
+        if self.0.await.is_err() {
+            future::pending::<()>().await;
+        }
+    }
+}
+
+pub struct Engine<B, T, C> {
+    pub broker: B,
+    pub transport: T,
+    pub clock: C,
+}
+
+/// The upload's session and progress, and the one place events are emitted
+/// from, so the state seen by callers always matches the record.
+pub(crate) struct Tracker {
+    session: RefCell<Option<Session>>,
+    progress: Rc<RefCell<Progress>>,
+    events: EventSink,
+}
+
+impl Tracker {
+    fn new(total: u64, events: EventSink) -> Self {
+        Tracker { session: RefCell::new(None), progress: Rc::new(RefCell::new(Progress::new(total))), events }
+    }
+
+    pub(crate) fn state(&self) -> Option<SessionState> {
+        self.session.borrow().as_ref().map(|s| s.state)
+    }
+
+    pub(crate) fn session_id(&self) -> String {
+        self.session.borrow().as_ref().map(|s| s.id.clone()).unwrap_or_default()
+    }
+
+    /// Takes the server's record (the first one starts the session).
+    pub(crate) fn adopt(&self, server: Session) -> Result<(), UploadError> {
+        let from = {
+            let mut slot = self.session.borrow_mut();
+            match slot.as_mut() {
+                None => {
+                    *slot = Some(server);
+                    None
+                }
+                Some(local) => match local.adopt(server)? {
+                    None => return Ok(()),
+                    changed => changed,
+                },
+            }
+        };
+        self.emit_state(from);
+        Ok(())
+    }
+
+    /// A change the client itself observed (bytes started, bytes landed).
+    pub(crate) fn transition(&self, to: SessionState) -> Result<(), UploadError> {
+        let from = match self.session.borrow_mut().as_mut() {
+            Some(session) => session.transition(to)?,
+            None => return Err(UploadError::new(ErrorCode::Internal, "transition before a session exists")),
+        };
+        if from.is_some() {
+            self.emit_state(from);
+        }
+        Ok(())
+    }
+
+    fn emit_state(&self, from: Option<SessionState>) {
+        let session = Ref::map(self.session.borrow(), |s| s.as_ref().expect("session set before emitting"));
+        (self.events)(Event::StateChanged { from, to: session.state, session: &session });
+    }
+
+    /// A progress callback for one request in `slot` of `len` bytes.
+    pub(crate) fn progress_for(&self, slot: u64, len: u64) -> ProgressFn {
+        let progress = Rc::clone(&self.progress);
+        let events = Rc::clone(&self.events);
+        Rc::new(move |sent| {
+            let changed = progress.borrow_mut().sent(slot, sent, len);
+            if let Some(snapshot) = changed {
+                events(Event::Progress(snapshot));
+            }
+        })
+    }
+
+    pub(crate) fn acked(&self, slot: u64, len: u64) {
+        let changed = self.progress.borrow_mut().acked(slot, len);
+        if let Some(snapshot) = changed {
+            (self.events)(Event::Progress(snapshot));
+        }
+    }
+
+    pub(crate) fn dropped(&self, slot: u64) {
+        self.progress.borrow_mut().dropped(slot);
+    }
+}
+
+impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
+    /// Uploads `source` from a new session to `completed`, or fails with a
+    /// typed error carrying the state it happened in.
+    pub async fn upload<S>(
+        &self,
+        source: &S,
+        options: &UploadOptions,
+        events: EventSink,
+        cancel: CancelSignal,
+    ) -> Result<Outcome, UploadError>
+    where
+        S: ByteSource<Slice = T::Body>,
+    {
+        let tracker = Tracker::new(source.size(), events);
+        let result = self.run(source, options, &tracker, cancel).await;
+        result.map_err(|e| e.in_state(tracker.state()))
+    }
+
+    async fn run<S>(
+        &self,
+        source: &S,
+        options: &UploadOptions,
+        tracker: &Tracker,
+        cancel: CancelSignal,
+    ) -> Result<Outcome, UploadError>
+    where
+        S: ByteSource<Slice = T::Body>,
+    {
+        check_options(options)?;
+        // Until the bytes are stored, cancel wins: dropping the transfer
+        // aborts whatever request is in flight.
+        let transferred = match future::select(pin!(cancel.requested()), pin!(self.transfer(source, options, tracker))).await {
+            Either::Left(_) => None,
+            Either::Right((result, _)) => Some(result),
+        };
+        match transferred {
+            Some(result) => result?,
+            None => return Err(self.abort(tracker).await),
+        }
+        self.verify(tracker).await
+    }
+
+    async fn transfer<S>(&self, source: &S, options: &UploadOptions, tracker: &Tracker) -> Result<(), UploadError>
+    where
+        S: ByteSource<Slice = T::Body>,
+    {
+        let initiate = BrokerCall::Initiate(InitiateRequest {
+            filename: options.filename.clone(),
+            content_type: options.content_type.clone(),
+            byte_size: source.size(),
+            upload_strategy: options.strategy,
+        });
+        let reply = self.broker.call(&initiate).await?;
+        tracker.adopt(reply.session)?;
+        match options.strategy {
+            UploadStrategy::PresignedPut => crate::presigned_put::transfer(self, source, tracker).await,
+            // Refused by `check_options` before anything was sent.
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn verify(&self, tracker: &Tracker) -> Result<Outcome, UploadError> {
+        tracker.transition(SessionState::Verifying)?;
+        let reply = self.broker.call(&BrokerCall::Complete { session_id: tracker.session_id() }).await?;
+        let session = reply.session.clone();
+        tracker.adopt(reply.session)?;
+        match (session.state, reply.asset) {
+            (SessionState::Completed, Some(asset)) => Ok(Outcome { session, asset }),
+            (SessionState::Completed, None) => Err(UploadError::new(
+                ErrorCode::BrokerMalformedResponse,
+                "complete: a completed session came without its asset",
+            )),
+            (SessionState::Failed, _) => Err(UploadError::new(
+                ErrorCode::VerificationFailed,
+                session.failure_reason.unwrap_or_else(|| "the broker refused the stored object".into()),
+            )),
+            (state, _) => Err(UploadError::new(
+                ErrorCode::BrokerMalformedResponse,
+                format!("complete: session is {state}, neither completed nor failed"),
+            )),
+        }
+    }
+
+    /// Tells the broker to discard the session, after the transfer stopped.
+    async fn abort(&self, tracker: &Tracker) -> UploadError {
+        let cancelled = |detail: &str| UploadError::new(ErrorCode::Aborted, format!("upload cancelled{detail}"));
+        if !tracker.state().is_some_and(|s| s.can_transition_to(SessionState::Aborted)) {
+            return cancelled("");
+        }
+        let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
+        match told.and_then(|reply| tracker.adopt(reply.session)) {
+            Ok(()) => cancelled(""),
+            Err(e) => cancelled(&format!(", but the broker was not told: {}", e.message)),
+        }
+    }
+}
+
+fn check_options(options: &UploadOptions) -> Result<(), UploadError> {
+    if options.filename.is_empty() {
+        return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
+    }
+    check_header("Content-Type", &options.content_type)?;
+    match options.strategy {
+        UploadStrategy::PresignedPut => Ok(()),
+        other => Err(unsupported(other)),
+    }
+}
+
+fn unsupported(strategy: UploadStrategy) -> UploadError {
+    UploadError::new(ErrorCode::UnsupportedStrategy, format!("strategy {strategy:?} is not available yet"))
+}

@@ -1,0 +1,21 @@
+//! rindle-upload: a browser upload client for Rindle-style direct-to-storage
+//! upload sessions. The modules below are a sans-IO core (no browser types,
+//! tested natively); `web` is the thin browser edge.
+
+pub mod broker;
+pub mod engine;
+pub mod error;
+mod presigned_put;
+pub mod progress;
+pub mod secret;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod transport;
+
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+pub use error::{ErrorCode, UploadError};
+pub use session::{Session, UploadStrategy};
+pub use state::SessionState;

@@ -1,0 +1,94 @@
+//! Reading an object store's answer to a presigned request. Stores speak
+//! S3's XML error dialect (`<Error><Code>..</Code><Message>..</Message>`);
+//! the embedded store of the reference broker speaks it too.
+
+use crate::error::{ErrorCode, UploadError};
+use crate::transport::HttpResponse;
+
+/// `Ok` for 2xx; otherwise the typed error the answer stands for.
+pub fn check_answer(response: &HttpResponse) -> Result<(), UploadError> {
+    let status = response.status;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let code = xml_element(&response.body, "Code").unwrap_or_default();
+    let message = xml_element(&response.body, "Message").unwrap_or_default();
+    let lower = message.to_ascii_lowercase();
+    let (error_code, retryable) = match (status, code) {
+        // S3 says 403 "Request has expired"; Garage 400 "... too old ...".
+        (400 | 403, _) if lower.contains("expired") || lower.contains("too old") => (ErrorCode::UrlExpired, true),
+        (_, "SignatureDoesNotMatch") => (ErrorCode::SignatureInvalid, false),
+        (408 | 429, _) => (ErrorCode::StoreRejected, true),
+        (500.., _) => (ErrorCode::StoreServerError, true),
+        _ => (ErrorCode::StoreRejected, false),
+    };
+    let detail = match (code, message) {
+        ("", "") => String::new(),
+        (code, "") => format!(": {code}"),
+        (code, message) => format!(": {code}: {message}"),
+    };
+    Err(UploadError { retryable, ..UploadError::new(error_code, format!("store answered {status}{detail}")) })
+}
+
+/// The text of the first `<name>` element, trimmed and cut short; `None` if
+/// absent. Tolerates anything: the body may not be XML at all.
+fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = start + body[start..].find("</")?;
+    let text = body[start..end].trim();
+    Some(text.char_indices().nth(200).map_or(text, |(i, _)| &text[..i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Result<(), UploadError> {
+        check_answer(&HttpResponse { status, headers: vec![], body: body.into() })
+    }
+
+    fn s3_error(code: &str, message: &str) -> String {
+        format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>")
+    }
+
+    #[test]
+    fn success_is_any_2xx() {
+        assert!(answer(200, "").is_ok());
+        assert!(answer(204, "").is_ok());
+    }
+
+    #[test]
+    fn expiry_in_both_dialects() {
+        for (status, body) in [
+            (403, s3_error("AccessDenied", "Request has expired")),
+            (400, s3_error("InvalidRequest", "Date is too old")),
+        ] {
+            let err = answer(status, &body).unwrap_err();
+            assert_eq!((err.code, err.retryable), (ErrorCode::UrlExpired, true), "{body}");
+        }
+    }
+
+    #[test]
+    fn other_refusals() {
+        let err = answer(403, &s3_error("SignatureDoesNotMatch", "bad sig")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::SignatureInvalid);
+        assert_eq!(err.message, "store answered 403: SignatureDoesNotMatch: bad sig");
+        let err = answer(503, "").unwrap_err();
+        assert_eq!((err.code, err.retryable), (ErrorCode::StoreServerError, true));
+        assert_eq!(err.message, "store answered 503");
+        let err = answer(429, "").unwrap_err();
+        assert_eq!((err.code, err.retryable), (ErrorCode::StoreRejected, true));
+        let err = answer(404, "<html><Code>").unwrap_err();
+        assert_eq!((err.code, err.retryable), (ErrorCode::StoreRejected, false));
+    }
+
+    #[test]
+    fn hostile_bodies_do_not_panic_and_stay_short() {
+        let long = format!("<Error><Code>X</Code><Message>{}</Message></Error>", "é".repeat(10_000));
+        assert!(answer(400, &long).unwrap_err().message.chars().count() < 260);
+        for body in ["<Code>", "<Code></Code", "</Code><Code>", "\u{0}<Message>\u{ffff}"] {
+            assert!(answer(400, body).is_err());
+        }
+    }
+}
