@@ -62,9 +62,9 @@ impl BrokerCall {
     pub fn serialize_body<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             BrokerCall::Initiate(request) => request.serialize(serializer),
-            BrokerCall::Sign { session_id } | BrokerCall::Complete { session_id } | BrokerCall::Cancel { session_id } => {
-                SessionRef { session_id }.serialize(serializer)
-            }
+            BrokerCall::Sign { session_id }
+            | BrokerCall::Complete { session_id }
+            | BrokerCall::Cancel { session_id } => SessionRef { session_id }.serialize(serializer),
         }
     }
 
@@ -73,8 +73,14 @@ impl BrokerCall {
         reply.session.validate()?;
         match self {
             BrokerCall::Initiate(request) => {
-                if reply.session.upload_length.is_some_and(|len| len != request.byte_size) {
-                    return Err(malformed("initiate: session upload_length differs from the file size"));
+                if reply
+                    .session
+                    .upload_length
+                    .is_some_and(|len| len != request.byte_size)
+                {
+                    return Err(malformed(
+                        "initiate: session upload_length differs from the file size",
+                    ));
                 }
             }
             BrokerCall::Sign { .. } => match &reply.upload {
@@ -83,11 +89,15 @@ impl BrokerCall {
             },
             BrokerCall::Complete { .. } | BrokerCall::Cancel { .. } => {}
         }
-        if let BrokerCall::Sign { session_id } | BrokerCall::Complete { session_id } | BrokerCall::Cancel { session_id } =
-            self
+        if let BrokerCall::Sign { session_id }
+        | BrokerCall::Complete { session_id }
+        | BrokerCall::Cancel { session_id } = self
         {
             if &reply.session.id != session_id {
-                return Err(malformed(format!("{}: reply is for another session", self.name())));
+                return Err(malformed(format!(
+                    "{}: reply is for another session",
+                    self.name()
+                )));
             }
         }
         Ok(())
@@ -125,14 +135,18 @@ pub struct SignedRequest {
 impl SignedRequest {
     fn validate(&self) -> Result<(), UploadError> {
         if self.method != "PUT" {
-            return Err(malformed(format!("sign: method {:?} is not PUT", self.method)));
+            return Err(malformed(format!(
+                "sign: method {:?} is not PUT",
+                self.method
+            )));
         }
         let url = self.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(malformed("sign: upload url is not an http(s) URL"));
         }
         for (name, value) in &self.headers {
-            crate::transport::check_header(name, value).map_err(|e| malformed(format!("sign: {}", e.message)))?;
+            crate::transport::check_header(name, value)
+                .map_err(|e| malformed(format!("sign: {}", e.message)))?;
         }
         Ok(())
     }
@@ -155,7 +169,13 @@ pub fn read_reply<E: std::fmt::Display>(
     call: &BrokerCall,
     parsed: Result<BrokerReply, E>,
 ) -> Result<BrokerReply, UploadError> {
-    let reply = parsed.map_err(|e| malformed(format!("{}: {}", call.name(), without_quoted_values(&e.to_string()))))?;
+    let reply = parsed.map_err(|e| {
+        malformed(format!(
+            "{}: {}",
+            call.name(),
+            without_quoted_values(&e.to_string())
+        ))
+    })?;
     call.check_reply(&reply)?;
     Ok(reply)
 }
@@ -171,11 +191,21 @@ pub fn read_http_answer<E: std::fmt::Display>(
     if (200..300).contains(&status) {
         return read_reply(call, parse_reply());
     }
-    let fallback = if status >= 500 { ErrorCode::BrokerServerError } else { ErrorCode::BrokerRejected };
+    let fallback = if status >= 500 {
+        ErrorCode::BrokerServerError
+    } else {
+        ErrorCode::BrokerRejected
+    };
     match parse_error() {
         Ok(body) => Err(body.into_error(fallback)),
-        Err(_) if status >= 500 => Err(UploadError::new(fallback, format!("{}: broker answered {status}", call.name()))),
-        Err(e) => Err(malformed(format!("{}: broker answered {status} without an error body ({e})", call.name()))),
+        Err(_) if status >= 500 => Err(UploadError::new(
+            fallback,
+            format!("{}: broker answered {status}", call.name()),
+        )),
+        Err(e) => Err(malformed(format!(
+            "{}: broker answered {status} without an error body ({e})",
+            call.name()
+        ))),
     }
 }
 
@@ -205,7 +235,12 @@ mod tests {
     use crate::state::SessionState;
 
     fn json_answer(call: &BrokerCall, status: u16, body: &str) -> Result<BrokerReply, UploadError> {
-        read_http_answer(call, status, || serde_json::from_str(body), || serde_json::from_str(body))
+        read_http_answer(
+            call,
+            status,
+            || serde_json::from_str(body),
+            || serde_json::from_str(body),
+        )
     }
 
     const SIGNED: &str = r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put","upload_length":3},
@@ -213,7 +248,9 @@ mod tests {
                   "expires_at":"2026-11-26T00:15:00Z","expires_in":900}}"#;
 
     fn sign() -> BrokerCall {
-        BrokerCall::Sign { session_id: "s1".into() }
+        BrokerCall::Sign {
+            session_id: "s1".into(),
+        }
     }
 
     #[test]
@@ -226,14 +263,33 @@ mod tests {
         });
         assert_eq!(initiate.path(), "");
         assert_eq!(sign().path(), "/s1/sign");
-        assert_eq!(BrokerCall::Complete { session_id: "s1".into() }.path(), "/s1/complete");
-        assert_eq!(BrokerCall::Cancel { session_id: "s1".into() }.path(), "/s1/cancel");
-        let body = initiate.serialize_body(serde_json::value::Serializer).unwrap();
+        assert_eq!(
+            BrokerCall::Complete {
+                session_id: "s1".into()
+            }
+            .path(),
+            "/s1/complete"
+        );
+        assert_eq!(
+            BrokerCall::Cancel {
+                session_id: "s1".into()
+            }
+            .path(),
+            "/s1/cancel"
+        );
+        let body = initiate
+            .serialize_body(serde_json::value::Serializer)
+            .unwrap();
         assert_eq!(
             body,
             serde_json::json!({"filename":"a.txt","content_type":"text/plain","byte_size":3,"upload_strategy":"presigned_put"})
         );
-        assert_eq!(sign().serialize_body(serde_json::value::Serializer).unwrap(), serde_json::json!({"session_id":"s1"}));
+        assert_eq!(
+            sign()
+                .serialize_body(serde_json::value::Serializer)
+                .unwrap(),
+            serde_json::json!({"session_id":"s1"})
+        );
     }
 
     #[test]
@@ -275,18 +331,25 @@ mod tests {
             upload_strategy: UploadStrategy::PresignedPut,
         });
         let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;
-        assert_eq!(json_answer(&call, 201, body).unwrap_err().code, ErrorCode::BrokerMalformedResponse);
+        assert_eq!(
+            json_answer(&call, 201, body).unwrap_err().code,
+            ErrorCode::BrokerMalformedResponse
+        );
     }
 
     #[test]
     fn error_answers_keep_the_brokers_code() {
-        let body = r#"{"error":{"code":"file_too_large","message":"over 80 MiB","retryable":false}}"#;
+        let body =
+            r#"{"error":{"code":"file_too_large","message":"over 80 MiB","retryable":false}}"#;
         let err = json_answer(&sign(), 413, body).unwrap_err();
         assert_eq!((err.code, err.retryable), (ErrorCode::FileTooLarge, false));
         assert_eq!(err.message, "over 80 MiB");
 
         let err = json_answer(&sign(), 502, "<html>Bad Gateway</html>").unwrap_err();
-        assert_eq!((err.code, err.retryable), (ErrorCode::BrokerServerError, true));
+        assert_eq!(
+            (err.code, err.retryable),
+            (ErrorCode::BrokerServerError, true)
+        );
 
         let err = json_answer(&sign(), 404, "<html>nope</html>").unwrap_err();
         assert_eq!(err.code, ErrorCode::BrokerMalformedResponse);

@@ -23,7 +23,11 @@ pub struct UploadOptions {
 
 #[derive(Debug)]
 pub enum Event<'a> {
-    StateChanged { from: Option<SessionState>, to: SessionState, session: &'a Session },
+    StateChanged {
+        from: Option<SessionState>,
+        to: SessionState,
+        session: &'a Session,
+    },
     Progress(ProgressSnapshot),
 }
 
@@ -80,7 +84,11 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     fn new(total: u64, events: EventSink) -> Self {
-        Tracker { session: RefCell::new(None), progress: Rc::new(RefCell::new(Progress::new(total))), events }
+        Tracker {
+            session: RefCell::new(None),
+            progress: Rc::new(RefCell::new(Progress::new(total))),
+            events,
+        }
     }
 
     pub(crate) fn state(&self) -> Option<SessionState> {
@@ -88,7 +96,11 @@ impl Tracker {
     }
 
     pub(crate) fn session_id(&self) -> String {
-        self.session.borrow().as_ref().map(|s| s.id.clone()).unwrap_or_default()
+        self.session
+            .borrow()
+            .as_ref()
+            .map(|s| s.id.clone())
+            .unwrap_or_default()
     }
 
     /// Takes the server's record (the first one starts the session).
@@ -114,7 +126,12 @@ impl Tracker {
     pub(crate) fn transition(&self, to: SessionState) -> Result<(), UploadError> {
         let from = match self.session.borrow_mut().as_mut() {
             Some(session) => session.transition(to)?,
-            None => return Err(UploadError::new(ErrorCode::Internal, "transition before a session exists")),
+            None => {
+                return Err(UploadError::new(
+                    ErrorCode::Internal,
+                    "transition before a session exists",
+                ))
+            }
         };
         if from.is_some() {
             self.emit_state(from);
@@ -123,8 +140,14 @@ impl Tracker {
     }
 
     fn emit_state(&self, from: Option<SessionState>) {
-        let session = Ref::map(self.session.borrow(), |s| s.as_ref().expect("session set before emitting"));
-        (self.events)(Event::StateChanged { from, to: session.state, session: &session });
+        let session = Ref::map(self.session.borrow(), |s| {
+            s.as_ref().expect("session set before emitting")
+        });
+        (self.events)(Event::StateChanged {
+            from,
+            to: session.state,
+            session: &session,
+        });
     }
 
     /// A progress callback for one request in `slot` of `len` bytes.
@@ -182,7 +205,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         check_options(options)?;
         // Until the bytes are stored, cancel wins: dropping the transfer
         // aborts whatever request is in flight.
-        let transferred = match future::select(pin!(cancel.requested()), pin!(self.transfer(source, options, tracker))).await {
+        let transferred = match future::select(
+            pin!(cancel.requested()),
+            pin!(self.transfer(source, options, tracker)),
+        )
+        .await
+        {
             Either::Left(_) => None,
             Either::Right((result, _)) => Some(result),
         };
@@ -193,7 +221,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         self.verify(tracker).await
     }
 
-    async fn transfer<S>(&self, source: &S, options: &UploadOptions, tracker: &Tracker) -> Result<(), UploadError>
+    async fn transfer<S>(
+        &self,
+        source: &S,
+        options: &UploadOptions,
+        tracker: &Tracker,
+    ) -> Result<(), UploadError>
     where
         S: ByteSource<Slice = T::Body>,
     {
@@ -206,7 +239,9 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         let reply = self.broker.call(&initiate).await?;
         tracker.adopt(reply.session)?;
         match options.strategy {
-            UploadStrategy::PresignedPut => crate::presigned_put::transfer(self, source, tracker).await,
+            UploadStrategy::PresignedPut => {
+                crate::presigned_put::transfer(self, source, tracker).await
+            }
             // Refused by `check_options` before anything was sent.
             other => Err(unsupported(other)),
         }
@@ -214,7 +249,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
 
     async fn verify(&self, tracker: &Tracker) -> Result<Outcome, UploadError> {
         tracker.transition(SessionState::Verifying)?;
-        let reply = self.broker.call(&BrokerCall::Complete { session_id: tracker.session_id() }).await?;
+        let reply = self
+            .broker
+            .call(&BrokerCall::Complete {
+                session_id: tracker.session_id(),
+            })
+            .await?;
         let session = reply.session.clone();
         tracker.adopt(reply.session)?;
         match (session.state, reply.asset) {
@@ -225,7 +265,9 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             )),
             (SessionState::Failed, _) => Err(UploadError::new(
                 ErrorCode::VerificationFailed,
-                session.failure_reason.unwrap_or_else(|| "the broker refused the stored object".into()),
+                session
+                    .failure_reason
+                    .unwrap_or_else(|| "the broker refused the stored object".into()),
             )),
             (state, _) => Err(UploadError::new(
                 ErrorCode::BrokerMalformedResponse,
@@ -236,11 +278,21 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
 
     /// Tells the broker to discard the session, after the transfer stopped.
     async fn abort(&self, tracker: &Tracker) -> UploadError {
-        let cancelled = |detail: &str| UploadError::new(ErrorCode::Aborted, format!("upload cancelled{detail}"));
-        if !tracker.state().is_some_and(|s| s.can_transition_to(SessionState::Aborted)) {
+        let cancelled = |detail: &str| {
+            UploadError::new(ErrorCode::Aborted, format!("upload cancelled{detail}"))
+        };
+        if !tracker
+            .state()
+            .is_some_and(|s| s.can_transition_to(SessionState::Aborted))
+        {
             return cancelled("");
         }
-        let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
+        let told = self
+            .broker
+            .call(&BrokerCall::Cancel {
+                session_id: tracker.session_id(),
+            })
+            .await;
         match told.and_then(|reply| tracker.adopt(reply.session)) {
             Ok(()) => cancelled(""),
             Err(e) => cancelled(&format!(", but the broker was not told: {}", e.message)),
@@ -250,7 +302,10 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
 
 fn check_options(options: &UploadOptions) -> Result<(), UploadError> {
     if options.filename.is_empty() {
-        return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
+        return Err(UploadError::new(
+            ErrorCode::InvalidRequest,
+            "filename must not be empty",
+        ));
     }
     check_header("Content-Type", &options.content_type)?;
     match options.strategy {
@@ -260,5 +315,8 @@ fn check_options(options: &UploadOptions) -> Result<(), UploadError> {
 }
 
 fn unsupported(strategy: UploadStrategy) -> UploadError {
-    UploadError::new(ErrorCode::UnsupportedStrategy, format!("strategy {strategy:?} is not available yet"))
+    UploadError::new(
+        ErrorCode::UnsupportedStrategy,
+        format!("strategy {strategy:?} is not available yet"),
+    )
 }

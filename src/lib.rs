@@ -14,7 +14,7 @@ pub mod store;
 pub mod transport;
 
 #[cfg(target_arch = "wasm32")]
-mod web;
+pub mod web;
 
 pub use error::{ErrorCode, UploadError};
 pub use session::{Session, UploadStrategy};

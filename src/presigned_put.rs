@@ -10,23 +10,38 @@ use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
 /// The single request of this strategy occupies progress slot 0.
 const SLOT: u64 = 0;
 
-pub(crate) async fn transfer<B, T, C, S>(engine: &Engine<B, T, C>, source: &S, tracker: &Tracker) -> Result<(), UploadError>
+pub(crate) async fn transfer<B, T, C, S>(
+    engine: &Engine<B, T, C>,
+    source: &S,
+    tracker: &Tracker,
+) -> Result<(), UploadError>
 where
     B: Broker,
     T: Transport,
     C: Clock,
     S: ByteSource<Slice = T::Body>,
 {
-    let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
+    let reply = engine
+        .broker
+        .call(&BrokerCall::Sign {
+            session_id: tracker.session_id(),
+        })
+        .await?;
     let signed_at = engine.clock.now_ms();
     tracker.adopt(reply.session)?;
-    let signed = reply
-        .upload
-        .ok_or_else(|| UploadError::new(ErrorCode::BrokerMalformedResponse, "sign: reply has no `upload` request"))?;
+    let signed = reply.upload.ok_or_else(|| {
+        UploadError::new(
+            ErrorCode::BrokerMalformedResponse,
+            "sign: reply has no `upload` request",
+        )
+    })?;
     tracker.transition(SessionState::Uploading)?;
 
     if engine.clock.now_ms() - signed_at >= signed.expires_in as f64 * 1000.0 {
-        return Err(UploadError::new(ErrorCode::UrlExpired, "the presigned URL expired before it could be used"));
+        return Err(UploadError::new(
+            ErrorCode::UrlExpired,
+            "the presigned URL expired before it could be used",
+        ));
     }
     let total = source.size();
     let request = HttpRequest {
@@ -35,8 +50,13 @@ where
         headers: signed.headers.into_iter().collect(),
         body: Some(source.slice(0, total)),
     };
-    let answer = engine.transport.send(request, tracker.progress_for(SLOT, total)).await;
-    let stored = answer.map_err(UploadError::from).and_then(|response| store::check_answer(&response));
+    let answer = engine
+        .transport
+        .send(request, tracker.progress_for(SLOT, total))
+        .await;
+    let stored = answer
+        .map_err(UploadError::from)
+        .and_then(|response| store::check_answer(&response));
     if let Err(e) = stored {
         tracker.dropped(SLOT);
         return Err(e);

@@ -69,7 +69,9 @@ impl Session {
     /// session at all: ids are used in URL paths, so they must be plain.
     pub fn validate(&self) -> Result<(), UploadError> {
         if !is_plain_id(&self.id) {
-            return Err(malformed("session id must be 1-128 characters of [A-Za-z0-9_-]"));
+            return Err(malformed(
+                "session id must be 1-128 characters of [A-Za-z0-9_-]",
+            ));
         }
         Ok(())
     }
@@ -96,8 +98,11 @@ impl Session {
     /// this record may move to. Returns the previous state if it changed.
     pub fn adopt(&mut self, server: Session) -> Result<Option<SessionState>, UploadError> {
         if server.id != self.id {
-            return Err(malformed(format!("broker answered for session {} while asking about {}", server.id, self.id))
-                .in_state(Some(self.state)));
+            return Err(malformed(format!(
+                "broker answered for session {} while asking about {}",
+                server.id, self.id
+            ))
+            .in_state(Some(self.state)));
         }
         let from = self.transition(server.state)?;
         *self = server;
@@ -106,7 +111,10 @@ impl Session {
 }
 
 fn is_plain_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn malformed(message: impl Into<String>) -> UploadError {
@@ -183,8 +191,10 @@ mod tests {
 
     #[test]
     fn minimal_records_take_defaults_and_bad_ones_are_refused() {
-        let minimal: Session =
-            serde_json::from_str(r#"{"id":"s1","state":"initialized","upload_strategy":"presigned_put"}"#).unwrap();
+        let minimal: Session = serde_json::from_str(
+            r#"{"id":"s1","state":"initialized","upload_strategy":"presigned_put"}"#,
+        )
+        .unwrap();
         assert_eq!(minimal.multipart_parts, vec![]);
         for bad in [
             r#"{"id":"s1","state":"paused","upload_strategy":"presigned_put"}"#,
@@ -203,7 +213,11 @@ mod tests {
         for id in ["", "../admin", "a/b", "a?b", "a b", &"x".repeat(129)] {
             let mut s = session(SessionState::Signed);
             s.id = id.to_owned();
-            assert_eq!(s.validate().unwrap_err().code, ErrorCode::BrokerMalformedResponse, "{id:?}");
+            assert_eq!(
+                s.validate().unwrap_err().code,
+                ErrorCode::BrokerMalformedResponse,
+                "{id:?}"
+            );
         }
         assert!(session(SessionState::Signed).validate().is_ok());
     }
@@ -211,12 +225,19 @@ mod tests {
     #[test]
     fn adopting_follows_the_table() {
         let mut local = session(SessionState::Initialized);
-        assert_eq!(local.adopt(session(SessionState::Signed)).unwrap(), Some(SessionState::Initialized));
+        assert_eq!(
+            local.adopt(session(SessionState::Signed)).unwrap(),
+            Some(SessionState::Initialized)
+        );
         assert_eq!(local.adopt(session(SessionState::Signed)).unwrap(), None);
         let err = local.adopt(session(SessionState::Completed)).unwrap_err();
         assert_eq!(err.code, ErrorCode::IllegalTransition);
         assert_eq!(err.state, Some(SessionState::Signed));
-        assert_eq!(local.state, SessionState::Signed, "an illegal transition is never applied");
+        assert_eq!(
+            local.state,
+            SessionState::Signed,
+            "an illegal transition is never applied"
+        );
     }
 
     #[test]
@@ -224,7 +245,10 @@ mod tests {
         let mut local = session(SessionState::Signed);
         let mut other = session(SessionState::Uploading);
         other.id = "s2".into();
-        assert_eq!(local.adopt(other).unwrap_err().code, ErrorCode::BrokerMalformedResponse);
+        assert_eq!(
+            local.adopt(other).unwrap_err().code,
+            ErrorCode::BrokerMalformedResponse
+        );
         assert_eq!(local.id, "s1");
     }
 }

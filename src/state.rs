@@ -56,7 +56,9 @@ impl SessionState {
         use SessionState::*;
         match self {
             Initialized => &[Signed, Aborted, Expired, Failed],
-            Signed => &[Resuming, Uploading, Uploaded, Verifying, Aborted, Expired, Failed],
+            Signed => &[
+                Resuming, Uploading, Uploaded, Verifying, Aborted, Expired, Failed,
+            ],
             Resuming => &[Uploading, Aborted, Expired, Failed],
             Uploading => &[Uploaded, Verifying, Aborted, Expired, Failed],
             Uploaded => &[Verifying],
@@ -127,7 +129,10 @@ mod tests {
 
     #[test]
     fn terminal_states_are_exactly_the_four() {
-        let terminal: Vec<_> = SessionState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = SessionState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(terminal, vec![Completed, Aborted, Expired, Failed]);
     }
 

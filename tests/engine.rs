@@ -3,9 +3,13 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
-use rindle_upload::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
+use rindle_upload::engine::{
+    cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions,
+};
 use rindle_upload::progress::ProgressSnapshot;
-use rindle_upload::transport::{ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
+use rindle_upload::transport::{
+    ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+};
 use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -16,7 +20,9 @@ use SessionState::*;
 const URL: &str = "http://store.test/objects/k?expires=1&sig=SECRET";
 
 fn session_json(state: &str, extra: &str) -> String {
-    format!(r#"{{"id":"s1","state":"{state}","upload_strategy":"presigned_put","upload_length":10{extra}}}"#)
+    format!(
+        r#"{{"id":"s1","state":"{state}","upload_strategy":"presigned_put","upload_length":10{extra}}}"#
+    )
 }
 
 fn reply(state: &str) -> BrokerReply {
@@ -48,14 +54,23 @@ struct ScriptedBroker {
 
 impl ScriptedBroker {
     fn new(replies: Vec<Result<BrokerReply, UploadError>>) -> Self {
-        ScriptedBroker { replies: RefCell::new(replies.into()), calls: RefCell::default() }
+        ScriptedBroker {
+            replies: RefCell::new(replies.into()),
+            calls: RefCell::default(),
+        }
     }
 }
 
 impl Broker for &ScriptedBroker {
     async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
-        self.calls.borrow_mut().push(format!("{} {}", call.name(), call.path()));
-        let reply = self.replies.borrow_mut().pop_front().expect("a scripted reply for every call")?;
+        self.calls
+            .borrow_mut()
+            .push(format!("{} {}", call.name(), call.path()));
+        let reply = self
+            .replies
+            .borrow_mut()
+            .pop_front()
+            .expect("a scripted reply for every call")?;
         call.check_reply(&reply)?;
         Ok(reply)
     }
@@ -83,11 +98,19 @@ struct ScriptedTransport {
 
 impl ScriptedTransport {
     fn new(answer: Answer) -> Self {
-        ScriptedTransport { answer, requests: RefCell::default(), dropped_in_flight: Rc::default() }
+        ScriptedTransport {
+            answer,
+            requests: RefCell::default(),
+            dropped_in_flight: Rc::default(),
+        }
     }
 
     fn ok() -> Self {
-        Self::new(Answer::Respond(HttpResponse { status: 200, headers: vec![], body: String::new() }))
+        Self::new(Answer::Respond(HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: String::new(),
+        }))
     }
 }
 
@@ -102,7 +125,11 @@ impl Drop for InFlight {
 impl Transport for &ScriptedTransport {
     type Body = Vec<u8>;
 
-    async fn send(&self, request: HttpRequest<Vec<u8>>, progress: ProgressFn) -> Result<HttpResponse, TransportError> {
+    async fn send(
+        &self,
+        request: HttpRequest<Vec<u8>>,
+        progress: ProgressFn,
+    ) -> Result<HttpResponse, TransportError> {
         let body = request.body.unwrap_or_default();
         // Progress in thirds, with one repeated report, as XHR may send.
         let len = body.len() as u64;
@@ -185,7 +212,11 @@ impl Run {
 }
 
 fn options(strategy: UploadStrategy) -> UploadOptions {
-    UploadOptions { filename: "a.txt".into(), content_type: "text/plain".into(), strategy }
+    UploadOptions {
+        filename: "a.txt".into(),
+        content_type: "text/plain".into(),
+        strategy,
+    }
 }
 
 fn run_upload(
@@ -210,7 +241,14 @@ fn run_upload(
     if let Some(slot) = cancel_slot {
         *slot.borrow_mut() = Some(handle);
     }
-    let engine = Engine { broker, transport, clock: SteppingClock { now: Cell::new(0.0), step: clock_step } };
+    let engine = Engine {
+        broker,
+        transport,
+        clock: SteppingClock {
+            now: Cell::new(0.0),
+            step: clock_step,
+        },
+    };
     let result = futures::executor::block_on(engine.upload(
         &Bytes(b"0123456789".to_vec()),
         &options(strategy),
@@ -223,7 +261,11 @@ fn run_upload(
 
 #[test]
 fn presigned_put_walks_every_state_with_exact_requests() {
-    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
     let transport = ScriptedTransport::ok();
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
 
@@ -241,7 +283,10 @@ fn presigned_put_walks_every_state_with_exact_requests() {
             (Some(Verifying), Completed),
         ]
     );
-    assert_eq!(*broker.calls.borrow(), vec!["initiate ", "sign /s1/sign", "complete /s1/complete"]);
+    assert_eq!(
+        *broker.calls.borrow(),
+        vec!["initiate ", "sign /s1/sign", "complete /s1/complete"]
+    );
     assert_eq!(
         *transport.requests.borrow(),
         vec![SentRequest {
@@ -252,24 +297,56 @@ fn presigned_put_walks_every_state_with_exact_requests() {
         }]
     );
     let progress = run.progress();
-    assert!(progress.windows(2).all(|w| w[0].bytes_sent < w[1].bytes_sent || w[0].bytes_acked < w[1].bytes_acked));
-    assert!(progress.iter().all(|p| p.bytes_acked <= p.bytes_sent && p.bytes_total == 10));
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_sent < w[1].bytes_sent || w[0].bytes_acked < w[1].bytes_acked));
+    assert!(progress
+        .iter()
+        .all(|p| p.bytes_acked <= p.bytes_sent && p.bytes_total == 10));
     assert_eq!(progress.first().unwrap().bytes_sent, 3);
-    assert_eq!(*progress.last().unwrap(), ProgressSnapshot { bytes_sent: 10, bytes_acked: 10, bytes_total: 10 });
+    assert_eq!(
+        *progress.last().unwrap(),
+        ProgressSnapshot {
+            bytes_sent: 10,
+            bytes_acked: 10,
+            bytes_total: 10
+        }
+    );
 }
 
 #[test]
 fn cancel_aborts_the_request_and_tells_the_broker() {
-    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(reply("aborted"))]);
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(reply("aborted")),
+    ]);
     let transport = ScriptedTransport::new(Answer::CancelAndHang(RefCell::new(None)));
-    let Answer::CancelAndHang(handle_slot) = &transport.answer else { unreachable!() };
-    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, Some(handle_slot));
+    let Answer::CancelAndHang(handle_slot) = &transport.answer else {
+        unreachable!()
+    };
+    let run = run_upload(
+        &broker,
+        &transport,
+        1.0,
+        UploadStrategy::PresignedPut,
+        Some(handle_slot),
+    );
 
-    assert!(transport.dropped_in_flight.get(), "the in-flight request was dropped (aborted)");
+    assert!(
+        transport.dropped_in_flight.get(),
+        "the in-flight request was dropped (aborted)"
+    );
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::Aborted, Some(Aborted), false));
+    assert_eq!(
+        (err.code, err.state, err.retryable),
+        (ErrorCode::Aborted, Some(Aborted), false)
+    );
     assert_eq!(run.states().last(), Some(&(Some(Uploading), Aborted)));
-    assert_eq!(*broker.calls.borrow(), vec!["initiate ", "sign /s1/sign", "cancel /s1/cancel"]);
+    assert_eq!(
+        *broker.calls.borrow(),
+        vec!["initiate ", "sign /s1/sign", "cancel /s1/cancel"]
+    );
 }
 
 #[test]
@@ -278,13 +355,21 @@ fn an_expired_url_refused_by_the_store_stops_before_verifying() {
     let transport = ScriptedTransport::new(Answer::Respond(HttpResponse {
         status: 403,
         headers: vec![],
-        body: "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".into(),
+        body: "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            .into(),
     }));
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::UrlExpired, Some(Uploading), true));
+    assert_eq!(
+        (err.code, err.state, err.retryable),
+        (ErrorCode::UrlExpired, Some(Uploading), true)
+    );
     assert!(!err.message.contains("SECRET"));
-    assert_eq!(broker.calls.borrow().len(), 2, "no complete call after a refused PUT");
+    assert_eq!(
+        broker.calls.borrow().len(),
+        2,
+        "no complete call after a refused PUT"
+    );
     assert!(run.progress().iter().all(|p| p.bytes_acked == 0));
 }
 
@@ -292,7 +377,13 @@ fn an_expired_url_refused_by_the_store_stops_before_verifying() {
 fn a_url_that_expired_before_use_is_never_sent() {
     let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(1))]);
     let transport = ScriptedTransport::ok();
-    let run = run_upload(&broker, &transport, 1_000.0, UploadStrategy::PresignedPut, None);
+    let run = run_upload(
+        &broker,
+        &transport,
+        1_000.0,
+        UploadStrategy::PresignedPut,
+        None,
+    );
     assert_eq!(run.result.unwrap_err().code, ErrorCode::UrlExpired);
     assert!(transport.requests.borrow().is_empty());
 }
@@ -301,13 +392,29 @@ fn a_url_that_expired_before_use_is_never_sent() {
 fn verification_failure_carries_the_reason() {
     let failed: BrokerReply = serde_json::from_str(&format!(
         r#"{{"session":{}}}"#,
-        session_json("failed", r#","failure_reason":"content type image/png not allowed""#)
+        session_json(
+            "failed",
+            r#","failure_reason":"content type image/png not allowed""#
+        )
     ))
     .unwrap();
-    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(failed)]);
-    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(failed),
+    ]);
+    let run = run_upload(
+        &broker,
+        &ScriptedTransport::ok(),
+        1.0,
+        UploadStrategy::PresignedPut,
+        None,
+    );
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state), (ErrorCode::VerificationFailed, Some(Failed)));
+    assert_eq!(
+        (err.code, err.state),
+        (ErrorCode::VerificationFailed, Some(Failed))
+    );
     assert_eq!(err.message, "content type image/png not allowed");
     assert_eq!(run.states().last(), Some(&(Some(Verifying), Failed)));
 }
@@ -320,7 +427,10 @@ fn an_illegal_server_state_is_refused_and_nothing_is_sent() {
     let transport = ScriptedTransport::ok();
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state), (ErrorCode::IllegalTransition, Some(Initialized)));
+    assert_eq!(
+        (err.code, err.state),
+        (ErrorCode::IllegalTransition, Some(Initialized))
+    );
     assert_eq!(run.states(), vec![(None, Initialized)]);
     assert!(transport.requests.borrow().is_empty());
 }
@@ -328,9 +438,18 @@ fn an_illegal_server_state_is_refused_and_nothing_is_sent() {
 #[test]
 fn unavailable_strategies_are_refused_before_any_call() {
     let broker = ScriptedBroker::new(vec![]);
-    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::Multipart, None);
+    let run = run_upload(
+        &broker,
+        &ScriptedTransport::ok(),
+        1.0,
+        UploadStrategy::Multipart,
+        None,
+    );
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state), (ErrorCode::UnsupportedStrategy, None));
+    assert_eq!(
+        (err.code, err.state),
+        (ErrorCode::UnsupportedStrategy, None)
+    );
     assert!(broker.calls.borrow().is_empty());
 }
 
@@ -338,9 +457,21 @@ fn unavailable_strategies_are_refused_before_any_call() {
 fn broker_errors_surface_with_the_state_they_happened_in() {
     let broker = ScriptedBroker::new(vec![
         Ok(reply("initialized")),
-        Err(UploadError::new(ErrorCode::BrokerUnreachable, "fetch failed")),
+        Err(UploadError::new(
+            ErrorCode::BrokerUnreachable,
+            "fetch failed",
+        )),
     ]);
-    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    let run = run_upload(
+        &broker,
+        &ScriptedTransport::ok(),
+        1.0,
+        UploadStrategy::PresignedPut,
+        None,
+    );
     let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::BrokerUnreachable, Some(Initialized), true));
+    assert_eq!(
+        (err.code, err.state, err.retryable),
+        (ErrorCode::BrokerUnreachable, Some(Initialized), true)
+    );
 }

@@ -1,1 +1,41 @@
-fn main() {}
+//! The reference broker: serves the demo page and the built package,
+//! implements broker protocol v1, keeps sessions in SQLite and stores bytes
+//! in an embedded local-disk store with signed, expiring URLs.
+
+mod api;
+mod config;
+mod db;
+mod store;
+
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = config::Config::from_env()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = db::Db::open(&config.data_dir.join("sessions.sqlite"))?;
+    let store = store::LocalStore::open(&config.data_dir.join("store"))?;
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(api::AppState { config, db, store });
+    // Scripts wait for this line.
+    println!("rindle-broker listening on http://{address}");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,125 @@
+//! The browser's broker: the v1 HTTP protocol over fetch (gloo-net), with
+//! any call replaceable by a JavaScript callback of the same name.
+
+use crate::broker::{
+    read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION,
+};
+use crate::error::{ErrorBody, ErrorCode, UploadError};
+use gloo_net::http::Request;
+use serde::de::DeserializeOwned;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+pub struct WebBroker {
+    /// e.g. `/api/uploads` or `https://app.example/api/uploads`.
+    pub endpoint: String,
+    /// Sent with every HTTP call (CSRF tokens, authorization).
+    pub headers: Vec<(String, String)>,
+    /// An object whose methods `initiate`, `sign`, `complete`, `cancel`
+    /// replace the HTTP calls of the same name; `undefined` for none.
+    pub callbacks: JsValue,
+}
+
+impl Broker for WebBroker {
+    async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
+        let body = call
+            .serialize_body(&serde_wasm_bindgen::Serializer::json_compatible())
+            .map_err(|e| {
+                UploadError::new(
+                    ErrorCode::Internal,
+                    format!("{}: request could not be encoded: {e}", call.name()),
+                )
+            })?;
+        match self.callback(call.name()) {
+            Some(function) => self.call_callback(call, &function, &body).await,
+            None => self.call_http(call, &body).await,
+        }
+    }
+}
+
+impl WebBroker {
+    fn callback(&self, name: &str) -> Option<js_sys::Function> {
+        if !self.callbacks.is_object() {
+            return None;
+        }
+        js_sys::Reflect::get(&self.callbacks, &JsValue::from_str(name))
+            .ok()?
+            .dyn_into()
+            .ok()
+    }
+
+    async fn call_callback(
+        &self,
+        call: &BrokerCall,
+        function: &js_sys::Function,
+        body: &JsValue,
+    ) -> Result<BrokerReply, UploadError> {
+        let returned = function
+            .call1(&self.callbacks, body)
+            .map_err(|thrown| thrown_to_error(call, thrown))?;
+        let value = JsFuture::from(js_sys::Promise::resolve(&returned))
+            .await
+            .map_err(|thrown| thrown_to_error(call, thrown))?;
+        read_reply(call, serde_wasm_bindgen::from_value::<BrokerReply>(value))
+    }
+
+    async fn call_http(
+        &self,
+        call: &BrokerCall,
+        body: &JsValue,
+    ) -> Result<BrokerReply, UploadError> {
+        let url = format!("{}{}", self.endpoint.trim_end_matches('/'), call.path());
+        let json = js_sys::JSON::stringify(body)
+            .map(String::from)
+            .unwrap_or_default();
+        let mut request = Request::post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .header("Rindle-Broker-Protocol", PROTOCOL_VERSION);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let unreachable = |e: gloo_net::Error| {
+            UploadError::new(
+                ErrorCode::BrokerUnreachable,
+                format!("{}: could not reach the broker at {url}: {e}", call.name()),
+            )
+        };
+        let response = request
+            .body(json)
+            .map_err(unreachable)?
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        read_http_answer(
+            call,
+            status,
+            || parse_json::<BrokerReply>(&text),
+            || parse_json::<ErrorBody>(&text),
+        )
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let value = js_sys::JSON::parse(text).map_err(|_| "the body is not JSON".to_owned())?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
+}
+
+/// A callback that throws (or rejects) refuses the call; an `Error` with a
+/// known `code` property keeps that code.
+fn thrown_to_error(call: &BrokerCall, thrown: JsValue) -> UploadError {
+    let field = |name: &str| {
+        js_sys::Reflect::get(&thrown, &JsValue::from_str(name))
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let message = field("message")
+        .or_else(|| thrown.as_string())
+        .unwrap_or_else(|| "callback failed".into());
+    let code = field("code")
+        .and_then(|c| ErrorCode::from_wire(&c))
+        .unwrap_or(ErrorCode::BrokerRejected);
+    UploadError::new(code, format!("{} callback: {message}", call.name()))
+}

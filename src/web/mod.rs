@@ -1,0 +1,380 @@
+//! The browser edge: web-sys adapters for the engine's traits and the
+//! `#[wasm_bindgen]` API (`Uploader`, `Upload`) with its TypeScript types.
+
+mod broker;
+mod xhr;
+
+pub use broker::WebBroker;
+pub use xhr::{BlobSource, DateClock, XhrTransport};
+
+use crate::broker::Asset;
+use crate::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
+use crate::error::{ErrorCode, UploadError};
+use crate::secret::Secret;
+use crate::session::{Session, UploadStrategy};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+use web_sys::Blob;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+export type SessionState =
+  | "initialized" | "signed" | "resuming" | "uploading" | "uploaded"
+  | "verifying" | "completed" | "aborted" | "expired" | "failed";
+
+export type ErrorCode =
+  | "invalid_request" | "unsupported_strategy" | "file_empty" | "file_too_large"
+  | "content_type_not_allowed" | "session_not_found" | "session_expired"
+  | "illegal_transition" | "broker_unreachable" | "broker_malformed_response"
+  | "broker_rejected" | "broker_server_error" | "url_expired" | "signature_invalid"
+  | "store_rejected" | "store_server_error" | "store_malformed_response"
+  | "network_error" | "size_mismatch" | "verification_failed" | "aborted" | "internal";
+
+/** A snapshot of the mirrored session record (`session_uri` is redacted). */
+export interface Session {
+  id: string;
+  asset_id: string | null;
+  state: SessionState;
+  upload_key: string | null;
+  upload_strategy: "presigned_put" | "multipart" | "resumable";
+  upload_length: number | null;
+  resumable_protocol: string | null;
+  multipart_upload_id: string | null;
+  multipart_parts: { part_number: number; etag: string; size: number | null }[];
+  session_uri: string | null;
+  session_uri_expires_at: string | null;
+  last_known_offset: number | null;
+  region_hint: string | null;
+  expires_at: string | null;
+  verified_at: string | null;
+  failure_reason: string | null;
+  inserted_at: string | null;
+  updated_at: string | null;
+}
+
+export interface Asset {
+  id: string;
+  key: string;
+  byte_size: number;
+  content_type: string;
+  sha256: string;
+  url: string;
+}
+
+/** Every failure: `code` to switch on, `message` for people. */
+export interface UploadError extends Error {
+  code: ErrorCode;
+  retryable: boolean;
+  /** The session state it happened in; null before the session existed. */
+  state: SessionState | null;
+}
+
+export interface Progress { bytesSent: number; bytesAcked: number; bytesTotal: number; }
+export interface StateChange { from: SessionState | null; to: SessionState; session: Session; }
+
+/** The broker protocol's bodies (docs/broker-protocol.md). */
+export interface InitiateRequest { filename: string; content_type: string; byte_size: number; upload_strategy: string; }
+export interface SessionRequest { session_id: string; }
+export interface BrokerReply {
+  session: Session;
+  upload?: { method: "PUT"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number };
+  asset?: Asset;
+}
+
+/** Any call given here replaces the HTTP call of the same name. */
+export interface BrokerCallbacks {
+  initiate?(request: InitiateRequest): BrokerReply | Promise<BrokerReply>;
+  sign?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  cancel?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+}
+
+export interface UploaderOptions {
+  /** The broker protocol's base URL, e.g. "/api/uploads". */
+  endpoint: string;
+  /** Sent with every broker call (CSRF token, authorization). */
+  headers?: Record<string, string>;
+  broker?: BrokerCallbacks;
+}
+
+export interface UploadOptions {
+  /** "auto" picks the best strategy available (today: presigned_put). */
+  strategy?: "presigned_put" | "multipart" | "resumable" | "tus" | "auto";
+  /** Defaults to the File's name, or "blob". */
+  filename?: string;
+  /** Defaults to the File's type, or "application/octet-stream". */
+  contentType?: string;
+  onProgress?: (progress: Progress) => void;
+  onStateChange?: (change: StateChange) => void;
+  onError?: (error: UploadError) => void;
+}
+
+export interface UploadResult { session: Session; asset: Asset; }
+"#;
+
+#[wasm_bindgen]
+pub struct Uploader {
+    endpoint: String,
+    headers: Vec<(String, String)>,
+    callbacks: JsValue,
+}
+
+#[wasm_bindgen]
+impl Uploader {
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "UploaderOptions")] options: JsValue,
+    ) -> Result<Uploader, JsValue> {
+        let endpoint = string_option(&options, "endpoint")?
+            .ok_or_else(|| invalid("Uploader: `endpoint` (the broker's base URL) is required"))?;
+        let mut headers = Vec::new();
+        if let Some(object) = get(&options, "headers") {
+            for entry in js_sys::Object::entries(object.unchecked_ref()).iter() {
+                let pair: js_sys::Array = entry.unchecked_into();
+                let (name, value) = (
+                    pair.get(0).as_string().unwrap_or_default(),
+                    pair.get(1).as_string(),
+                );
+                let value = value.ok_or_else(|| {
+                    invalid(&format!("Uploader: header {name:?} must be a string"))
+                })?;
+                crate::transport::check_header(&name, &value).map_err(|e| error_to_js(&e))?;
+                headers.push((name, value));
+            }
+        }
+        Ok(Uploader {
+            endpoint,
+            headers,
+            callbacks: get(&options, "broker").unwrap_or(JsValue::UNDEFINED),
+        })
+    }
+
+    /// Starts uploading `file`; the returned `Upload` reports and controls it.
+    pub fn upload(
+        &self,
+        file: Blob,
+        #[wasm_bindgen(unchecked_param_type = "UploadOptions | undefined")] options: JsValue,
+    ) -> Result<Upload, JsValue> {
+        let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
+        let options_value = options;
+        let options = UploadOptions {
+            filename: string_option(&options_value, "filename")?
+                .or(file_name)
+                .unwrap_or_else(|| "blob".into()),
+            content_type: string_option(&options_value, "contentType")?
+                .or_else(|| Some(file.type_()).filter(|t| !t.is_empty()))
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            strategy: parse_strategy(string_option(&options_value, "strategy")?.as_deref())?,
+        };
+        let on_progress = function_option(&options_value, "onProgress")?;
+        let on_state_change = function_option(&options_value, "onStateChange")?;
+        let on_error = function_option(&options_value, "onError")?;
+
+        let latest: Rc<RefCell<Option<Session>>> = Rc::default();
+        let events: EventSink = {
+            let latest = Rc::clone(&latest);
+            Rc::new(move |event| match event {
+                Event::StateChanged { from, to, session } => {
+                    *latest.borrow_mut() = Some(session.clone());
+                    if let Some(callback) = &on_state_change {
+                        let change = object(&[
+                            ("from", from.map_or(JsValue::NULL, |s| s.as_str().into())),
+                            ("to", to.as_str().into()),
+                            ("session", session_to_js(session)),
+                        ]);
+                        let _ = callback.call1(&JsValue::NULL, &change);
+                    }
+                }
+                Event::Progress(p) => {
+                    if let Some(callback) = &on_progress {
+                        let progress = object(&[
+                            ("bytesSent", (p.bytes_sent as f64).into()),
+                            ("bytesAcked", (p.bytes_acked as f64).into()),
+                            ("bytesTotal", (p.bytes_total as f64).into()),
+                        ]);
+                        let _ = callback.call1(&JsValue::NULL, &progress);
+                    }
+                }
+            })
+        };
+
+        let engine = Engine {
+            broker: WebBroker {
+                endpoint: self.endpoint.clone(),
+                headers: self.headers.clone(),
+                callbacks: self.callbacks.clone(),
+            },
+            transport: XhrTransport,
+            clock: DateClock,
+        };
+        let (cancel, signal) = cancellation();
+        let run = async move {
+            match engine
+                .upload(&BlobSource(file), &options, events, signal)
+                .await
+            {
+                Ok(outcome) => Ok(outcome_to_js(&outcome)),
+                Err(error) => {
+                    let error = error_to_js(&error);
+                    if let Some(callback) = &on_error {
+                        let _ = callback.call1(&JsValue::NULL, &error);
+                    }
+                    Err(error)
+                }
+            }
+        }
+        .boxed_local()
+        .shared();
+        let done = future_to_promise(run.clone());
+        Ok(Upload {
+            latest,
+            run,
+            done,
+            cancel: RefCell::new(Some(cancel)),
+        })
+    }
+}
+
+/// One upload in progress.
+#[wasm_bindgen]
+pub struct Upload {
+    latest: Rc<RefCell<Option<Session>>>,
+    run: Shared<LocalBoxFuture<'static, Result<JsValue, JsValue>>>,
+    done: js_sys::Promise,
+    cancel: RefCell<Option<CancelHandle>>,
+}
+
+#[wasm_bindgen]
+impl Upload {
+    /// The session's current state; null until the broker created it.
+    #[wasm_bindgen(getter, unchecked_return_type = "SessionState | null")]
+    pub fn state(&self) -> JsValue {
+        self.latest
+            .borrow()
+            .as_ref()
+            .map_or(JsValue::NULL, |s| s.state.as_str().into())
+    }
+
+    /// A snapshot of the session record; null until the broker created it.
+    #[wasm_bindgen(getter, unchecked_return_type = "Session | null")]
+    pub fn session(&self) -> JsValue {
+        self.latest
+            .borrow()
+            .as_ref()
+            .map_or(JsValue::NULL, session_to_js)
+    }
+
+    /// Resolves with `{ session, asset }` once completed; rejects with an
+    /// `UploadError`.
+    #[wasm_bindgen(getter, unchecked_return_type = "Promise<UploadResult>")]
+    pub fn done(&self) -> js_sys::Promise {
+        self.done.clone()
+    }
+
+    /// Stops the upload and tells the broker to discard it. Resolves with
+    /// the final state once the upload has ended ("aborted", or the state
+    /// it reached if it was already past the point of cancelling).
+    #[wasm_bindgen(unchecked_return_type = "Promise<SessionState | null>")]
+    pub fn cancel(&self) -> js_sys::Promise {
+        if let Some(handle) = self.cancel.borrow_mut().take() {
+            handle.cancel();
+        }
+        let run = self.run.clone();
+        let latest = Rc::clone(&self.latest);
+        future_to_promise(async move {
+            let _ = run.await;
+            let state = latest
+                .borrow()
+                .as_ref()
+                .map_or(JsValue::NULL, |s| s.state.as_str().into());
+            Ok(state)
+        })
+    }
+}
+
+fn parse_strategy(name: Option<&str>) -> Result<UploadStrategy, JsValue> {
+    match name {
+        None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
+        Some("multipart") => Ok(UploadStrategy::Multipart),
+        Some("resumable") | Some("tus") => Ok(UploadStrategy::Resumable),
+        Some(other) => Err(invalid(&format!("unknown strategy {other:?}"))),
+    }
+}
+
+fn get(object: &JsValue, key: &str) -> Option<JsValue> {
+    if !object.is_object() {
+        return None;
+    }
+    js_sys::Reflect::get(object, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn string_option(object: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
+    get(object, key)
+        .map(|v| {
+            v.as_string()
+                .ok_or_else(|| invalid(&format!("option `{key}` must be a string")))
+        })
+        .transpose()
+}
+
+fn function_option(object: &JsValue, key: &str) -> Result<Option<js_sys::Function>, JsValue> {
+    get(object, key)
+        .map(|v| {
+            v.dyn_into::<js_sys::Function>()
+                .map_err(|_| invalid(&format!("option `{key}` must be a function")))
+        })
+        .transpose()
+}
+
+fn invalid(message: &str) -> JsValue {
+    error_to_js(&UploadError::new(ErrorCode::InvalidRequest, message))
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let object = js_sys::Object::new();
+    for (key, value) in fields {
+        let _ = js_sys::Reflect::set(&object, &JsValue::from_str(key), value);
+    }
+    object.into()
+}
+
+fn to_js<T: Serialize>(value: &T) -> JsValue {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .unwrap_or(JsValue::NULL)
+}
+
+/// The record as JavaScript sees it: `session_uri` is a bearer credential
+/// the page has no use for, so it never leaves WASM.
+fn session_to_js(session: &Session) -> JsValue {
+    let mut shown = session.clone();
+    if shown.session_uri.is_some() {
+        shown.session_uri = Some(Secret::new("[redacted]"));
+    }
+    to_js(&shown)
+}
+
+fn outcome_to_js(outcome: &Outcome) -> JsValue {
+    let asset: &Asset = &outcome.asset;
+    object(&[
+        ("session", session_to_js(&outcome.session)),
+        ("asset", to_js(asset)),
+    ])
+}
+
+fn error_to_js(error: &UploadError) -> JsValue {
+    let js_error = js_sys::Error::new(&error.message);
+    js_error.set_name("RindleUploadError");
+    let value: JsValue = js_error.into();
+    let _ = js_sys::Reflect::set(&value, &"code".into(), &error.code.as_str().into());
+    let _ = js_sys::Reflect::set(&value, &"retryable".into(), &error.retryable.into());
+    let state = error.state.map_or(JsValue::NULL, |s| s.as_str().into());
+    let _ = js_sys::Reflect::set(&value, &"state".into(), &state);
+    value
+}

@@ -1,0 +1,135 @@
+//! The browser transport: XMLHttpRequest, because fetch reports no upload
+//! progress. Bodies are `Blob` slices handed straight to the browser, so
+//! file bytes never enter WASM memory.
+
+use crate::transport::{
+    parse_header_block, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport,
+    TransportError,
+};
+use futures::channel::oneshot;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use web_sys::{Blob, ProgressEvent, XmlHttpRequest};
+
+#[derive(Clone, Copy, Default)]
+pub struct XhrTransport;
+
+#[derive(Clone, Copy)]
+enum Ending {
+    Load,
+    Error,
+    Timeout,
+}
+
+/// Keeps the event closures alive while the request runs; dropped early,
+/// it aborts the request (that is how cancel stops the bytes).
+struct InFlight {
+    xhr: XmlHttpRequest,
+    finished: bool,
+    _closures: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.xhr.set_onload(None);
+        self.xhr.set_onerror(None);
+        self.xhr.set_ontimeout(None);
+        if let Ok(upload) = self.xhr.upload() {
+            upload.set_onprogress(None);
+        }
+        if !self.finished {
+            let _ = self.xhr.abort();
+        }
+    }
+}
+
+impl Transport for XhrTransport {
+    type Body = Blob;
+
+    async fn send(
+        &self,
+        request: HttpRequest<Blob>,
+        progress: ProgressFn,
+    ) -> Result<HttpResponse, TransportError> {
+        let xhr = XmlHttpRequest::new().map_err(|_| TransportError::Network)?;
+        xhr.open_with_async(request.method, request.url.expose(), true)
+            .map_err(|_| TransportError::Network)?;
+        for (name, value) in &request.headers {
+            xhr.set_request_header(name, value)
+                .map_err(|_| TransportError::Network)?;
+        }
+
+        let (sender, receiver) = oneshot::channel::<Ending>();
+        let sender = Rc::new(RefCell::new(Some(sender)));
+        let ending = |kind: Ending| {
+            let sender = Rc::clone(&sender);
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                if let Some(sender) = sender.borrow_mut().take() {
+                    let _ = sender.send(kind);
+                }
+            })
+        };
+        let on_load = ending(Ending::Load);
+        let on_error = ending(Ending::Error);
+        let on_timeout = ending(Ending::Timeout);
+        let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            progress(event.unchecked_into::<ProgressEvent>().loaded() as u64);
+        });
+        xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
+        xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        xhr.set_ontimeout(Some(on_timeout.as_ref().unchecked_ref()));
+        xhr.upload()
+            .map_err(|_| TransportError::Network)?
+            .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+
+        let mut in_flight = InFlight {
+            xhr,
+            finished: false,
+            _closures: vec![on_load, on_error, on_timeout, on_progress],
+        };
+        in_flight
+            .xhr
+            .send_with_opt_blob(request.body.as_ref())
+            .map_err(|_| TransportError::Network)?;
+
+        let ending = receiver.await.map_err(|_| TransportError::Network)?;
+        in_flight.finished = true;
+        let xhr = &in_flight.xhr;
+        match ending {
+            Ending::Load => Ok(HttpResponse {
+                status: xhr.status().map_err(|_| TransportError::Network)?,
+                headers: parse_header_block(&xhr.get_all_response_headers().unwrap_or_default()),
+                body: xhr.response_text().ok().flatten().unwrap_or_default(),
+            }),
+            Ending::Error => Err(TransportError::Network),
+            Ending::Timeout => Err(TransportError::Timeout),
+        }
+    }
+}
+
+/// A `File` or `Blob`; slicing it costs no copy.
+pub struct BlobSource(pub Blob);
+
+impl ByteSource for BlobSource {
+    type Slice = Blob;
+
+    fn size(&self) -> u64 {
+        self.0.size() as u64
+    }
+
+    fn slice(&self, start: u64, end: u64) -> Blob {
+        self.0
+            .slice_with_f64_and_f64(start as f64, end as f64)
+            .expect("Blob.slice does not throw for numeric bounds")
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct DateClock;
+
+impl Clock for DateClock {
+    fn now_ms(&self) -> f64 {
+        js_sys::Date::now()
+    }
+}
