@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the npm package into pkg/ (WASM + JS glue + TypeScript types) and
+# the reference broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --profile wasm --target wasm32-unknown-unknown --lib
+rm -rf pkg
+wasm-bindgen target/wasm32-unknown-unknown/wasm/rindle_upload.wasm --out-dir pkg --target web
+# binaryen from npm is the wasm-opt that reads current rustc output; the
+# features are those rustc enables by default for wasm32.
+node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
+  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  pkg/rindle_upload_bg.wasm -o pkg/rindle_upload_bg.wasm
+
+cargo build --release -p rindle-broker
+node scripts/size.mjs

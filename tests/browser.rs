@@ -1,0 +1,206 @@
+//! The browser edge in headless Chromium against the real reference broker
+//! (started by scripts/test.sh; its URL is baked in at compile time as
+//! RINDLE_TEST_BROKER). The test page is served from another origin than
+//! the broker, so every request here also crosses CORS.
+#![cfg(target_arch = "wasm32")]
+
+use futures::future::{select, Either};
+use rindle_upload::broker::{Broker, BrokerCall, BrokerReply, InitiateRequest};
+use rindle_upload::store;
+use rindle_upload::transport::{HttpRequest, Transport, TransportError};
+use rindle_upload::web::{WebBroker, XhrTransport};
+use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
+use std::cell::RefCell;
+use std::pin::pin;
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const BROKER: &str = match option_env!("RINDLE_TEST_BROKER") {
+    Some(url) => url,
+    None => "http://127.0.0.1:18181",
+};
+
+fn broker() -> WebBroker {
+    WebBroker {
+        endpoint: format!("{BROKER}/api/uploads"),
+        headers: vec![],
+        callbacks: JsValue::UNDEFINED,
+    }
+}
+
+fn blob(len: usize) -> web_sys::Blob {
+    let bytes = js_sys::Uint8Array::new_with_length(len as u32);
+    bytes.fill(7, 0, len as u32);
+    let parts = js_sys::Array::of1(&bytes);
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/plain");
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).unwrap()
+}
+
+/// A session signed for `len` bytes, through the real HTTP broker.
+async fn signed_session(len: u64) -> BrokerReply {
+    let broker = broker();
+    let created = broker
+        .call(&BrokerCall::Initiate(InitiateRequest {
+            filename: "browser.txt".into(),
+            content_type: "text/plain".into(),
+            byte_size: len,
+            upload_strategy: UploadStrategy::PresignedPut,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(created.session.state, SessionState::Initialized);
+    let signed = broker
+        .call(&BrokerCall::Sign {
+            session_id: created.session.id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(signed.session.state, SessionState::Signed);
+    signed
+}
+
+fn put(reply: &BrokerReply, body: web_sys::Blob) -> HttpRequest<web_sys::Blob> {
+    let upload = reply.upload.clone().unwrap();
+    HttpRequest {
+        method: "PUT",
+        url: upload.url,
+        headers: upload.headers.into_iter().collect(),
+        body: Some(body),
+    }
+}
+
+async fn complete(session_id: String) -> BrokerReply {
+    broker()
+        .call(&BrokerCall::Complete { session_id })
+        .await
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn xhr_reports_upload_progress_and_the_store_keeps_the_bytes() {
+    const LEN: usize = 8 << 20;
+    let signed = signed_session(LEN as u64).await;
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let recorder = Rc::clone(&seen);
+    let response = XhrTransport
+        .send(
+            put(&signed, blob(LEN)),
+            Rc::new(move |sent| recorder.borrow_mut().push(sent)),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(response.status, 200);
+    assert!(
+        response.header("etag").is_some_and(|etag| etag.len() == 66),
+        "ETag exposed through CORS: {response:?}"
+    );
+    let seen = seen.borrow();
+    assert!(!seen.is_empty(), "XHR upload progress events arrived");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(*seen.last().unwrap(), LEN as u64);
+
+    let done = complete(signed.session.id.clone()).await;
+    assert_eq!(done.session.state, SessionState::Completed);
+    assert_eq!(done.asset.unwrap().byte_size, LEN as u64);
+}
+
+#[wasm_bindgen_test]
+async fn dropping_the_request_aborts_it_and_nothing_is_stored() {
+    const LEN: usize = 64 << 20;
+    let signed = signed_session(LEN as u64).await;
+    let (first_progress, progressed) = futures::channel::oneshot::channel::<()>();
+    let first_progress = RefCell::new(Some(first_progress));
+    let sending = XhrTransport.send(
+        put(&signed, blob(LEN)),
+        Rc::new(move |_| {
+            if let Some(signal) = first_progress.borrow_mut().take() {
+                let _ = signal.send(());
+            }
+        }),
+    );
+    match select(pin!(sending), progressed).await {
+        Either::Left((answer, _)) => {
+            panic!("the upload finished before it could be aborted: {answer:?}")
+        }
+        Either::Right(_) => {} // the send future is dropped here: XHR aborted
+    }
+    let done = complete(signed.session.id.clone()).await;
+    assert_eq!(done.session.state, SessionState::Failed);
+    assert_eq!(
+        done.session.failure_reason.as_deref(),
+        Some("no object was stored for this session")
+    );
+}
+
+#[wasm_bindgen_test]
+async fn non_2xx_answers_are_read_as_typed_store_errors() {
+    let signed = signed_session(4).await;
+    let mut tampered = put(&signed, blob(5));
+    tampered.url =
+        rindle_upload::secret::Secret::new(tampered.url.expose().replace("len=4", "len=5"));
+    let response = XhrTransport.send(tampered, Rc::new(|_| {})).await.unwrap();
+    assert_eq!(response.status, 403);
+    let error = store::check_answer(&response).unwrap_err();
+    assert_eq!(
+        (error.code, error.retryable),
+        (ErrorCode::SignatureInvalid, false)
+    );
+
+    let wrong_size = XhrTransport
+        .send(put(&signed, blob(3)), Rc::new(|_| {}))
+        .await
+        .unwrap();
+    assert_eq!(wrong_size.status, 400);
+    assert_eq!(
+        store::check_answer(&wrong_size).unwrap_err().code,
+        ErrorCode::StoreRejected
+    );
+}
+
+#[wasm_bindgen_test]
+async fn an_unreachable_store_is_a_network_error() {
+    let request = HttpRequest {
+        method: "PUT",
+        url: rindle_upload::secret::Secret::new("http://127.0.0.1:9/store/x"),
+        headers: vec![],
+        body: Some(blob(1)),
+    };
+    assert_eq!(
+        XhrTransport
+            .send(request, Rc::new(|_| {}))
+            .await
+            .unwrap_err(),
+        TransportError::Network
+    );
+}
+
+#[wasm_bindgen_test]
+async fn broker_errors_over_http_keep_their_codes() {
+    let err = broker()
+        .call(&BrokerCall::Sign {
+            session_id: "no-such-session".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::SessionNotFound);
+    let unreachable = WebBroker {
+        endpoint: "http://127.0.0.1:9/api/uploads".into(),
+        headers: vec![],
+        callbacks: JsValue::UNDEFINED,
+    };
+    let err = unreachable
+        .call(&BrokerCall::Sign {
+            session_id: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.retryable),
+        (ErrorCode::BrokerUnreachable, true)
+    );
+}

@@ -1,0 +1,63 @@
+// The demo page: uses only the package's public API.
+import init, { Uploader } from "/pkg/rindle_upload.js";
+
+await init();
+const uploader = new Uploader({ endpoint: "/api/uploads" });
+const list = document.getElementById("uploads");
+const rowTemplate = document.getElementById("upload-row");
+
+function formatBytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function start(file) {
+  const row = rowTemplate.content.firstElementChild.cloneNode(true);
+  const [name, state, bar, bytes, rate, cancel, detail] =
+    [".name", ".state", "progress", ".bytes", ".rate", ".cancel", ".detail"].map((s) => row.querySelector(s));
+  name.textContent = file.name;
+  list.prepend(row);
+  const started = performance.now();
+
+  const upload = uploader.upload(file, {
+    strategy: document.getElementById("strategy").value,
+    onStateChange: ({ to }) => { state.textContent = to; state.dataset.state = to; },
+    onProgress: ({ bytesSent, bytesAcked, bytesTotal }) => {
+      bar.value = bytesTotal ? bytesSent / bytesTotal : 1;
+      bytes.textContent = `${formatBytes(bytesSent)} sent, ${formatBytes(bytesAcked)} stored of ${formatBytes(bytesTotal)}`;
+      const seconds = (performance.now() - started) / 1000;
+      if (seconds > 0) rate.textContent = `${formatBytes(bytesSent / seconds)}/s`;
+    },
+  });
+  cancel.addEventListener("click", () => upload.cancel());
+  upload.done.then(
+    ({ asset }) => {
+      bar.value = 1;
+      cancel.disabled = true;
+      detail.innerHTML = "";
+      const link = document.createElement("a");
+      link.href = asset.url;
+      link.textContent = `stored: sha256 ${asset.sha256.slice(0, 16)}…`;
+      detail.append(link);
+    },
+    (error) => {
+      cancel.disabled = true;
+      detail.textContent = `${error.code}: ${error.message}`;
+    },
+  );
+}
+
+document.getElementById("files").addEventListener("change", (event) => {
+  for (const file of event.target.files) start(file);
+  event.target.value = "";
+});
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  for (const file of event.dataTransfer.files) start(file);
+});
