@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every suite: native (core, engine, reference broker), browser
+# (wasm-bindgen-test in headless Chromium against a real broker), and end
+# to end (Playwright driving Chromium against the reference broker).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh test
+bash scripts/build.sh
+
+echo "== native: core, engine, reference broker"
+cargo test --workspace --lib --bins --tests
+
+echo "== browser: XHR transport and HTTP broker in headless Chromium"
+data_dir=$(mktemp -d)
+broker_log=$(mktemp)
+PORT=0 DATA_DIR="$data_dir" RUST_LOG=warn target/release/rindle-broker >"$broker_log" 2>&1 &
+broker_pid=$!
+cleanup() { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; rm -rf "$data_dir" "$broker_log"; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+  broker_url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$broker_log")
+  [ -n "$broker_url" ] && break
+  sleep 0.1
+done
+[ -n "$broker_url" ] || { cat "$broker_log"; echo "the broker did not start"; exit 1; }
+RINDLE_TEST_BROKER="$broker_url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+  cargo test --target wasm32-unknown-unknown --test browser
+cleanup
+trap - EXIT
+
+echo "== end to end: public API and demo page in headless Chromium"
+node --test tests/e2e/
