@@ -157,10 +157,10 @@ impl Uploader {
     pub fn upload(
         &self,
         file: Blob,
-        #[wasm_bindgen(unchecked_param_type = "UploadOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: Option<js_sys::Object>,
     ) -> Result<Upload, JsValue> {
         let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
-        let options_value = options;
+        let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
         let options = UploadOptions {
             filename: string_option(&options_value, "filename")?
                 .or(file_name)
