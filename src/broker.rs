@@ -5,7 +5,7 @@
 
 use crate::error::{ErrorBody, ErrorCode, UploadError};
 use crate::secret::Secret;
-use crate::session::{Session, UploadStrategy};
+use crate::session::{MultipartPart, Session, UploadStrategy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,6 +18,9 @@ pub struct InitiateRequest {
     pub content_type: String,
     pub byte_size: u64,
     pub upload_strategy: UploadStrategy,
+    /// The part size the client plans with (`multipart` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
 }
 
 /// One call of the protocol; each maps to one `Rindle.Upload.Broker`
@@ -25,14 +28,43 @@ pub struct InitiateRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BrokerCall {
     Initiate(InitiateRequest),
-    Sign { session_id: String },
-    Complete { session_id: String },
-    Cancel { session_id: String },
+    /// Reads a session, to resume it.
+    Show {
+        session_id: String,
+    },
+    Sign {
+        session_id: String,
+    },
+    /// Signs a batch of multipart part URLs.
+    SignParts {
+        session_id: String,
+        part_numbers: Vec<u32>,
+    },
+    /// Asks which parts the store already holds (S3 ListParts); the reply's
+    /// session carries them in `multipart_parts`.
+    ListParts {
+        session_id: String,
+    },
+    Complete {
+        session_id: String,
+    },
+    /// Completes a multipart upload with its part list, then verifies.
+    CompleteMultipart {
+        session_id: String,
+        parts: Vec<MultipartPart>,
+    },
+    Cancel {
+        session_id: String,
+    },
 }
 
 #[derive(Serialize)]
-struct SessionRef<'a> {
+struct CallBody<'a> {
     session_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part_numbers: Option<&'a [u32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parts: Option<&'a [MultipartPart]>,
 }
 
 impl BrokerCall {
@@ -41,64 +73,94 @@ impl BrokerCall {
     pub fn name(&self) -> &'static str {
         match self {
             BrokerCall::Initiate(_) => "initiate",
+            BrokerCall::Show { .. } => "show",
             BrokerCall::Sign { .. } => "sign",
+            BrokerCall::SignParts { .. } => "signParts",
+            BrokerCall::ListParts { .. } => "listParts",
             BrokerCall::Complete { .. } => "complete",
+            BrokerCall::CompleteMultipart { .. } => "completeMultipart",
             BrokerCall::Cancel { .. } => "cancel",
         }
     }
 
-    /// The path below the broker endpoint; every call is a `POST`.
-    pub fn path(&self) -> String {
+    fn session_id(&self) -> Option<&str> {
         match self {
-            BrokerCall::Initiate(_) => String::new(),
-            BrokerCall::Sign { session_id } => format!("/{session_id}/sign"),
-            BrokerCall::Complete { session_id } => format!("/{session_id}/complete"),
-            BrokerCall::Cancel { session_id } => format!("/{session_id}/cancel"),
+            BrokerCall::Initiate(_) => None,
+            BrokerCall::Show { session_id }
+            | BrokerCall::Sign { session_id }
+            | BrokerCall::SignParts { session_id, .. }
+            | BrokerCall::ListParts { session_id }
+            | BrokerCall::Complete { session_id }
+            | BrokerCall::CompleteMultipart { session_id, .. }
+            | BrokerCall::Cancel { session_id } => Some(session_id),
         }
+    }
+
+    /// `GET` for `show`, which has no body; `POST` for every other call.
+    pub fn method(&self) -> &'static str {
+        match self {
+            BrokerCall::Show { .. } => "GET",
+            _ => "POST",
+        }
+    }
+
+    /// The path below the broker endpoint.
+    pub fn path(&self) -> String {
+        let route = match self {
+            BrokerCall::Initiate(_) => return String::new(),
+            BrokerCall::Show { .. } => "",
+            BrokerCall::Sign { .. } => "/sign",
+            BrokerCall::SignParts { .. } => "/parts/sign",
+            BrokerCall::ListParts { .. } => "/parts",
+            BrokerCall::Complete { .. } => "/complete",
+            BrokerCall::CompleteMultipart { .. } => "/multipart/complete",
+            BrokerCall::Cancel { .. } => "/cancel",
+        };
+        format!("/{}{route}", self.session_id().unwrap_or_default())
     }
 
     /// Serializes the request body with the serializer of the caller's
     /// choosing (JSON natively, JS values in the browser).
     pub fn serialize_body<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            BrokerCall::Initiate(request) => request.serialize(serializer),
-            BrokerCall::Sign { session_id }
-            | BrokerCall::Complete { session_id }
-            | BrokerCall::Cancel { session_id } => SessionRef { session_id }.serialize(serializer),
-        }
+        let (part_numbers, parts) = match self {
+            BrokerCall::Initiate(request) => return request.serialize(serializer),
+            BrokerCall::SignParts { part_numbers, .. } => (Some(part_numbers.as_slice()), None),
+            BrokerCall::CompleteMultipart { parts, .. } => (None, Some(parts.as_slice())),
+            _ => (None, None),
+        };
+        let session_id = self.session_id().unwrap_or_default();
+        CallBody { session_id, part_numbers, parts }.serialize(serializer)
     }
 
     /// Checks a reply against what this call must return, beyond its shape.
     pub fn check_reply(&self, reply: &BrokerReply) -> Result<(), UploadError> {
         reply.session.validate()?;
+        if self.session_id().is_some_and(|id| id != reply.session.id) {
+            return Err(malformed(format!("{}: reply is for another session", self.name())));
+        }
         match self {
             BrokerCall::Initiate(request) => {
-                if reply
-                    .session
-                    .upload_length
-                    .is_some_and(|len| len != request.byte_size)
-                {
-                    return Err(malformed(
-                        "initiate: session upload_length differs from the file size",
-                    ));
+                if reply.session.upload_length.is_some_and(|len| len != request.byte_size) {
+                    return Err(malformed("initiate: session upload_length differs from the file size"));
                 }
             }
             BrokerCall::Sign { .. } => match &reply.upload {
                 Some(signed) => signed.validate()?,
                 None => return Err(malformed("sign: reply has no `upload` request")),
             },
-            BrokerCall::Complete { .. } | BrokerCall::Cancel { .. } => {}
-        }
-        if let BrokerCall::Sign { session_id }
-        | BrokerCall::Complete { session_id }
-        | BrokerCall::Cancel { session_id } = self
-        {
-            if &reply.session.id != session_id {
-                return Err(malformed(format!(
-                    "{}: reply is for another session",
-                    self.name()
-                )));
+            BrokerCall::SignParts { part_numbers, .. } => {
+                let mut signed: Vec<u32> = reply.parts.iter().map(|p| p.part_number).collect();
+                signed.sort_unstable();
+                let mut asked = part_numbers.clone();
+                asked.sort_unstable();
+                if signed != asked {
+                    return Err(malformed("signParts: reply does not sign exactly the parts asked for"));
+                }
+                for part in &reply.parts {
+                    part.upload.validate()?;
+                }
             }
+            _ => {}
         }
         Ok(())
     }
@@ -111,9 +173,18 @@ pub struct BrokerReply {
     /// The request that moves the bytes (from `sign`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<SignedRequest>,
+    /// Signed part uploads (from `signParts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<SignedPart>,
     /// The stored object, once the session is `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asset: Option<Asset>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPart {
+    pub part_number: u32,
+    pub upload: SignedRequest,
 }
 
 /// A presigned request: whoever holds it may write, so the URL is a secret.
@@ -135,14 +206,11 @@ pub struct SignedRequest {
 impl SignedRequest {
     fn validate(&self) -> Result<(), UploadError> {
         if self.method != "PUT" {
-            return Err(malformed(format!(
-                "sign: method {:?} is not PUT",
-                self.method
-            )));
+            return Err(malformed(format!("sign: method {:?} is not PUT", self.method)));
         }
         let url = self.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(malformed("sign: upload url is not an http(s) URL"));
+            return Err(malformed("signed upload url is not an http(s) URL"));
         }
         for (name, value) in &self.headers {
             crate::transport::check_header(name, value)
@@ -169,13 +237,8 @@ pub fn read_reply<E: std::fmt::Display>(
     call: &BrokerCall,
     parsed: Result<BrokerReply, E>,
 ) -> Result<BrokerReply, UploadError> {
-    let reply = parsed.map_err(|e| {
-        malformed(format!(
-            "{}: {}",
-            call.name(),
-            without_quoted_values(&e.to_string())
-        ))
-    })?;
+    let reply = parsed
+        .map_err(|e| malformed(format!("{}: {}", call.name(), without_quoted_values(&e.to_string()))))?;
     call.check_reply(&reply)?;
     Ok(reply)
 }
@@ -191,21 +254,15 @@ pub fn read_http_answer<E: std::fmt::Display>(
     if (200..300).contains(&status) {
         return read_reply(call, parse_reply());
     }
-    let fallback = if status >= 500 {
-        ErrorCode::BrokerServerError
-    } else {
-        ErrorCode::BrokerRejected
-    };
+    let fallback = if status >= 500 { ErrorCode::BrokerServerError } else { ErrorCode::BrokerRejected };
     match parse_error() {
         Ok(body) => Err(body.into_error(fallback)),
-        Err(_) if status >= 500 => Err(UploadError::new(
-            fallback,
-            format!("{}: broker answered {status}", call.name()),
-        )),
-        Err(e) => Err(malformed(format!(
-            "{}: broker answered {status} without an error body ({e})",
-            call.name()
-        ))),
+        Err(_) if status >= 500 => {
+            Err(UploadError::new(fallback, format!("{}: broker answered {status}", call.name())))
+        }
+        Err(e) => {
+            Err(malformed(format!("{}: broker answered {status} without an error body ({e})", call.name())))
+        }
     }
 }
 
@@ -235,12 +292,7 @@ mod tests {
     use crate::state::SessionState;
 
     fn json_answer(call: &BrokerCall, status: u16, body: &str) -> Result<BrokerReply, UploadError> {
-        read_http_answer(
-            call,
-            status,
-            || serde_json::from_str(body),
-            || serde_json::from_str(body),
-        )
+        read_http_answer(call, status, || serde_json::from_str(body), || serde_json::from_str(body))
     }
 
     const SIGNED: &str = r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put","upload_length":3},
@@ -248,9 +300,7 @@ mod tests {
                   "expires_at":"2026-11-26T00:15:00Z","expires_in":900}}"#;
 
     fn sign() -> BrokerCall {
-        BrokerCall::Sign {
-            session_id: "s1".into(),
-        }
+        BrokerCall::Sign { session_id: "s1".into() }
     }
 
     #[test]
@@ -260,34 +310,19 @@ mod tests {
             content_type: "text/plain".into(),
             byte_size: 3,
             upload_strategy: UploadStrategy::PresignedPut,
+            part_size: None,
         });
         assert_eq!(initiate.path(), "");
         assert_eq!(sign().path(), "/s1/sign");
-        assert_eq!(
-            BrokerCall::Complete {
-                session_id: "s1".into()
-            }
-            .path(),
-            "/s1/complete"
-        );
-        assert_eq!(
-            BrokerCall::Cancel {
-                session_id: "s1".into()
-            }
-            .path(),
-            "/s1/cancel"
-        );
-        let body = initiate
-            .serialize_body(serde_json::value::Serializer)
-            .unwrap();
+        assert_eq!(BrokerCall::Complete { session_id: "s1".into() }.path(), "/s1/complete");
+        assert_eq!(BrokerCall::Cancel { session_id: "s1".into() }.path(), "/s1/cancel");
+        let body = initiate.serialize_body(serde_json::value::Serializer).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"filename":"a.txt","content_type":"text/plain","byte_size":3,"upload_strategy":"presigned_put"})
         );
         assert_eq!(
-            sign()
-                .serialize_body(serde_json::value::Serializer)
-                .unwrap(),
+            sign().serialize_body(serde_json::value::Serializer).unwrap(),
             serde_json::json!({"session_id":"s1"})
         );
     }
@@ -329,27 +364,21 @@ mod tests {
             content_type: "text/plain".into(),
             byte_size: 4,
             upload_strategy: UploadStrategy::PresignedPut,
+            part_size: None,
         });
         let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;
-        assert_eq!(
-            json_answer(&call, 201, body).unwrap_err().code,
-            ErrorCode::BrokerMalformedResponse
-        );
+        assert_eq!(json_answer(&call, 201, body).unwrap_err().code, ErrorCode::BrokerMalformedResponse);
     }
 
     #[test]
     fn error_answers_keep_the_brokers_code() {
-        let body =
-            r#"{"error":{"code":"file_too_large","message":"over 80 MiB","retryable":false}}"#;
+        let body = r#"{"error":{"code":"file_too_large","message":"over 80 MiB","retryable":false}}"#;
         let err = json_answer(&sign(), 413, body).unwrap_err();
         assert_eq!((err.code, err.retryable), (ErrorCode::FileTooLarge, false));
         assert_eq!(err.message, "over 80 MiB");
 
         let err = json_answer(&sign(), 502, "<html>Bad Gateway</html>").unwrap_err();
-        assert_eq!(
-            (err.code, err.retryable),
-            (ErrorCode::BrokerServerError, true)
-        );
+        assert_eq!((err.code, err.retryable), (ErrorCode::BrokerServerError, true));
 
         let err = json_answer(&sign(), 404, "<html>nope</html>").unwrap_err();
         assert_eq!(err.code, ErrorCode::BrokerMalformedResponse);

@@ -4,10 +4,12 @@
 
 use crate::broker::{Asset, Broker, BrokerCall, InitiateRequest};
 use crate::error::{ErrorCode, UploadError};
+use crate::multipart::PartPlan;
 use crate::progress::{Progress, ProgressSnapshot};
-use crate::session::{Session, UploadStrategy};
+use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::state::SessionState;
-use crate::transport::{check_header, ByteSource, Clock, ProgressFn, Transport};
+use crate::store;
+use crate::transport::{check_header, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport};
 use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt, Shared};
 use std::cell::{Ref, RefCell};
@@ -19,6 +21,29 @@ pub struct UploadOptions {
     pub filename: String,
     pub content_type: String,
     pub strategy: UploadStrategy,
+    /// `multipart`: the requested part size (it grows for huge files).
+    pub part_size: u64,
+    /// `multipart`: parts in flight at once.
+    pub concurrency: usize,
+    /// Continue this existing session instead of starting one.
+    pub resume_session_id: Option<String>,
+}
+
+impl UploadOptions {
+    pub fn new(
+        filename: impl Into<String>,
+        content_type: impl Into<String>,
+        strategy: UploadStrategy,
+    ) -> Self {
+        UploadOptions {
+            filename: filename.into(),
+            content_type: content_type.into(),
+            strategy,
+            part_size: crate::multipart::DEFAULT_PART_SIZE,
+            concurrency: crate::multipart::DEFAULT_CONCURRENCY,
+            resume_session_id: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -29,6 +54,12 @@ pub enum Event<'a> {
         session: &'a Session,
     },
     Progress(ProgressSnapshot),
+    /// A multipart part is stored (its ETag read).
+    PartStored {
+        part_number: u32,
+        etag: &'a str,
+        size: u64,
+    },
 }
 
 /// Receives the engine's events as they happen, including from inside the
@@ -84,11 +115,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     fn new(total: u64, events: EventSink) -> Self {
-        Tracker {
-            session: RefCell::new(None),
-            progress: Rc::new(RefCell::new(Progress::new(total))),
-            events,
-        }
+        Tracker { session: RefCell::new(None), progress: Rc::new(RefCell::new(Progress::new(total))), events }
     }
 
     pub(crate) fn state(&self) -> Option<SessionState> {
@@ -96,11 +123,7 @@ impl Tracker {
     }
 
     pub(crate) fn session_id(&self) -> String {
-        self.session
-            .borrow()
-            .as_ref()
-            .map(|s| s.id.clone())
-            .unwrap_or_default()
+        self.session.borrow().as_ref().map(|s| s.id.clone()).unwrap_or_default()
     }
 
     /// Takes the server's record (the first one starts the session).
@@ -126,12 +149,7 @@ impl Tracker {
     pub(crate) fn transition(&self, to: SessionState) -> Result<(), UploadError> {
         let from = match self.session.borrow_mut().as_mut() {
             Some(session) => session.transition(to)?,
-            None => {
-                return Err(UploadError::new(
-                    ErrorCode::Internal,
-                    "transition before a session exists",
-                ))
-            }
+            None => return Err(UploadError::new(ErrorCode::Internal, "transition before a session exists")),
         };
         if from.is_some() {
             self.emit_state(from);
@@ -140,14 +158,8 @@ impl Tracker {
     }
 
     fn emit_state(&self, from: Option<SessionState>) {
-        let session = Ref::map(self.session.borrow(), |s| {
-            s.as_ref().expect("session set before emitting")
-        });
-        (self.events)(Event::StateChanged {
-            from,
-            to: session.state,
-            session: &session,
-        });
+        let session = Ref::map(self.session.borrow(), |s| s.as_ref().expect("session set before emitting"));
+        (self.events)(Event::StateChanged { from, to: session.state, session: &session });
     }
 
     /// A progress callback for one request in `slot` of `len` bytes.
@@ -172,6 +184,16 @@ impl Tracker {
     pub(crate) fn dropped(&self, slot: u64) {
         self.progress.borrow_mut().dropped(slot);
     }
+
+    pub(crate) fn part_stored(&self, part_number: u32, etag: &str, size: u64) {
+        (self.events)(Event::PartStored { part_number, etag, size });
+    }
+}
+
+/// How the broker is asked to finish once the bytes are stored.
+enum Finish {
+    Complete,
+    CompleteMultipart(Vec<MultipartPart>),
 }
 
 impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
@@ -202,59 +224,99 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     where
         S: ByteSource<Slice = T::Body>,
     {
-        check_options(options)?;
+        let plan = check_options(options, source.size())?;
         // Until the bytes are stored, cancel wins: dropping the transfer
-        // aborts whatever request is in flight.
-        let transferred = match future::select(
-            pin!(cancel.requested()),
-            pin!(self.transfer(source, options, tracker)),
-        )
-        .await
-        {
+        // aborts whatever requests are in flight.
+        let transfer = self.transfer(source, options, plan, tracker);
+        let transferred = match future::select(pin!(cancel.requested()), pin!(transfer)).await {
             Either::Left(_) => None,
             Either::Right((result, _)) => Some(result),
         };
         match transferred {
-            Some(result) => result?,
-            None => return Err(self.abort(tracker).await),
+            Some(finish) => self.verify(tracker, finish?).await,
+            None => Err(self.abort(tracker).await),
         }
-        self.verify(tracker).await
     }
 
     async fn transfer<S>(
         &self,
         source: &S,
         options: &UploadOptions,
+        plan: Option<PartPlan>,
         tracker: &Tracker,
-    ) -> Result<(), UploadError>
+    ) -> Result<Finish, UploadError>
     where
         S: ByteSource<Slice = T::Body>,
     {
-        let initiate = BrokerCall::Initiate(InitiateRequest {
-            filename: options.filename.clone(),
-            content_type: options.content_type.clone(),
-            byte_size: source.size(),
-            upload_strategy: options.strategy,
-        });
-        let reply = self.broker.call(&initiate).await?;
+        let size = source.size();
+        let call = match &options.resume_session_id {
+            Some(session_id) => BrokerCall::Show { session_id: session_id.clone() },
+            None => BrokerCall::Initiate(InitiateRequest {
+                filename: options.filename.clone(),
+                content_type: options.content_type.clone(),
+                byte_size: size,
+                upload_strategy: options.strategy,
+                part_size: plan.map(|p| p.part_size),
+            }),
+        };
+        let reply = self.broker.call(&call).await?;
+        let session = &reply.session;
+        let resuming = options.resume_session_id.is_some();
+        if resuming && (session.upload_strategy != options.strategy || session.upload_length != Some(size)) {
+            return Err(UploadError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the file does not match session {} ({size} bytes, {:?})",
+                    session.id, options.strategy
+                ),
+            ));
+        }
         tracker.adopt(reply.session)?;
-        match options.strategy {
-            UploadStrategy::PresignedPut => {
-                crate::presigned_put::transfer(self, source, tracker).await
+        match plan {
+            Some(plan) => {
+                let parts =
+                    crate::multipart::transfer(self, source, tracker, plan, options.concurrency, resuming)
+                        .await?;
+                Ok(Finish::CompleteMultipart(parts))
             }
-            // Refused by `check_options` before anything was sent.
-            other => Err(unsupported(other)),
+            None => {
+                crate::presigned_put::transfer(self, source, tracker).await?;
+                Ok(Finish::Complete)
+            }
         }
     }
 
-    async fn verify(&self, tracker: &Tracker) -> Result<Outcome, UploadError> {
+    /// Sends one request carrying `len` bytes of progress slot `slot`: its
+    /// bytes count as sent while it runs and as acknowledged once the
+    /// store's answer is a success that `accept` takes.
+    pub(crate) async fn put<R>(
+        &self,
+        tracker: &Tracker,
+        slot: u64,
+        len: u64,
+        request: HttpRequest<T::Body>,
+        accept: impl FnOnce(&HttpResponse) -> Result<R, UploadError>,
+    ) -> Result<R, UploadError> {
+        let answer = self.transport.send(request, tracker.progress_for(slot, len)).await;
+        let accepted = answer.map_err(UploadError::from).and_then(|response| {
+            store::check_answer(&response)?;
+            accept(&response)
+        });
+        match &accepted {
+            Ok(_) => tracker.acked(slot, len),
+            Err(_) => tracker.dropped(slot),
+        }
+        accepted
+    }
+
+    async fn verify(&self, tracker: &Tracker, finish: Finish) -> Result<Outcome, UploadError> {
         tracker.transition(SessionState::Verifying)?;
-        let reply = self
-            .broker
-            .call(&BrokerCall::Complete {
-                session_id: tracker.session_id(),
-            })
-            .await?;
+        let session_id = tracker.session_id();
+        let call = match finish {
+            Finish::Complete => BrokerCall::Complete { session_id },
+            Finish::CompleteMultipart(parts) => BrokerCall::CompleteMultipart { session_id, parts },
+        };
+        let reply = self.broker.call(&call).await?;
         let session = reply.session.clone();
         tracker.adopt(reply.session)?;
         match (session.state, reply.asset) {
@@ -265,9 +327,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             )),
             (SessionState::Failed, _) => Err(UploadError::new(
                 ErrorCode::VerificationFailed,
-                session
-                    .failure_reason
-                    .unwrap_or_else(|| "the broker refused the stored object".into()),
+                session.failure_reason.unwrap_or_else(|| "the broker refused the stored object".into()),
             )),
             (state, _) => Err(UploadError::new(
                 ErrorCode::BrokerMalformedResponse,
@@ -278,21 +338,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
 
     /// Tells the broker to discard the session, after the transfer stopped.
     async fn abort(&self, tracker: &Tracker) -> UploadError {
-        let cancelled = |detail: &str| {
-            UploadError::new(ErrorCode::Aborted, format!("upload cancelled{detail}"))
-        };
-        if !tracker
-            .state()
-            .is_some_and(|s| s.can_transition_to(SessionState::Aborted))
-        {
+        let cancelled =
+            |detail: &str| UploadError::new(ErrorCode::Aborted, format!("upload cancelled{detail}"));
+        if !tracker.state().is_some_and(|s| s.can_transition_to(SessionState::Aborted)) {
             return cancelled("");
         }
-        let told = self
-            .broker
-            .call(&BrokerCall::Cancel {
-                session_id: tracker.session_id(),
-            })
-            .await;
+        let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
         match told.and_then(|reply| tracker.adopt(reply.session)) {
             Ok(()) => cancelled(""),
             Err(e) => cancelled(&format!(", but the broker was not told: {}", e.message)),
@@ -300,23 +351,18 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     }
 }
 
-fn check_options(options: &UploadOptions) -> Result<(), UploadError> {
+/// Refuses what cannot work before anything is sent; for `multipart`,
+/// returns the part plan.
+fn check_options(options: &UploadOptions, size: u64) -> Result<Option<PartPlan>, UploadError> {
     if options.filename.is_empty() {
-        return Err(UploadError::new(
-            ErrorCode::InvalidRequest,
-            "filename must not be empty",
-        ));
+        return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
     }
     check_header("Content-Type", &options.content_type)?;
     match options.strategy {
-        UploadStrategy::PresignedPut => Ok(()),
-        other => Err(unsupported(other)),
+        UploadStrategy::PresignedPut => Ok(None),
+        UploadStrategy::Multipart => PartPlan::new(size, options.part_size).map(Some),
+        UploadStrategy::Resumable => {
+            Err(UploadError::new(ErrorCode::UnsupportedStrategy, "strategy resumable is not available yet"))
+        }
     }
-}
-
-fn unsupported(strategy: UploadStrategy) -> UploadError {
-    UploadError::new(
-        ErrorCode::UnsupportedStrategy,
-        format!("strategy {strategy:?} is not available yet"),
-    )
 }

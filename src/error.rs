@@ -129,12 +129,7 @@ pub struct UploadError {
 
 impl UploadError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        UploadError {
-            code,
-            message: message.into(),
-            retryable: code.is_retryable(),
-            state: None,
-        }
+        UploadError { code, message: message.into(), retryable: code.is_retryable(), state: None }
     }
 
     pub fn in_state(mut self, state: Option<SessionState>) -> Self {
@@ -186,10 +181,7 @@ impl ErrorBody {
             Some(code) => UploadError::new(code, self.error.message),
             None => UploadError {
                 retryable: self.error.retryable,
-                ..UploadError::new(
-                    fallback,
-                    format!("{} ({})", self.error.message, self.error.code),
-                )
+                ..UploadError::new(fallback, format!("{} ({})", self.error.message, self.error.code))
             },
         }
     }
@@ -246,8 +238,7 @@ mod tests {
 
     #[test]
     fn known_codes_take_their_own_retryability() {
-        let err = ErrorBody::new(ErrorCode::FileTooLarge, "too big")
-            .into_error(ErrorCode::BrokerRejected);
+        let err = ErrorBody::new(ErrorCode::FileTooLarge, "too big").into_error(ErrorCode::BrokerRejected);
         assert_eq!(err.code, ErrorCode::FileTooLarge);
         assert!(!err.retryable);
     }

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod engine;
 pub mod error;
+pub mod multipart;
 mod presigned_put;
 pub mod progress;
 pub mod secret;

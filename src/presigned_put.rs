@@ -4,7 +4,6 @@ use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
 use crate::state::SessionState;
-use crate::store;
 use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
 
 /// The single request of this strategy occupies progress slot 0.
@@ -21,19 +20,11 @@ where
     C: Clock,
     S: ByteSource<Slice = T::Body>,
 {
-    let reply = engine
-        .broker
-        .call(&BrokerCall::Sign {
-            session_id: tracker.session_id(),
-        })
-        .await?;
+    let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
     let signed_at = engine.clock.now_ms();
     tracker.adopt(reply.session)?;
     let signed = reply.upload.ok_or_else(|| {
-        UploadError::new(
-            ErrorCode::BrokerMalformedResponse,
-            "sign: reply has no `upload` request",
-        )
+        UploadError::new(ErrorCode::BrokerMalformedResponse, "sign: reply has no `upload` request")
     })?;
     tracker.transition(SessionState::Uploading)?;
 
@@ -50,17 +41,6 @@ where
         headers: signed.headers.into_iter().collect(),
         body: Some(source.slice(0, total)),
     };
-    let answer = engine
-        .transport
-        .send(request, tracker.progress_for(SLOT, total))
-        .await;
-    let stored = answer
-        .map_err(UploadError::from)
-        .and_then(|response| store::check_answer(&response));
-    if let Err(e) = stored {
-        tracker.dropped(SLOT);
-        return Err(e);
-    }
-    tracker.acked(SLOT, total);
+    engine.put(tracker, SLOT, total, request, |_| Ok(())).await?;
     tracker.transition(SessionState::Uploaded)
 }

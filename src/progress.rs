@@ -27,11 +27,7 @@ impl Progress {
             total,
             acked: 0,
             in_flight: BTreeMap::new(),
-            shown: ProgressSnapshot {
-                bytes_sent: 0,
-                bytes_acked: 0,
-                bytes_total: total,
-            },
+            shown: ProgressSnapshot { bytes_sent: 0, bytes_acked: 0, bytes_total: total },
         }
     }
 
@@ -83,14 +79,7 @@ mod tests {
         assert_eq!(p.sent(0, 40, 100).unwrap().bytes_sent, 40);
         assert_eq!(p.snapshot().bytes_acked, 0);
         let end = p.acked(0, 100).unwrap();
-        assert_eq!(
-            end,
-            ProgressSnapshot {
-                bytes_sent: 100,
-                bytes_acked: 100,
-                bytes_total: 100
-            }
-        );
+        assert_eq!(end, ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 });
     }
 
     #[test]
@@ -100,24 +89,13 @@ mod tests {
         p.sent(2, 30, 50);
         assert_eq!(p.snapshot().bytes_sent, 80);
         p.dropped(2);
-        assert_eq!(
-            p.sent(2, 10, 50),
-            None,
-            "the retry restarts at 0: nothing new to show"
-        );
+        assert_eq!(p.sent(2, 10, 50), None, "the retry restarts at 0: nothing new to show");
         assert_eq!(p.snapshot().bytes_sent, 80);
         p.sent(2, 40, 50);
         assert_eq!(p.snapshot().bytes_sent, 90);
         p.acked(1, 50);
         p.acked(2, 50);
-        assert_eq!(
-            p.snapshot(),
-            ProgressSnapshot {
-                bytes_sent: 100,
-                bytes_acked: 100,
-                bytes_total: 100
-            }
-        );
+        assert_eq!(p.snapshot(), ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 });
     }
 
     #[test]

@@ -23,9 +23,7 @@ impl Secret {
     /// without handing out the credential.
     pub fn origin(&self) -> &str {
         let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
-        let end = self.0[after_scheme..]
-            .find(['/', '?', '#'])
-            .map_or(self.0.len(), |i| after_scheme + i);
+        let end = self.0[after_scheme..].find(['/', '?', '#']).map_or(self.0.len(), |i| after_scheme + i);
         &self.0[..end]
     }
 }

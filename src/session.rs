@@ -69,9 +69,7 @@ impl Session {
     /// session at all: ids are used in URL paths, so they must be plain.
     pub fn validate(&self) -> Result<(), UploadError> {
         if !is_plain_id(&self.id) {
-            return Err(malformed(
-                "session id must be 1-128 characters of [A-Za-z0-9_-]",
-            ));
+            return Err(malformed("session id must be 1-128 characters of [A-Za-z0-9_-]"));
         }
         Ok(())
     }
@@ -96,6 +94,11 @@ impl Session {
 
     /// Takes the server's record as the truth, provided its state is one
     /// this record may move to. Returns the previous state if it changed.
+    ///
+    /// A server that has not seen what the client saw first (resuming,
+    /// bytes started or landed, verification asked for) reports a state
+    /// this record already left by legal steps; its record is taken, the
+    /// state kept.
     pub fn adopt(&mut self, server: Session) -> Result<Option<SessionState>, UploadError> {
         if server.id != self.id {
             return Err(malformed(format!(
@@ -104,6 +107,11 @@ impl Session {
             ))
             .in_state(Some(self.state)));
         }
+        let local = self.state;
+        if local.is_client_observed() && server.state != local && server.state.can_reach(local) {
+            *self = Session { state: local, ..server };
+            return Ok(None);
+        }
         let from = self.transition(server.state)?;
         *self = server;
         Ok(from)
@@ -111,10 +119,7 @@ impl Session {
 }
 
 fn is_plain_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn malformed(message: impl Into<String>) -> UploadError {
@@ -191,10 +196,9 @@ mod tests {
 
     #[test]
     fn minimal_records_take_defaults_and_bad_ones_are_refused() {
-        let minimal: Session = serde_json::from_str(
-            r#"{"id":"s1","state":"initialized","upload_strategy":"presigned_put"}"#,
-        )
-        .unwrap();
+        let minimal: Session =
+            serde_json::from_str(r#"{"id":"s1","state":"initialized","upload_strategy":"presigned_put"}"#)
+                .unwrap();
         assert_eq!(minimal.multipart_parts, vec![]);
         for bad in [
             r#"{"id":"s1","state":"paused","upload_strategy":"presigned_put"}"#,
@@ -213,11 +217,7 @@ mod tests {
         for id in ["", "../admin", "a/b", "a?b", "a b", &"x".repeat(129)] {
             let mut s = session(SessionState::Signed);
             s.id = id.to_owned();
-            assert_eq!(
-                s.validate().unwrap_err().code,
-                ErrorCode::BrokerMalformedResponse,
-                "{id:?}"
-            );
+            assert_eq!(s.validate().unwrap_err().code, ErrorCode::BrokerMalformedResponse, "{id:?}");
         }
         assert!(session(SessionState::Signed).validate().is_ok());
     }
@@ -225,19 +225,25 @@ mod tests {
     #[test]
     fn adopting_follows_the_table() {
         let mut local = session(SessionState::Initialized);
-        assert_eq!(
-            local.adopt(session(SessionState::Signed)).unwrap(),
-            Some(SessionState::Initialized)
-        );
+        assert_eq!(local.adopt(session(SessionState::Signed)).unwrap(), Some(SessionState::Initialized));
         assert_eq!(local.adopt(session(SessionState::Signed)).unwrap(), None);
         let err = local.adopt(session(SessionState::Completed)).unwrap_err();
         assert_eq!(err.code, ErrorCode::IllegalTransition);
         assert_eq!(err.state, Some(SessionState::Signed));
-        assert_eq!(
-            local.state,
-            SessionState::Signed,
-            "an illegal transition is never applied"
-        );
+        assert_eq!(local.state, SessionState::Signed, "an illegal transition is never applied");
+    }
+
+    #[test]
+    fn a_server_behind_the_client_updates_the_record_but_not_the_state() {
+        let mut local = session(SessionState::Uploading);
+        let mut server = session(SessionState::Signed);
+        server.last_known_offset = Some(5);
+        assert_eq!(local.adopt(server).unwrap(), None);
+        assert_eq!((local.state, local.last_known_offset), (SessionState::Uploading, Some(5)));
+        // Behind is only what the table can reach: a terminal local state is
+        // never reopened, and a server cannot jump ahead illegally.
+        let mut done = session(SessionState::Completed);
+        assert_eq!(done.adopt(session(SessionState::Signed)).unwrap_err().code, ErrorCode::IllegalTransition);
     }
 
     #[test]
@@ -245,10 +251,7 @@ mod tests {
         let mut local = session(SessionState::Signed);
         let mut other = session(SessionState::Uploading);
         other.id = "s2".into();
-        assert_eq!(
-            local.adopt(other).unwrap_err().code,
-            ErrorCode::BrokerMalformedResponse
-        );
+        assert_eq!(local.adopt(other).unwrap_err().code, ErrorCode::BrokerMalformedResponse);
         assert_eq!(local.id, "s1");
     }
 }

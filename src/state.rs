@@ -56,9 +56,7 @@ impl SessionState {
         use SessionState::*;
         match self {
             Initialized => &[Signed, Aborted, Expired, Failed],
-            Signed => &[
-                Resuming, Uploading, Uploaded, Verifying, Aborted, Expired, Failed,
-            ],
+            Signed => &[Resuming, Uploading, Uploaded, Verifying, Aborted, Expired, Failed],
             Resuming => &[Uploading, Aborted, Expired, Failed],
             Uploading => &[Uploaded, Verifying, Aborted, Expired, Failed],
             Uploaded => &[Verifying],
@@ -69,6 +67,24 @@ impl SessionState {
 
     pub fn can_transition_to(self, to: SessionState) -> bool {
         self.successors().contains(&to)
+    }
+
+    /// States the client enters on its own observation, before the server
+    /// may know: it began resuming, bytes started, bytes landed, it asked
+    /// for verification. The others only ever come from the server.
+    pub fn is_client_observed(self) -> bool {
+        matches!(
+            self,
+            SessionState::Resuming
+                | SessionState::Uploading
+                | SessionState::Uploaded
+                | SessionState::Verifying
+        )
+    }
+
+    /// Whether `to` lies on some path of the table from this state.
+    pub fn can_reach(self, to: SessionState) -> bool {
+        self.successors().iter().any(|&next| next == to || next.can_reach(to))
     }
 
     pub fn is_terminal(self) -> bool {
@@ -128,11 +144,18 @@ mod tests {
     }
 
     #[test]
+    fn reachability_follows_the_table() {
+        assert!(Initialized.can_reach(Completed));
+        assert!(Signed.can_reach(Uploading));
+        assert!(Signed.can_reach(Resuming));
+        assert!(!Uploading.can_reach(Signed));
+        assert!(!Uploaded.can_reach(Aborted));
+        assert!(!Completed.can_reach(Completed));
+    }
+
+    #[test]
     fn terminal_states_are_exactly_the_four() {
-        let terminal: Vec<_> = SessionState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .collect();
+        let terminal: Vec<_> = SessionState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, vec![Completed, Aborted, Expired, Failed]);
     }
 

@@ -29,10 +29,7 @@ pub fn check_answer(response: &HttpResponse) -> Result<(), UploadError> {
         (code, "") => format!(": {code}"),
         (code, message) => format!(": {code}: {message}"),
     };
-    Err(UploadError {
-        retryable,
-        ..UploadError::new(error_code, format!("store answered {status}{detail}"))
-    })
+    Err(UploadError { retryable, ..UploadError::new(error_code, format!("store answered {status}{detail}")) })
 }
 
 /// The text of the first `<name>` element, trimmed and cut short; `None` if
@@ -42,11 +39,7 @@ fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     let start = body.find(&open)? + open.len();
     let end = start + body[start..].find("</")?;
     let text = body[start..end].trim();
-    Some(
-        text.char_indices()
-            .nth(200)
-            .map_or(text, |(i, _)| &text[..i]),
-    )
+    Some(text.char_indices().nth(200).map_or(text, |(i, _)| &text[..i]))
 }
 
 #[cfg(test)]
@@ -54,17 +47,11 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: &str) -> Result<(), UploadError> {
-        check_answer(&HttpResponse {
-            status,
-            headers: vec![],
-            body: body.into(),
-        })
+        check_answer(&HttpResponse { status, headers: vec![], body: body.into() })
     }
 
     fn s3_error(code: &str, message: &str) -> String {
-        format!(
-            "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
-        )
+        format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>")
     }
 
     #[test]
@@ -80,11 +67,7 @@ mod tests {
             (400, s3_error("InvalidRequest", "Date is too old")),
         ] {
             let err = answer(status, &body).unwrap_err();
-            assert_eq!(
-                (err.code, err.retryable),
-                (ErrorCode::UrlExpired, true),
-                "{body}"
-            );
+            assert_eq!((err.code, err.retryable), (ErrorCode::UrlExpired, true), "{body}");
         }
     }
 
@@ -92,15 +75,9 @@ mod tests {
     fn other_refusals() {
         let err = answer(403, &s3_error("SignatureDoesNotMatch", "bad sig")).unwrap_err();
         assert_eq!(err.code, ErrorCode::SignatureInvalid);
-        assert_eq!(
-            err.message,
-            "store answered 403: SignatureDoesNotMatch: bad sig"
-        );
+        assert_eq!(err.message, "store answered 403: SignatureDoesNotMatch: bad sig");
         let err = answer(503, "").unwrap_err();
-        assert_eq!(
-            (err.code, err.retryable),
-            (ErrorCode::StoreServerError, true)
-        );
+        assert_eq!((err.code, err.retryable), (ErrorCode::StoreServerError, true));
         assert_eq!(err.message, "store answered 503");
         let err = answer(429, "").unwrap_err();
         assert_eq!((err.code, err.retryable), (ErrorCode::StoreRejected, true));
@@ -110,17 +87,9 @@ mod tests {
 
     #[test]
     fn hostile_bodies_do_not_panic_and_stay_short() {
-        let long = format!(
-            "<Error><Code>X</Code><Message>{}</Message></Error>",
-            "é".repeat(10_000)
-        );
+        let long = format!("<Error><Code>X</Code><Message>{}</Message></Error>", "é".repeat(10_000));
         assert!(answer(400, &long).unwrap_err().message.chars().count() < 260);
-        for body in [
-            "<Code>",
-            "<Code></Code",
-            "</Code><Code>",
-            "\u{0}<Message>\u{ffff}",
-        ] {
+        for body in ["<Code>", "<Code></Code", "</Code><Code>", "\u{0}<Message>\u{ffff}"] {
             assert!(answer(400, body).is_err());
         }
     }

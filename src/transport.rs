@@ -25,10 +25,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -81,12 +78,8 @@ pub trait Clock {
 /// anything else could smuggle headers or break the request.
 pub fn check_header(name: &str, value: &str) -> Result<(), UploadError> {
     let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    let value_ok = value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let value_ok = value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
     if name_ok && value_ok {
         Ok(())
     } else {
@@ -114,26 +107,17 @@ mod tests {
     fn header_rules() {
         assert!(check_header("Content-Type", "image/png; charset=x").is_ok());
         assert!(check_header("x-amz-checksum-sha256", "abc+/=").is_ok());
-        for (name, value) in [
-            ("", "v"),
-            ("Bad Name", "v"),
-            ("X", "a\r\nInjected: 1"),
-            ("X", "nul\0"),
-            ("Ü", "v"),
-        ] {
-            assert_eq!(
-                check_header(name, value).unwrap_err().code,
-                ErrorCode::InvalidRequest,
-                "{name:?}"
-            );
+        for (name, value) in
+            [("", "v"), ("Bad Name", "v"), ("X", "a\r\nInjected: 1"), ("X", "nul\0"), ("Ü", "v")]
+        {
+            assert_eq!(check_header(name, value).unwrap_err().code, ErrorCode::InvalidRequest, "{name:?}");
         }
     }
 
     #[test]
     fn header_block_parsing() {
-        let parsed = parse_header_block(
-            "ETag: \"abc\"\r\ncontent-length: 0\r\nX-Odd:  a:b \r\nno-colon\r\n\r\n",
-        );
+        let parsed =
+            parse_header_block("ETag: \"abc\"\r\ncontent-length: 0\r\nX-Odd:  a:b \r\nno-colon\r\n\r\n");
         assert_eq!(
             parsed,
             vec![
@@ -142,11 +126,7 @@ mod tests {
                 ("x-odd".into(), "a:b".into())
             ]
         );
-        let response = HttpResponse {
-            status: 200,
-            headers: parsed,
-            body: String::new(),
-        };
+        let response = HttpResponse { status: 200, headers: parsed, body: String::new() };
         assert_eq!(response.header("ETag"), Some("\"abc\""));
         assert_eq!(response.header("missing"), None);
         assert!(parse_header_block("").is_empty());

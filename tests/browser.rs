@@ -24,11 +24,7 @@ const BROKER: &str = match option_env!("RINDLE_TEST_BROKER") {
 };
 
 fn broker() -> WebBroker {
-    WebBroker {
-        endpoint: format!("{BROKER}/api/uploads"),
-        headers: vec![],
-        callbacks: JsValue::UNDEFINED,
-    }
+    WebBroker { endpoint: format!("{BROKER}/api/uploads"), headers: vec![], callbacks: JsValue::UNDEFINED }
 }
 
 fn blob(len: usize) -> web_sys::Blob {
@@ -49,16 +45,12 @@ async fn signed_session(len: u64) -> BrokerReply {
             content_type: "text/plain".into(),
             byte_size: len,
             upload_strategy: UploadStrategy::PresignedPut,
+            part_size: None,
         }))
         .await
         .unwrap();
     assert_eq!(created.session.state, SessionState::Initialized);
-    let signed = broker
-        .call(&BrokerCall::Sign {
-            session_id: created.session.id,
-        })
-        .await
-        .unwrap();
+    let signed = broker.call(&BrokerCall::Sign { session_id: created.session.id }).await.unwrap();
     assert_eq!(signed.session.state, SessionState::Signed);
     signed
 }
@@ -74,10 +66,7 @@ fn put(reply: &BrokerReply, body: web_sys::Blob) -> HttpRequest<web_sys::Blob> {
 }
 
 async fn complete(session_id: String) -> BrokerReply {
-    broker()
-        .call(&BrokerCall::Complete { session_id })
-        .await
-        .unwrap()
+    broker().call(&BrokerCall::Complete { session_id }).await.unwrap()
 }
 
 #[wasm_bindgen_test]
@@ -87,10 +76,7 @@ async fn xhr_reports_upload_progress_and_the_store_keeps_the_bytes() {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let recorder = Rc::clone(&seen);
     let response = XhrTransport
-        .send(
-            put(&signed, blob(LEN)),
-            Rc::new(move |sent| recorder.borrow_mut().push(sent)),
-        )
+        .send(put(&signed, blob(LEN)), Rc::new(move |sent| recorder.borrow_mut().push(sent)))
         .await
         .unwrap();
 
@@ -131,35 +117,22 @@ async fn dropping_the_request_aborts_it_and_nothing_is_stored() {
     }
     let done = complete(signed.session.id.clone()).await;
     assert_eq!(done.session.state, SessionState::Failed);
-    assert_eq!(
-        done.session.failure_reason.as_deref(),
-        Some("no object was stored for this session")
-    );
+    assert_eq!(done.session.failure_reason.as_deref(), Some("no object was stored for this session"));
 }
 
 #[wasm_bindgen_test]
 async fn non_2xx_answers_are_read_as_typed_store_errors() {
     let signed = signed_session(4).await;
     let mut tampered = put(&signed, blob(5));
-    tampered.url =
-        rindle_upload::secret::Secret::new(tampered.url.expose().replace("len=4", "len=5"));
+    tampered.url = rindle_upload::secret::Secret::new(tampered.url.expose().replace("len=4", "len=5"));
     let response = XhrTransport.send(tampered, Rc::new(|_| {})).await.unwrap();
     assert_eq!(response.status, 403);
     let error = store::check_answer(&response).unwrap_err();
-    assert_eq!(
-        (error.code, error.retryable),
-        (ErrorCode::SignatureInvalid, false)
-    );
+    assert_eq!((error.code, error.retryable), (ErrorCode::SignatureInvalid, false));
 
-    let wrong_size = XhrTransport
-        .send(put(&signed, blob(3)), Rc::new(|_| {}))
-        .await
-        .unwrap();
+    let wrong_size = XhrTransport.send(put(&signed, blob(3)), Rc::new(|_| {})).await.unwrap();
     assert_eq!(wrong_size.status, 400);
-    assert_eq!(
-        store::check_answer(&wrong_size).unwrap_err().code,
-        ErrorCode::StoreRejected
-    );
+    assert_eq!(store::check_answer(&wrong_size).unwrap_err().code, ErrorCode::StoreRejected);
 }
 
 #[wasm_bindgen_test]
@@ -170,37 +143,18 @@ async fn an_unreachable_store_is_a_network_error() {
         headers: vec![],
         body: Some(blob(1)),
     };
-    assert_eq!(
-        XhrTransport
-            .send(request, Rc::new(|_| {}))
-            .await
-            .unwrap_err(),
-        TransportError::Network
-    );
+    assert_eq!(XhrTransport.send(request, Rc::new(|_| {})).await.unwrap_err(), TransportError::Network);
 }
 
 #[wasm_bindgen_test]
 async fn broker_errors_over_http_keep_their_codes() {
-    let err = broker()
-        .call(&BrokerCall::Sign {
-            session_id: "no-such-session".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = broker().call(&BrokerCall::Sign { session_id: "no-such-session".into() }).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::SessionNotFound);
     let unreachable = WebBroker {
         endpoint: "http://127.0.0.1:9/api/uploads".into(),
         headers: vec![],
         callbacks: JsValue::UNDEFINED,
     };
-    let err = unreachable
-        .call(&BrokerCall::Sign {
-            session_id: "x".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code, err.retryable),
-        (ErrorCode::BrokerUnreachable, true)
-    );
+    let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into() }).await.unwrap_err();
+    assert_eq!((err.code, err.retryable), (ErrorCode::BrokerUnreachable, true));
 }

@@ -3,9 +3,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
-use rindle_upload::engine::{
-    cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions,
-};
+use rindle_upload::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
 use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::transport::{
     ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
@@ -20,9 +18,7 @@ use SessionState::*;
 const URL: &str = "http://store.test/objects/k?expires=1&sig=SECRET";
 
 fn session_json(state: &str, extra: &str) -> String {
-    format!(
-        r#"{{"id":"s1","state":"{state}","upload_strategy":"presigned_put","upload_length":10{extra}}}"#
-    )
+    format!(r#"{{"id":"s1","state":"{state}","upload_strategy":"presigned_put","upload_length":10{extra}}}"#)
 }
 
 fn reply(state: &str) -> BrokerReply {
@@ -45,32 +41,33 @@ fn completed_reply() -> BrokerReply {
     .unwrap()
 }
 
-/// Answers calls from a script, in order, and records each call's route.
-#[derive(Default)]
+type Responder = Box<dyn Fn(&BrokerCall) -> Result<BrokerReply, UploadError>>;
+
+/// Answers each call with what `respond` makes of it, and records the
+/// calls as "name path".
 struct ScriptedBroker {
-    replies: RefCell<VecDeque<Result<BrokerReply, UploadError>>>,
+    respond: Responder,
     calls: RefCell<Vec<String>>,
+    bodies: RefCell<Vec<serde_json::Value>>,
 }
 
 impl ScriptedBroker {
+    /// Replies from a script, in order.
     fn new(replies: Vec<Result<BrokerReply, UploadError>>) -> Self {
-        ScriptedBroker {
-            replies: RefCell::new(replies.into()),
-            calls: RefCell::default(),
-        }
+        let replies = RefCell::new(VecDeque::from(replies));
+        Self::responding(move |_| replies.borrow_mut().pop_front().expect("a scripted reply for every call"))
+    }
+
+    fn responding(respond: impl Fn(&BrokerCall) -> Result<BrokerReply, UploadError> + 'static) -> Self {
+        ScriptedBroker { respond: Box::new(respond), calls: RefCell::default(), bodies: RefCell::default() }
     }
 }
 
 impl Broker for &ScriptedBroker {
     async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
-        self.calls
-            .borrow_mut()
-            .push(format!("{} {}", call.name(), call.path()));
-        let reply = self
-            .replies
-            .borrow_mut()
-            .pop_front()
-            .expect("a scripted reply for every call")?;
+        self.calls.borrow_mut().push(format!("{} {}", call.name(), call.path()));
+        self.bodies.borrow_mut().push(call.serialize_body(serde_json::value::Serializer).unwrap());
+        let reply = (self.respond)(call)?;
         call.check_reply(&reply)?;
         Ok(reply)
     }
@@ -86,6 +83,12 @@ struct SentRequest {
 
 enum Answer {
     Respond(HttpResponse),
+    /// Answer 200 with an ETag naming the part, after letting other
+    /// requests start, and count how many are in flight at once.
+    StoreParts {
+        in_flight: Cell<usize>,
+        most_in_flight: Cell<usize>,
+    },
     /// Fire the cancel handle and never answer, like a slow upload.
     CancelAndHang(RefCell<Option<CancelHandle>>),
 }
@@ -98,19 +101,11 @@ struct ScriptedTransport {
 
 impl ScriptedTransport {
     fn new(answer: Answer) -> Self {
-        ScriptedTransport {
-            answer,
-            requests: RefCell::default(),
-            dropped_in_flight: Rc::default(),
-        }
+        ScriptedTransport { answer, requests: RefCell::default(), dropped_in_flight: Rc::default() }
     }
 
     fn ok() -> Self {
-        Self::new(Answer::Respond(HttpResponse {
-            status: 200,
-            headers: vec![],
-            body: String::new(),
-        }))
+        Self::new(Answer::Respond(HttpResponse { status: 200, headers: vec![], body: String::new() }))
     }
 }
 
@@ -131,6 +126,7 @@ impl Transport for &ScriptedTransport {
         progress: ProgressFn,
     ) -> Result<HttpResponse, TransportError> {
         let body = request.body.unwrap_or_default();
+        let url = request.url.expose().to_owned();
         // Progress in thirds, with one repeated report, as XHR may send.
         let len = body.len() as u64;
         for sent in [len / 3, len / 3, 2 * len / 3, len] {
@@ -144,14 +140,44 @@ impl Transport for &ScriptedTransport {
         });
         match &self.answer {
             Answer::Respond(response) => Ok(response.clone()),
+            Answer::StoreParts { in_flight, most_in_flight } => {
+                in_flight.set(in_flight.get() + 1);
+                most_in_flight.set(most_in_flight.get().max(in_flight.get()));
+                YieldOnce(false).await;
+                in_flight.set(in_flight.get() - 1);
+                let part =
+                    url.split("part=").nth(1).unwrap_or_default().split('&').next().unwrap_or_default();
+                Ok(HttpResponse {
+                    status: 200,
+                    headers: vec![("etag".into(), format!("\"etag-{part}\""))],
+                    body: String::new(),
+                })
+            }
             Answer::CancelAndHang(handle) => {
                 let guard = InFlight(Rc::clone(&self.dropped_in_flight));
-                handle.borrow_mut().take().unwrap().cancel();
+                if let Some(handle) = handle.borrow_mut().take() {
+                    handle.cancel();
+                }
                 futures::future::pending::<()>().await;
                 drop(guard);
                 unreachable!()
             }
         }
+    }
+}
+
+/// Pending once (after asking to be polled again), then ready: lets the
+/// executor run the other requests in between.
+struct YieldOnce(bool);
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -182,6 +208,7 @@ impl Clock for SteppingClock {
 enum Seen {
     State(Option<SessionState>, SessionState),
     Progress(ProgressSnapshot),
+    Part(u32, String, u64),
 }
 
 struct Run {
@@ -195,7 +222,7 @@ impl Run {
             .iter()
             .filter_map(|s| match s {
                 Seen::State(from, to) => Some((*from, *to)),
-                Seen::Progress(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -205,17 +232,9 @@ impl Run {
             .iter()
             .filter_map(|s| match s {
                 Seen::Progress(p) => Some(*p),
-                Seen::State(..) => None,
+                _ => None,
             })
             .collect()
-    }
-}
-
-fn options(strategy: UploadStrategy) -> UploadOptions {
-    UploadOptions {
-        filename: "a.txt".into(),
-        content_type: "text/plain".into(),
-        strategy,
     }
 }
 
@@ -224,6 +243,18 @@ fn run_upload(
     transport: &ScriptedTransport,
     clock_step: f64,
     strategy: UploadStrategy,
+    cancel_slot: Option<&RefCell<Option<CancelHandle>>>,
+) -> Run {
+    let options = UploadOptions::new("a.txt", "text/plain", strategy);
+    run_with(broker, transport, clock_step, &options, b"0123456789".to_vec(), cancel_slot)
+}
+
+fn run_with(
+    broker: &ScriptedBroker,
+    transport: &ScriptedTransport,
+    clock_step: f64,
+    options: &UploadOptions,
+    data: Vec<u8>,
     cancel_slot: Option<&RefCell<Option<CancelHandle>>>,
 ) -> Run {
     let seen = Rc::new(RefCell::new(Vec::new()));
@@ -235,37 +266,23 @@ fn run_upload(
                 Seen::State(from, to)
             }
             Event::Progress(p) => Seen::Progress(p),
+            Event::PartStored { part_number, etag, size } => Seen::Part(part_number, etag.to_owned(), size),
         })
     });
     let (handle, signal) = cancellation();
     if let Some(slot) = cancel_slot {
         *slot.borrow_mut() = Some(handle);
     }
-    let engine = Engine {
-        broker,
-        transport,
-        clock: SteppingClock {
-            now: Cell::new(0.0),
-            step: clock_step,
-        },
-    };
-    let result = futures::executor::block_on(engine.upload(
-        &Bytes(b"0123456789".to_vec()),
-        &options(strategy),
-        events,
-        signal,
-    ));
+    let engine = Engine { broker, transport, clock: SteppingClock { now: Cell::new(0.0), step: clock_step } };
+    let result = futures::executor::block_on(engine.upload(&Bytes(data), options, events, signal));
     let seen = seen.borrow().clone();
     Run { result, seen }
 }
 
 #[test]
 fn presigned_put_walks_every_state_with_exact_requests() {
-    let broker = ScriptedBroker::new(vec![
-        Ok(reply("initialized")),
-        Ok(signed_reply(900)),
-        Ok(completed_reply()),
-    ]);
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
     let transport = ScriptedTransport::ok();
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
 
@@ -283,10 +300,7 @@ fn presigned_put_walks_every_state_with_exact_requests() {
             (Some(Verifying), Completed),
         ]
     );
-    assert_eq!(
-        *broker.calls.borrow(),
-        vec!["initiate ", "sign /s1/sign", "complete /s1/complete"]
-    );
+    assert_eq!(*broker.calls.borrow(), vec!["initiate ", "sign /s1/sign", "complete /s1/complete"]);
     assert_eq!(
         *transport.requests.borrow(),
         vec![SentRequest {
@@ -300,53 +314,27 @@ fn presigned_put_walks_every_state_with_exact_requests() {
     assert!(progress
         .windows(2)
         .all(|w| w[0].bytes_sent < w[1].bytes_sent || w[0].bytes_acked < w[1].bytes_acked));
-    assert!(progress
-        .iter()
-        .all(|p| p.bytes_acked <= p.bytes_sent && p.bytes_total == 10));
+    assert!(progress.iter().all(|p| p.bytes_acked <= p.bytes_sent && p.bytes_total == 10));
     assert_eq!(progress.first().unwrap().bytes_sent, 3);
     assert_eq!(
         *progress.last().unwrap(),
-        ProgressSnapshot {
-            bytes_sent: 10,
-            bytes_acked: 10,
-            bytes_total: 10
-        }
+        ProgressSnapshot { bytes_sent: 10, bytes_acked: 10, bytes_total: 10 }
     );
 }
 
 #[test]
 fn cancel_aborts_the_request_and_tells_the_broker() {
-    let broker = ScriptedBroker::new(vec![
-        Ok(reply("initialized")),
-        Ok(signed_reply(900)),
-        Ok(reply("aborted")),
-    ]);
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(reply("aborted"))]);
     let transport = ScriptedTransport::new(Answer::CancelAndHang(RefCell::new(None)));
-    let Answer::CancelAndHang(handle_slot) = &transport.answer else {
-        unreachable!()
-    };
-    let run = run_upload(
-        &broker,
-        &transport,
-        1.0,
-        UploadStrategy::PresignedPut,
-        Some(handle_slot),
-    );
+    let Answer::CancelAndHang(handle_slot) = &transport.answer else { unreachable!() };
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, Some(handle_slot));
 
-    assert!(
-        transport.dropped_in_flight.get(),
-        "the in-flight request was dropped (aborted)"
-    );
+    assert!(transport.dropped_in_flight.get(), "the in-flight request was dropped (aborted)");
     let err = run.result.clone().unwrap_err();
-    assert_eq!(
-        (err.code, err.state, err.retryable),
-        (ErrorCode::Aborted, Some(Aborted), false)
-    );
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::Aborted, Some(Aborted), false));
     assert_eq!(run.states().last(), Some(&(Some(Uploading), Aborted)));
-    assert_eq!(
-        *broker.calls.borrow(),
-        vec!["initiate ", "sign /s1/sign", "cancel /s1/cancel"]
-    );
+    assert_eq!(*broker.calls.borrow(), vec!["initiate ", "sign /s1/sign", "cancel /s1/cancel"]);
 }
 
 #[test]
@@ -355,21 +343,13 @@ fn an_expired_url_refused_by_the_store_stops_before_verifying() {
     let transport = ScriptedTransport::new(Answer::Respond(HttpResponse {
         status: 403,
         headers: vec![],
-        body: "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
-            .into(),
+        body: "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".into(),
     }));
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!(
-        (err.code, err.state, err.retryable),
-        (ErrorCode::UrlExpired, Some(Uploading), true)
-    );
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::UrlExpired, Some(Uploading), true));
     assert!(!err.message.contains("SECRET"));
-    assert_eq!(
-        broker.calls.borrow().len(),
-        2,
-        "no complete call after a refused PUT"
-    );
+    assert_eq!(broker.calls.borrow().len(), 2, "no complete call after a refused PUT");
     assert!(run.progress().iter().all(|p| p.bytes_acked == 0));
 }
 
@@ -377,13 +357,7 @@ fn an_expired_url_refused_by_the_store_stops_before_verifying() {
 fn a_url_that_expired_before_use_is_never_sent() {
     let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(1))]);
     let transport = ScriptedTransport::ok();
-    let run = run_upload(
-        &broker,
-        &transport,
-        1_000.0,
-        UploadStrategy::PresignedPut,
-        None,
-    );
+    let run = run_upload(&broker, &transport, 1_000.0, UploadStrategy::PresignedPut, None);
     assert_eq!(run.result.unwrap_err().code, ErrorCode::UrlExpired);
     assert!(transport.requests.borrow().is_empty());
 }
@@ -392,29 +366,13 @@ fn a_url_that_expired_before_use_is_never_sent() {
 fn verification_failure_carries_the_reason() {
     let failed: BrokerReply = serde_json::from_str(&format!(
         r#"{{"session":{}}}"#,
-        session_json(
-            "failed",
-            r#","failure_reason":"content type image/png not allowed""#
-        )
+        session_json("failed", r#","failure_reason":"content type image/png not allowed""#)
     ))
     .unwrap();
-    let broker = ScriptedBroker::new(vec![
-        Ok(reply("initialized")),
-        Ok(signed_reply(900)),
-        Ok(failed),
-    ]);
-    let run = run_upload(
-        &broker,
-        &ScriptedTransport::ok(),
-        1.0,
-        UploadStrategy::PresignedPut,
-        None,
-    );
+    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(failed)]);
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!(
-        (err.code, err.state),
-        (ErrorCode::VerificationFailed, Some(Failed))
-    );
+    assert_eq!((err.code, err.state), (ErrorCode::VerificationFailed, Some(Failed)));
     assert_eq!(err.message, "content type image/png not allowed");
     assert_eq!(run.states().last(), Some(&(Some(Verifying), Failed)));
 }
@@ -427,10 +385,7 @@ fn an_illegal_server_state_is_refused_and_nothing_is_sent() {
     let transport = ScriptedTransport::ok();
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!(
-        (err.code, err.state),
-        (ErrorCode::IllegalTransition, Some(Initialized))
-    );
+    assert_eq!((err.code, err.state), (ErrorCode::IllegalTransition, Some(Initialized)));
     assert_eq!(run.states(), vec![(None, Initialized)]);
     assert!(transport.requests.borrow().is_empty());
 }
@@ -438,18 +393,9 @@ fn an_illegal_server_state_is_refused_and_nothing_is_sent() {
 #[test]
 fn unavailable_strategies_are_refused_before_any_call() {
     let broker = ScriptedBroker::new(vec![]);
-    let run = run_upload(
-        &broker,
-        &ScriptedTransport::ok(),
-        1.0,
-        UploadStrategy::Multipart,
-        None,
-    );
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::Resumable, None);
     let err = run.result.clone().unwrap_err();
-    assert_eq!(
-        (err.code, err.state),
-        (ErrorCode::UnsupportedStrategy, None)
-    );
+    assert_eq!((err.code, err.state), (ErrorCode::UnsupportedStrategy, None));
     assert!(broker.calls.borrow().is_empty());
 }
 
@@ -457,21 +403,203 @@ fn unavailable_strategies_are_refused_before_any_call() {
 fn broker_errors_surface_with_the_state_they_happened_in() {
     let broker = ScriptedBroker::new(vec![
         Ok(reply("initialized")),
-        Err(UploadError::new(
-            ErrorCode::BrokerUnreachable,
-            "fetch failed",
-        )),
+        Err(UploadError::new(ErrorCode::BrokerUnreachable, "fetch failed")),
     ]);
-    let run = run_upload(
-        &broker,
-        &ScriptedTransport::ok(),
-        1.0,
-        UploadStrategy::PresignedPut,
-        None,
-    );
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::BrokerUnreachable, Some(Initialized), true));
+}
+
+// ---- multipart ----
+
+const MIB: usize = 1 << 20;
+
+fn multipart_session(state: &str, total: usize, parts: &str) -> String {
+    format!(
+        r#"{{"id":"s1","state":"{state}","upload_strategy":"multipart","upload_length":{total},
+            "multipart_upload_id":"mp1","multipart_parts":[{parts}]}}"#
+    )
+}
+
+/// A broker that answers like the reference broker for a multipart session
+/// of `total` bytes whose store already holds `stored` (as JSON parts).
+fn multipart_broker(total: usize, stored: &'static str) -> ScriptedBroker {
+    ScriptedBroker::responding(move |call| {
+        let reply = |session: String, extra: &str| -> BrokerReply {
+            serde_json::from_str(&format!(r#"{{"session":{session}{extra}}}"#)).unwrap()
+        };
+        Ok(match call {
+            BrokerCall::Initiate(_) => reply(multipart_session("initialized", total, ""), ""),
+            BrokerCall::Show { .. } => reply(multipart_session("signed", total, ""), ""),
+            BrokerCall::ListParts { .. } => reply(multipart_session("signed", total, stored), ""),
+            BrokerCall::SignParts { part_numbers, .. } => {
+                let parts: Vec<String> = part_numbers
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            r#"{{"part_number":{n},"upload":{{"method":"PUT","url":"http://store.test/k?part={n}&sig=S","expires_in":900}}}}"#
+                        )
+                    })
+                    .collect();
+                reply(multipart_session("signed", total, ""), &format!(r#","parts":[{}]"#, parts.join(",")))
+            }
+            BrokerCall::CompleteMultipart { .. } => reply(
+                multipart_session("completed", total, ""),
+                &format!(
+                    r#","asset":{{"id":"a1","key":"k","byte_size":{total},"content_type":"text/plain","sha256":"00","url":"u"}}"#
+                ),
+            ),
+            BrokerCall::Cancel { .. } => reply(multipart_session("aborted", total, ""), ""),
+            other => panic!("unexpected call {other:?}"),
+        })
+    })
+}
+
+fn parts_transport() -> ScriptedTransport {
+    ScriptedTransport::new(Answer::StoreParts { in_flight: Cell::new(0), most_in_flight: Cell::new(0) })
+}
+
+fn multipart_options(concurrency: usize) -> UploadOptions {
+    UploadOptions {
+        part_size: 5 * MIB as u64,
+        concurrency,
+        ..UploadOptions::new("a.txt", "text/plain", UploadStrategy::Multipart)
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn multipart_sends_parts_concurrently_and_completes_them_in_order() {
+    let total = 21 * MIB;
+    let broker = multipart_broker(total, "");
+    let transport = parts_transport();
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(2), pattern(total), None);
+
+    assert_eq!(run.result.as_ref().map(|o| o.session.state), Ok(Completed));
+    let Answer::StoreParts { most_in_flight, .. } = &transport.answer else { unreachable!() };
+    assert_eq!(most_in_flight.get(), 2, "two parts in flight at once, never more");
     assert_eq!(
-        (err.code, err.state, err.retryable),
-        (ErrorCode::BrokerUnreachable, Some(Initialized), true)
+        *broker.calls.borrow(),
+        vec![
+            "initiate ",
+            "signParts /s1/parts/sign",
+            "signParts /s1/parts/sign",
+            "completeMultipart /s1/multipart/complete"
+        ]
     );
+    let bodies = broker.bodies.borrow();
+    assert_eq!(bodies[0]["part_size"], 5 * MIB);
+    // Batches of twice the concurrency, signed as parts come due.
+    assert_eq!(bodies[1]["part_numbers"], serde_json::json!([1, 2, 3, 4]));
+    assert_eq!(bodies[2]["part_numbers"], serde_json::json!([5]));
+    let completed = &bodies.last().unwrap()["parts"];
+    let numbers: Vec<u64> =
+        completed.as_array().unwrap().iter().map(|p| p["part_number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5], "completion lists parts in order");
+    assert_eq!(completed[4]["etag"], "\"etag-5\"");
+    assert_eq!(completed[4]["size"], MIB);
+
+    let requests = transport.requests.borrow();
+    assert_eq!(requests.len(), 5);
+    let data = pattern(total);
+    for request in requests.iter() {
+        let part: usize =
+            request.url.split("part=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+        let start = (part - 1) * 5 * MIB;
+        assert_eq!(request.body, data[start..(start + 5 * MIB).min(total)], "part {part} carries its bytes");
+    }
+    let parts_seen = run.seen.iter().filter(|s| matches!(s, Seen::Part(..))).count();
+    assert_eq!(parts_seen, 5, "onPart once per part");
+    assert_eq!(
+        *run.progress().last().unwrap(),
+        ProgressSnapshot { bytes_sent: total as u64, bytes_acked: total as u64, bytes_total: total as u64 }
+    );
+}
+
+#[test]
+fn multipart_resume_sends_only_the_parts_the_store_lacks() {
+    let total = 21 * MIB;
+    let stored = r#"{"part_number":1,"etag":"\"old-1\"","size":5242880},{"part_number":3,"etag":"\"old-3\"","size":5242880},
+                    {"part_number":5,"etag":"\"short\"","size":10}"#;
+    let broker = multipart_broker(total, stored);
+    let transport = parts_transport();
+    let options = UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(4) };
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        run.states(),
+        vec![
+            (None, Signed),
+            (Some(Signed), Resuming),
+            (Some(Resuming), Uploading),
+            (Some(Uploading), Uploaded),
+            (Some(Uploaded), Verifying),
+            (Some(Verifying), Completed),
+        ]
+    );
+    assert_eq!(broker.calls.borrow()[..2], ["show /s1", "listParts /s1/parts"]);
+    let bodies = broker.bodies.borrow();
+    assert_eq!(
+        bodies[2]["part_numbers"],
+        serde_json::json!([2, 4, 5]),
+        "part 5 was stored with the wrong size"
+    );
+    let completed = &bodies.last().unwrap()["parts"];
+    assert_eq!(completed[0]["etag"], "\"old-1\"");
+    assert_eq!(completed[1]["etag"], "\"etag-2\"");
+    assert_eq!(transport.requests.borrow().len(), 3);
+    let stored = 10 * MIB as u64;
+    assert_eq!(
+        run.progress()[1],
+        ProgressSnapshot { bytes_sent: stored, bytes_acked: stored, bytes_total: total as u64 },
+        "the stored parts count as acknowledged before any byte is sent"
+    );
+}
+
+#[test]
+fn multipart_refuses_to_resume_with_another_file() {
+    let broker = multipart_broker(21 * MIB, "");
+    let options = UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(4) };
+    let run = run_with(&broker, &parts_transport(), 1.0, &options, pattern(20 * MIB), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::InvalidRequest, None));
+    assert_eq!(*broker.calls.borrow(), vec!["show /s1"]);
+}
+
+#[test]
+fn multipart_cancel_tells_the_broker_to_abort() {
+    let total = 6 * MIB;
+    let broker = multipart_broker(total, "");
+    let transport = ScriptedTransport::new(Answer::CancelAndHang(RefCell::new(None)));
+    let Answer::CancelAndHang(handle_slot) = &transport.answer else { unreachable!() };
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(4), pattern(total), Some(handle_slot));
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::Aborted, Some(Aborted)));
+    assert_eq!(broker.calls.borrow().last().unwrap(), "cancel /s1/cancel");
+    assert!(transport.dropped_in_flight.get());
+}
+
+#[test]
+fn a_missing_etag_names_the_cors_cause() {
+    let total = 6 * MIB;
+    let broker = multipart_broker(total, "");
+    let transport = ScriptedTransport::ok();
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(1), pattern(total), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::StoreMalformedResponse, Some(Uploading)));
+    assert!(err.message.contains("CORS rule must expose the ETag"), "{}", err.message);
+    assert!(!broker.calls.borrow().iter().any(|c| c.starts_with("completeMultipart")));
+}
+
+#[test]
+fn impossible_part_sizes_fail_before_any_call() {
+    let broker = multipart_broker(MIB, "");
+    let options = UploadOptions { part_size: MIB as u64, ..multipart_options(4) };
+    let run = run_with(&broker, &parts_transport(), 1.0, &options, pattern(MIB), None);
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::InvalidRequest);
+    assert!(broker.calls.borrow().is_empty());
 }

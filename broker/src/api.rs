@@ -76,11 +76,7 @@ impl From<UploadError> for ApiError {
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
         tracing::error!("database: {e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal,
-            "database error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "database error")
     }
 }
 
@@ -109,29 +105,18 @@ fn base_url(config: &Config, headers: &HeaderMap) -> String {
     if let Some(url) = &config.public_url {
         return url.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     format!("http://{host}")
 }
 
 fn reply(record: Record) -> Json<BrokerReply> {
-    Json(BrokerReply {
-        session: record.session,
-        upload: None,
-        asset: record.asset,
-    })
+    Json(BrokerReply { session: record.session, upload: None, asset: record.asset })
 }
 
 /// Loads a session, first letting it expire if its time has passed.
 fn load(state: &AppState, id: &str) -> Result<Record, ApiError> {
     let mut record = state.db.get(id)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::SessionNotFound,
-            "no such upload session",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::SessionNotFound, "no such upload session")
     })?;
     let session = &mut record.session;
     let past_ttl = session
@@ -167,33 +152,19 @@ fn refuse_if_expired(record: &Record) -> Result<(), ApiError> {
 fn key_for(asset_id: &str, filename: &str) -> String {
     let safe: String = filename
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
         .take(100)
         .collect();
     let safe = safe.trim_start_matches('.');
-    format!(
-        "uploads/{asset_id}/{}",
-        if safe.is_empty() { "file" } else { safe }
-    )
+    format!("uploads/{asset_id}/{}", if safe.is_empty() { "file" } else { safe })
 }
 
 async fn initiate(
     State(state): State<Arc<AppState>>,
     body: Result<Json<InitiateRequest>, JsonRejection>,
 ) -> ApiResult {
-    let Json(request) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            e.body_text(),
-        )
-    })?;
+    let Json(request) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, e.body_text()))?;
     let profile = &state.config.profile;
     if request.filename.is_empty() {
         return Err(ApiError::new(
@@ -206,15 +177,10 @@ async fn initiate(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UnsupportedStrategy,
-            format!(
-                "this broker does not offer {:?} yet",
-                request.upload_strategy
-            ),
+            format!("this broker does not offer {:?} yet", request.upload_strategy),
         ));
     }
-    profile
-        .check(request.byte_size, &request.content_type)
-        .map_err(ApiError::from)?;
+    profile.check(request.byte_size, &request.content_type).map_err(ApiError::from)?;
 
     let created = now();
     let id = uuid::Uuid::new_v4().to_string();
@@ -239,12 +205,8 @@ async fn initiate(
         inserted_at: Some(timestamp(created)),
         updated_at: Some(timestamp(created)),
     };
-    let record = Record {
-        session,
-        filename: request.filename,
-        content_type: request.content_type,
-        asset: None,
-    };
+    let record =
+        Record { session, filename: request.filename, content_type: request.content_type, asset: None };
     state.db.put(&record)?;
     tracing::info!(session = %record.session.id, bytes = request.byte_size, "session initialized");
     Ok((StatusCode::CREATED, reply(record)))
@@ -254,11 +216,7 @@ async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Api
     Ok((StatusCode::OK, reply(load(&state, &id)?)))
 }
 
-async fn sign(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
+async fn sign(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let mut record = load(&state, &id)?;
     refuse_if_expired(&record)?;
     record.session.transition(SessionState::Signed)?;
@@ -285,14 +243,7 @@ async fn sign(
         expires_at: Some(timestamp(expires)),
         expires_in: ttl.as_secs(),
     };
-    Ok((
-        StatusCode::OK,
-        Json(BrokerReply {
-            session: record.session,
-            upload: Some(upload),
-            asset: None,
-        }),
-    ))
+    Ok((StatusCode::OK, Json(BrokerReply { session: record.session, upload: Some(upload), asset: None })))
 }
 
 async fn complete(
@@ -305,10 +256,7 @@ async fn complete(
         return Ok((StatusCode::OK, reply(record)));
     }
     refuse_if_expired(&record)?;
-    if !matches!(
-        record.session.state,
-        SessionState::Uploaded | SessionState::Verifying
-    ) {
+    if !matches!(record.session.state, SessionState::Uploaded | SessionState::Verifying) {
         record.session.transition(SessionState::Uploaded)?;
     }
     record.session.transition(SessionState::Verifying)?;
@@ -342,15 +290,9 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
     };
     let declared = session.upload_length.unwrap_or(0);
     if size != declared {
-        return Err(format!(
-            "stored {size} bytes, but the session declared {declared}"
-        ));
+        return Err(format!("stored {size} bytes, but the session declared {declared}"));
     }
-    state
-        .config
-        .profile
-        .check(size, &record.content_type)
-        .map_err(|e| e.message)?;
+    state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
     Ok(Asset {
         id: session.asset_id.clone().unwrap_or_default(),
         url: format!("{base}/objects/{key}"),
@@ -390,15 +332,9 @@ async fn store_put(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let result = match query {
-        Ok(Query(query)) => match state
-            .store
-            .check_put(&key, &query, content_type, unix(now()))
-        {
+        Ok(Query(query)) => match state.store.check_put(&key, &query, content_type, unix(now())) {
             Ok(grant) => state.store.write(&grant, body).await,
             Err(refusal) => Err(refusal),
         },
@@ -406,16 +342,12 @@ async fn store_put(
     };
     match result {
         Ok(etag) => {
-            let etag =
-                HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header value");
+            let etag = HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header value");
             (StatusCode::OK, [(header::ETAG, etag)]).into_response()
         }
         Err(refusal) => (
             StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml"),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
             refusal.xml(),
         )
             .into_response(),
@@ -443,11 +375,7 @@ mod tests {
             public_url: None,
             url_ttl: Duration::from_secs(url_ttl),
             session_ttl: Duration::from_secs(session_ttl),
-            profile: Profile {
-                max_bytes: 1_000,
-                allowed_types: vec!["text/*".into()],
-                allow_empty: true,
-            },
+            profile: Profile { max_bytes: 1_000, allowed_types: vec!["text/*".into()], allow_empty: true },
         };
         let state = AppState {
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
@@ -474,49 +402,23 @@ mod tests {
         let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        (
-            status,
-            headers,
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
+        (status, headers, response.into_body().collect().await.unwrap().to_bytes().to_vec())
     }
 
-    async fn call(
-        app: &Router,
-        uri: &str,
-        body: serde_json::Value,
-    ) -> (StatusCode, serde_json::Value) {
-        let (status, _, bytes) = send(
-            app,
-            "POST",
-            uri,
-            "application/json",
-            body.to_string().into_bytes(),
-        )
-        .await;
+    async fn call(app: &Router, uri: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+        let (status, _, bytes) =
+            send(app, "POST", uri, "application/json", body.to_string().into_bytes()).await;
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
-    async fn initiate(
-        app: &Router,
-        bytes: u64,
-        content_type: &str,
-    ) -> (StatusCode, serde_json::Value) {
+    async fn initiate(app: &Router, bytes: u64, content_type: &str) -> (StatusCode, serde_json::Value) {
         let body = serde_json::json!({"filename": "notes 1.txt", "content_type": content_type, "byte_size": bytes, "upload_strategy": "presigned_put"});
         call(app, "/api/uploads", body).await
     }
 
     /// The part of a presigned URL after the host, to send through the router.
     fn path_of(url: &str) -> String {
-        url.strip_prefix("http://broker.test")
-            .expect("absolute URL on the Host we sent")
-            .to_owned()
+        url.strip_prefix("http://broker.test").expect("absolute URL on the Host we sent").to_owned()
     }
 
     #[tokio::test]
@@ -526,19 +428,12 @@ mod tests {
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(created["session"]["state"], "initialized");
         assert_eq!(created["session"]["upload_length"], 11);
-        let key = created["session"]["upload_key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let key = created["session"]["upload_key"].as_str().unwrap().to_owned();
         assert!(key.ends_with("/notes_1.txt"), "{key}");
         let id = created["session"]["id"].as_str().unwrap().to_owned();
 
-        let (status, signed) = call(
-            &app,
-            &format!("/api/uploads/{id}/sign"),
-            serde_json::json!({"session_id": id}),
-        )
-        .await;
+        let (status, signed) =
+            call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"session_id": id})).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(signed["session"]["state"], "signed");
         assert_eq!(signed["upload"]["method"], "PUT");
@@ -546,24 +441,14 @@ mod tests {
         assert_eq!(signed["upload"]["expires_in"], 900);
         let url = signed["upload"]["url"].as_str().unwrap();
 
-        let (status, headers, _) = send(
-            &app,
-            "PUT",
-            &path_of(url),
-            "text/plain",
-            b"hello world".to_vec(),
-        )
-        .await;
+        let (status, headers, _) =
+            send(&app, "PUT", &path_of(url), "text/plain", b"hello world".to_vec()).await;
         assert_eq!(status, StatusCode::OK);
         let sha = hex::encode(Sha256::digest(b"hello world"));
         assert_eq!(headers[header::ETAG], format!("\"{sha}\"").as_str());
 
-        let (status, done) = call(
-            &app,
-            &format!("/api/uploads/{id}/complete"),
-            serde_json::json!({"session_id": id}),
-        )
-        .await;
+        let (status, done) =
+            call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({"session_id": id})).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(done["session"]["state"], "completed");
         assert!(done["session"]["verified_at"].is_string());
@@ -571,25 +456,12 @@ mod tests {
         assert_eq!(done["asset"]["byte_size"], 11);
         let asset_url = done["asset"]["url"].as_str().unwrap();
         let (status, _, stored) = send(&app, "GET", &path_of(asset_url), "", vec![]).await;
-        assert_eq!(
-            (status, stored.as_slice()),
-            (StatusCode::OK, b"hello world".as_slice())
-        );
+        assert_eq!((status, stored.as_slice()), (StatusCode::OK, b"hello world".as_slice()));
 
         // Completing again answers the same record; cancelling is too late.
-        let (_, again) = call(
-            &app,
-            &format!("/api/uploads/{id}/complete"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (_, again) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
         assert_eq!(again["session"]["state"], "completed");
-        let (status, refused) = call(
-            &app,
-            &format!("/api/uploads/{id}/cancel"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (status, refused) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
         assert_eq!(
             (status, refused["error"]["code"].as_str()),
             (StatusCode::CONFLICT, Some("illegal_transition"))
@@ -606,14 +478,8 @@ mod tests {
         );
         let (_, body) = initiate(&app, 10, "image/png").await;
         assert_eq!(body["error"]["code"], "content_type_not_allowed");
-        let (status, _, body) = send(
-            &app,
-            "POST",
-            "/api/uploads",
-            "application/json",
-            b"{\"filename\":".to_vec(),
-        )
-        .await;
+        let (status, _, body) =
+            send(&app, "POST", "/api/uploads", "application/json", b"{\"filename\":".to_vec()).await;
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             (status, body["error"]["code"].as_str()),
@@ -631,37 +497,21 @@ mod tests {
         let app = app(900, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(
-            &app,
-            &format!("/api/uploads/{id}/sign"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
         let path = path_of(signed["upload"]["url"].as_str().unwrap());
 
         let tampered = path.replace("len=5", "len=6");
-        let (status, _, body) =
-            send(&app, "PUT", &tampered, "text/plain", b"hello!".to_vec()).await;
+        let (status, _, body) = send(&app, "PUT", &tampered, "text/plain", b"hello!".to_vec()).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(String::from_utf8(body)
-            .unwrap()
-            .contains("<Code>SignatureDoesNotMatch</Code>"));
+        assert!(String::from_utf8(body).unwrap().contains("<Code>SignatureDoesNotMatch</Code>"));
         let (status, _, _) = send(&app, "PUT", &path, "text/html", b"hello".to_vec()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "content type is signed");
         let (status, _, _) = send(&app, "PUT", &path, "text/plain", b"hell".to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "short body");
 
-        let (_, done) = call(
-            &app,
-            &format!("/api/uploads/{id}/complete"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
         assert_eq!(done["session"]["state"], "failed");
-        assert_eq!(
-            done["session"]["failure_reason"],
-            "no object was stored for this session"
-        );
+        assert_eq!(done["session"]["failure_reason"], "no object was stored for this session");
     }
 
     #[tokio::test]
@@ -669,19 +519,12 @@ mod tests {
         let app = app(0, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(
-            &app,
-            &format!("/api/uploads/{id}/sign"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let path = path_of(signed["upload"]["url"].as_str().unwrap());
         let (status, _, body) = send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(String::from_utf8(body)
-            .unwrap()
-            .contains("<Message>Request has expired</Message>"));
+        assert!(String::from_utf8(body).unwrap().contains("<Message>Request has expired</Message>"));
     }
 
     #[tokio::test]
@@ -689,22 +532,10 @@ mod tests {
         let app = app(900, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (status, cancelled) = call(
-            &app,
-            &format!("/api/uploads/{id}/cancel"),
-            serde_json::json!({}),
-        )
-        .await;
-        assert_eq!(
-            (status, cancelled["session"]["state"].as_str()),
-            (StatusCode::OK, Some("aborted"))
-        );
-        let (status, body) = call(
-            &app,
-            &format!("/api/uploads/{id}/sign"),
-            serde_json::json!({}),
-        )
-        .await;
+        let (status, cancelled) =
+            call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
+        assert_eq!((status, cancelled["session"]["state"].as_str()), (StatusCode::OK, Some("aborted")));
+        let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::CONFLICT, Some("illegal_transition"))
@@ -714,16 +545,8 @@ mod tests {
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
         tokio::time::sleep(Duration::from_millis(1_100)).await;
-        let (status, body) = call(
-            &app,
-            &format!("/api/uploads/{id}/sign"),
-            serde_json::json!({}),
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (StatusCode::GONE, Some("session_expired"))
-        );
+        let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::GONE, Some("session_expired")));
         let (_, _, shown) = send(&app, "GET", &format!("/api/uploads/{id}"), "", vec![]).await;
         let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
         assert_eq!(shown["session"]["state"], "expired");
@@ -742,11 +565,7 @@ mod tests {
                 .body(Body::empty())
                 .unwrap();
             let response = app.clone().oneshot(request).await.unwrap();
-            assert_eq!(
-                response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-                "*",
-                "{path}"
-            );
+            assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
         }
     }
 }

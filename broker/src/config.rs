@@ -33,28 +33,19 @@ impl Profile {
     /// initiated (declared values) and when it is verified (stored values).
     pub fn check(&self, byte_size: u64, content_type: &str) -> Result<(), UploadError> {
         if byte_size == 0 && !self.allow_empty {
-            return Err(UploadError::new(
-                ErrorCode::FileEmpty,
-                "empty files are not accepted",
-            ));
+            return Err(UploadError::new(ErrorCode::FileEmpty, "empty files are not accepted"));
         }
         if byte_size > self.max_bytes {
             return Err(UploadError::new(
                 ErrorCode::FileTooLarge,
-                format!(
-                    "the file has {byte_size} bytes; at most {} are accepted",
-                    self.max_bytes
-                ),
+                format!("the file has {byte_size} bytes; at most {} are accepted", self.max_bytes),
             ));
         }
         let allowed = self.allowed_types.is_empty()
-            || self
-                .allowed_types
-                .iter()
-                .any(|pattern| match pattern.strip_suffix("/*") {
-                    Some(major) => content_type.split('/').next() == Some(major),
-                    None => pattern == content_type,
-                });
+            || self.allowed_types.iter().any(|pattern| match pattern.strip_suffix("/*") {
+                Some(major) => content_type.split('/').next() == Some(major),
+                None => pattern == content_type,
+            });
         if !allowed {
             return Err(UploadError::new(
                 ErrorCode::ContentTypeNotAllowed,
@@ -67,9 +58,7 @@ impl Profile {
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .map_err(|_| format!("{name}={value:?} is not valid")),
+        Ok(value) => value.parse().map_err(|_| format!("{name}={value:?} is not valid")),
         Err(_) => Ok(default),
     }
 }
@@ -112,27 +101,11 @@ mod tests {
         };
         assert!(profile.check(10, "image/png").is_ok());
         assert!(profile.check(1, "text/plain").is_ok());
-        assert_eq!(
-            profile.check(11, "image/png").unwrap_err().code,
-            ErrorCode::FileTooLarge
-        );
-        assert_eq!(
-            profile.check(0, "image/png").unwrap_err().code,
-            ErrorCode::FileEmpty
-        );
-        assert_eq!(
-            profile.check(1, "text/html").unwrap_err().code,
-            ErrorCode::ContentTypeNotAllowed
-        );
-        assert_eq!(
-            profile.check(1, "imagex/png").unwrap_err().code,
-            ErrorCode::ContentTypeNotAllowed
-        );
-        let open = Profile {
-            max_bytes: 10,
-            allowed_types: vec![],
-            allow_empty: true,
-        };
+        assert_eq!(profile.check(11, "image/png").unwrap_err().code, ErrorCode::FileTooLarge);
+        assert_eq!(profile.check(0, "image/png").unwrap_err().code, ErrorCode::FileEmpty);
+        assert_eq!(profile.check(1, "text/html").unwrap_err().code, ErrorCode::ContentTypeNotAllowed);
+        assert_eq!(profile.check(1, "imagex/png").unwrap_err().code, ErrorCode::ContentTypeNotAllowed);
+        let open = Profile { max_bytes: 10, allowed_types: vec![], allow_empty: true };
         assert!(open.check(0, "anything/at-all").is_ok());
     }
 }

@@ -32,13 +32,9 @@ impl Db {
 
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Record>> {
         let conn = self.0.lock().expect("db lock");
-        let json: Option<String> = conn
-            .query_row("SELECT record FROM sessions WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        Ok(json
-            .map(|json| serde_json::from_str(&json).expect("records are written by this program")))
+        let json: Option<String> =
+            conn.query_row("SELECT record FROM sessions WHERE id = ?1", [id], |row| row.get(0)).optional()?;
+        Ok(json.map(|json| serde_json::from_str(&json).expect("records are written by this program")))
     }
 
     pub fn put(&self, record: &Record) -> rusqlite::Result<()> {
@@ -60,16 +56,11 @@ mod tests {
     #[test]
     fn records_survive_reopening() {
         let path = std::env::temp_dir().join(format!("rindle-db-{}.sqlite", uuid::Uuid::new_v4()));
-        let session: Session = serde_json::from_str(
-            r#"{"id":"s1","state":"signed","upload_strategy":"presigned_put"}"#,
-        )
-        .unwrap();
-        let record = Record {
-            session,
-            filename: "a.txt".into(),
-            content_type: "text/plain".into(),
-            asset: None,
-        };
+        let session: Session =
+            serde_json::from_str(r#"{"id":"s1","state":"signed","upload_strategy":"presigned_put"}"#)
+                .unwrap();
+        let record =
+            Record { session, filename: "a.txt".into(), content_type: "text/plain".into(), asset: None };
         Db::open(&path).unwrap().put(&record).unwrap();
         let reopened = Db::open(&path).unwrap();
         let back = reopened.get("s1").unwrap().unwrap();

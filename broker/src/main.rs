@@ -25,15 +25,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let state = Arc::new(api::AppState { config, db, store });
     // Scripts wait for this line.
     println!("rindle-broker listening on http://{address}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }
 
 async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -35,11 +35,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            code,
-            message: message.into(),
-        }
+        Refusal { status, code, message: message.into() }
     }
 
     pub fn xml(&self) -> String {
@@ -54,12 +50,8 @@ impl Refusal {
 pub fn is_safe_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 512
-        && key
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
 }
 
 impl LocalStore {
@@ -80,20 +72,13 @@ impl LocalStore {
                 secret
             }
         };
-        Ok(LocalStore {
-            objects,
-            incoming,
-            secret,
-        })
+        Ok(LocalStore { objects, incoming, secret })
     }
 
     fn mac(&self, grant: &PutGrant) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        let canonical = format!(
-            "PUT\n{}\n{}\n{}\n{}",
-            grant.key, grant.length, grant.content_type, grant.expires_unix
-        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let canonical =
+            format!("PUT\n{}\n{}\n{}\n{}", grant.key, grant.length, grant.content_type, grant.expires_unix);
         mac.update(canonical.as_bytes());
         mac
     }
@@ -104,12 +89,7 @@ impl LocalStore {
 
     /// The query string that makes `grant` a presigned URL.
     pub fn presign_query(&self, grant: &PutGrant) -> String {
-        format!(
-            "expires={}&len={}&sig={}",
-            grant.expires_unix,
-            grant.length,
-            self.signature(grant)
-        )
+        format!("expires={}&len={}&sig={}", grant.expires_unix, grant.length, self.signature(grant))
     }
 
     /// Checks a PUT against its signature, expiry and declared headers.
@@ -130,8 +110,7 @@ impl LocalStore {
             expires_unix: query.expires,
         };
         // verify_slice compares in constant time.
-        let matches =
-            hex::decode(&query.sig).is_ok_and(|sig| self.mac(&grant).verify_slice(&sig).is_ok());
+        let matches = hex::decode(&query.sig).is_ok_and(|sig| self.mac(&grant).verify_slice(&sig).is_ok());
         if !matches {
             return Err(Refusal::new(
                 403,
@@ -158,34 +137,23 @@ impl LocalStore {
     }
 
     async fn write_to(&self, temp: &Path, grant: &PutGrant, body: Body) -> Result<String, Refusal> {
-        let io = |e: std::io::Error| {
-            Refusal::new(500, "InternalError", format!("store write failed: {e}"))
-        };
+        let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
         let mut file = tokio::fs::File::create(temp).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| {
-                Refusal::new(400, "IncompleteBody", "the request body was cut short")
-            })?;
+            let chunk =
+                chunk.map_err(|_| Refusal::new(400, "IncompleteBody", "the request body was cut short"))?;
             received += chunk.len() as u64;
             if received > grant.length {
-                return Err(Refusal::new(
-                    400,
-                    "EntityTooLarge",
-                    "the body is longer than the signed length",
-                ));
+                return Err(Refusal::new(400, "EntityTooLarge", "the body is longer than the signed length"));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;
         }
         if received != grant.length {
-            return Err(Refusal::new(
-                400,
-                "IncompleteBody",
-                "the body is shorter than the signed length",
-            ));
+            return Err(Refusal::new(400, "IncompleteBody", "the body is shorter than the signed length"));
         }
         file.sync_all().await.map_err(io)?;
         let target = self.objects.join(&grant.key);
@@ -262,24 +230,15 @@ mod tests {
 
     fn query(store: &LocalStore, grant: &PutGrant) -> PutQuery {
         let sig = store.signature(grant);
-        PutQuery {
-            expires: grant.expires_unix,
-            len: grant.length,
-            sig,
-        }
+        PutQuery { expires: grant.expires_unix, len: grant.length, sig }
     }
 
     #[test]
     fn a_valid_signature_passes_until_expiry() {
         let (store, _) = store();
         let g = grant();
-        assert_eq!(
-            store.check_put(&g.key, &query(&store, &g), "text/plain", 1_000),
-            Ok(g.clone())
-        );
-        let err = store
-            .check_put(&g.key, &query(&store, &g), "text/plain", 1_001)
-            .unwrap_err();
+        assert_eq!(store.check_put(&g.key, &query(&store, &g), "text/plain", 1_000), Ok(g.clone()));
+        let err = store.check_put(&g.key, &query(&store, &g), "text/plain", 1_001).unwrap_err();
         assert_eq!(
             (err.status, err.code, err.message.as_str()),
             (403, "AccessDenied", "Request has expired")
@@ -291,50 +250,22 @@ mod tests {
         let (store, _) = store();
         let g = grant();
         let q = query(&store, &g);
-        let refused =
-            |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, 0).unwrap_err().code;
-        assert_eq!(
-            refused("uploads/a/other.txt", &q, "text/plain"),
-            "SignatureDoesNotMatch"
-        );
+        let refused = |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, 0).unwrap_err().code;
+        assert_eq!(refused("uploads/a/other.txt", &q, "text/plain"), "SignatureDoesNotMatch");
         assert_eq!(refused(&g.key, &q, "text/html"), "SignatureDoesNotMatch");
         assert_eq!(
-            refused(
-                &g.key,
-                &PutQuery {
-                    len: 6,
-                    ..query(&store, &g)
-                },
-                "text/plain"
-            ),
+            refused(&g.key, &PutQuery { len: 6, ..query(&store, &g) }, "text/plain"),
             "SignatureDoesNotMatch"
         );
         assert_eq!(
-            refused(
-                &g.key,
-                &PutQuery {
-                    expires: 99_999,
-                    ..query(&store, &g)
-                },
-                "text/plain"
-            ),
+            refused(&g.key, &PutQuery { expires: 99_999, ..query(&store, &g) }, "text/plain"),
             "SignatureDoesNotMatch"
         );
         assert_eq!(
-            refused(
-                &g.key,
-                &PutQuery {
-                    sig: "00".into(),
-                    ..query(&store, &g)
-                },
-                "text/plain"
-            ),
+            refused(&g.key, &PutQuery { sig: "00".into(), ..query(&store, &g) }, "text/plain"),
             "SignatureDoesNotMatch"
         );
-        assert_eq!(
-            refused("../etc/passwd", &q, "text/plain"),
-            "InvalidArgument"
-        );
+        assert_eq!(refused("../etc/passwd", &q, "text/plain"), "InvalidArgument");
     }
 
     #[test]
@@ -351,28 +282,14 @@ mod tests {
     async fn objects_appear_only_whole_and_with_the_signed_length() {
         let (store, dir) = store();
         let g = grant();
-        assert_eq!(
-            store
-                .write(&g, Body::from("abcdef"))
-                .await
-                .unwrap_err()
-                .code,
-            "EntityTooLarge"
-        );
-        assert_eq!(
-            store.write(&g, Body::from("abc")).await.unwrap_err().code,
-            "IncompleteBody"
-        );
+        assert_eq!(store.write(&g, Body::from("abcdef")).await.unwrap_err().code, "EntityTooLarge");
+        assert_eq!(store.write(&g, Body::from("abc")).await.unwrap_err().code, "IncompleteBody");
         assert_eq!(store.inspect(&g.key).await.unwrap(), None);
         let etag = store.write(&g, Body::from("hello")).await.unwrap();
         let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
         assert_eq!(etag, sha);
         assert_eq!(store.inspect(&g.key).await.unwrap(), Some((5, sha.into())));
-        assert_eq!(
-            std::fs::read_dir(dir.join("incoming")).unwrap().count(),
-            0,
-            "no temp files left"
-        );
+        assert_eq!(std::fs::read_dir(dir.join("incoming")).unwrap().count(), 0, "no temp files left");
         store.delete(&g.key).await.unwrap();
         assert_eq!(store.inspect(&g.key).await.unwrap(), None);
     }

@@ -1,11 +1,9 @@
 //! The browser's broker: the v1 HTTP protocol over fetch (gloo-net), with
 //! any call replaceable by a JavaScript callback of the same name.
 
-use crate::broker::{
-    read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION,
-};
+use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
 use crate::error::{ErrorBody, ErrorCode, UploadError};
-use gloo_net::http::Request;
+use gloo_net::http::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -22,14 +20,12 @@ pub struct WebBroker {
 
 impl Broker for WebBroker {
     async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
-        let body = call
-            .serialize_body(&serde_wasm_bindgen::Serializer::json_compatible())
-            .map_err(|e| {
-                UploadError::new(
-                    ErrorCode::Internal,
-                    format!("{}: request could not be encoded: {e}", call.name()),
-                )
-            })?;
+        let body = call.serialize_body(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| {
+            UploadError::new(
+                ErrorCode::Internal,
+                format!("{}: request could not be encoded: {e}", call.name()),
+            )
+        })?;
         match self.callback(call.name()) {
             Some(function) => self.call_callback(call, &function, &body).await,
             None => self.call_http(call, &body).await,
@@ -42,10 +38,7 @@ impl WebBroker {
         if !self.callbacks.is_object() {
             return None;
         }
-        js_sys::Reflect::get(&self.callbacks, &JsValue::from_str(name))
-            .ok()?
-            .dyn_into()
-            .ok()
+        js_sys::Reflect::get(&self.callbacks, &JsValue::from_str(name)).ok()?.dyn_into().ok()
     }
 
     async fn call_callback(
@@ -54,26 +47,18 @@ impl WebBroker {
         function: &js_sys::Function,
         body: &JsValue,
     ) -> Result<BrokerReply, UploadError> {
-        let returned = function
-            .call1(&self.callbacks, body)
-            .map_err(|thrown| thrown_to_error(call, thrown))?;
+        let returned =
+            function.call1(&self.callbacks, body).map_err(|thrown| thrown_to_error(call, thrown))?;
         let value = JsFuture::from(js_sys::Promise::resolve(&returned))
             .await
             .map_err(|thrown| thrown_to_error(call, thrown))?;
         read_reply(call, serde_wasm_bindgen::from_value::<BrokerReply>(value))
     }
 
-    async fn call_http(
-        &self,
-        call: &BrokerCall,
-        body: &JsValue,
-    ) -> Result<BrokerReply, UploadError> {
+    async fn call_http(&self, call: &BrokerCall, body: &JsValue) -> Result<BrokerReply, UploadError> {
         let url = format!("{}{}", self.endpoint.trim_end_matches('/'), call.path());
-        let json = js_sys::JSON::stringify(body)
-            .map(String::from)
-            .unwrap_or_default();
-        let mut request = Request::post(&url)
-            .header("Content-Type", "application/json")
+        let mut request = RequestBuilder::new(&url)
+            .method(if call.method() == "GET" { Method::GET } else { Method::POST })
             .header("Accept", "application/json")
             .header("Rindle-Broker-Protocol", PROTOCOL_VERSION);
         for (name, value) in &self.headers {
@@ -85,20 +70,16 @@ impl WebBroker {
                 format!("{}: could not reach the broker at {url}: {e}", call.name()),
             )
         };
-        let response = request
-            .body(json)
-            .map_err(unreachable)?
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let sent = if call.method() == "GET" {
+            request.build().map_err(unreachable)?.send().await
+        } else {
+            let json = js_sys::JSON::stringify(body).map(String::from).unwrap_or_default();
+            request.header("Content-Type", "application/json").body(json).map_err(unreachable)?.send().await
+        };
+        let response = sent.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
-        read_http_answer(
-            call,
-            status,
-            || parse_json::<BrokerReply>(&text),
-            || parse_json::<ErrorBody>(&text),
-        )
+        read_http_answer(call, status, || parse_json::<BrokerReply>(&text), || parse_json::<ErrorBody>(&text))
     }
 }
 
@@ -110,16 +91,9 @@ fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
 /// A callback that throws (or rejects) refuses the call; an `Error` with a
 /// known `code` property keeps that code.
 fn thrown_to_error(call: &BrokerCall, thrown: JsValue) -> UploadError {
-    let field = |name: &str| {
-        js_sys::Reflect::get(&thrown, &JsValue::from_str(name))
-            .ok()
-            .and_then(|v| v.as_string())
-    };
-    let message = field("message")
-        .or_else(|| thrown.as_string())
-        .unwrap_or_else(|| "callback failed".into());
-    let code = field("code")
-        .and_then(|c| ErrorCode::from_wire(&c))
-        .unwrap_or(ErrorCode::BrokerRejected);
+    let field =
+        |name: &str| js_sys::Reflect::get(&thrown, &JsValue::from_str(name)).ok().and_then(|v| v.as_string());
+    let message = field("message").or_else(|| thrown.as_string()).unwrap_or_else(|| "callback failed".into());
+    let code = field("code").and_then(|c| ErrorCode::from_wire(&c)).unwrap_or(ErrorCode::BrokerRejected);
     UploadError::new(code, format!("{} callback: {message}", call.name()))
 }

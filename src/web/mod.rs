@@ -77,19 +77,31 @@ export interface Progress { bytesSent: number; bytesAcked: number; bytesTotal: n
 export interface StateChange { from: SessionState | null; to: SessionState; session: Session; }
 
 /** The broker protocol's bodies (docs/broker-protocol.md). */
-export interface InitiateRequest { filename: string; content_type: string; byte_size: number; upload_strategy: string; }
+export interface InitiateRequest {
+  filename: string; content_type: string; byte_size: number; upload_strategy: string; part_size?: number;
+}
 export interface SessionRequest { session_id: string; }
+export interface SignedRequest {
+  method: "PUT"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
+}
 export interface BrokerReply {
   session: Session;
-  upload?: { method: "PUT"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number };
+  upload?: SignedRequest;
+  parts?: { part_number: number; upload: SignedRequest }[];
   asset?: Asset;
 }
 
 /** Any call given here replaces the HTTP call of the same name. */
 export interface BrokerCallbacks {
   initiate?(request: InitiateRequest): BrokerReply | Promise<BrokerReply>;
+  show?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
   sign?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  signParts?(request: SessionRequest & { part_numbers: number[] }): BrokerReply | Promise<BrokerReply>;
+  listParts?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
   complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  completeMultipart?(
+    request: SessionRequest & { parts: { part_number: number; etag: string; size: number | null }[] },
+  ): BrokerReply | Promise<BrokerReply>;
   cancel?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
 }
 
@@ -102,8 +114,16 @@ export interface UploaderOptions {
 }
 
 export interface UploadOptions {
-  /** "auto" picks the best strategy available (today: presigned_put). */
+  /** "auto" (default): presigned_put up to 8 MiB, multipart above. */
   strategy?: "presigned_put" | "multipart" | "resumable" | "tus" | "auto";
+  /** multipart: bytes per part, 5 MiB to 5 GiB (default 8 MiB; grows past 10,000 parts). */
+  partSize?: number;
+  /** multipart: parts in flight at once (default 4). */
+  concurrency?: number;
+  /** Continue this existing session (e.g. after a page reload): the store is asked what it holds. */
+  sessionId?: string;
+  /** multipart: called once per stored part. */
+  onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
   /** Defaults to the File's name, or "blob". */
   filename?: string;
   /** Defaults to the File's type, or "application/octet-stream". */
@@ -135,22 +155,14 @@ impl Uploader {
         if let Some(object) = get(&options, "headers") {
             for entry in js_sys::Object::entries(object.unchecked_ref()).iter() {
                 let pair: js_sys::Array = entry.unchecked_into();
-                let (name, value) = (
-                    pair.get(0).as_string().unwrap_or_default(),
-                    pair.get(1).as_string(),
-                );
-                let value = value.ok_or_else(|| {
-                    invalid(&format!("Uploader: header {name:?} must be a string"))
-                })?;
+                let (name, value) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string());
+                let value =
+                    value.ok_or_else(|| invalid(&format!("Uploader: header {name:?} must be a string")))?;
                 crate::transport::check_header(&name, &value).map_err(|e| error_to_js(&e))?;
                 headers.push((name, value));
             }
         }
-        Ok(Uploader {
-            endpoint,
-            headers,
-            callbacks: get(&options, "broker").unwrap_or(JsValue::UNDEFINED),
-        })
+        Ok(Uploader { endpoint, headers, callbacks: get(&options, "broker").unwrap_or(JsValue::UNDEFINED) })
     }
 
     /// Starts uploading `file`; the returned `Upload` reports and controls it.
@@ -161,18 +173,24 @@ impl Uploader {
     ) -> Result<Upload, JsValue> {
         let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
         let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
-        let options = UploadOptions {
-            filename: string_option(&options_value, "filename")?
-                .or(file_name)
-                .unwrap_or_else(|| "blob".into()),
-            content_type: string_option(&options_value, "contentType")?
+        let defaults = UploadOptions::new(
+            string_option(&options_value, "filename")?.or(file_name).unwrap_or_else(|| "blob".into()),
+            string_option(&options_value, "contentType")?
                 .or_else(|| Some(file.type_()).filter(|t| !t.is_empty()))
                 .unwrap_or_else(|| "application/octet-stream".into()),
-            strategy: parse_strategy(string_option(&options_value, "strategy")?.as_deref())?,
+            parse_strategy(string_option(&options_value, "strategy")?.as_deref(), file.size() as u64)?,
+        );
+        let options = UploadOptions {
+            part_size: number_option(&options_value, "partSize")?.unwrap_or(defaults.part_size),
+            concurrency: number_option(&options_value, "concurrency")?
+                .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
+            resume_session_id: string_option(&options_value, "sessionId")?,
+            ..defaults
         };
         let on_progress = function_option(&options_value, "onProgress")?;
         let on_state_change = function_option(&options_value, "onStateChange")?;
         let on_error = function_option(&options_value, "onError")?;
+        let on_part = function_option(&options_value, "onPart")?;
 
         let latest: Rc<RefCell<Option<Session>>> = Rc::default();
         let events: EventSink = {
@@ -199,6 +217,16 @@ impl Uploader {
                         let _ = callback.call1(&JsValue::NULL, &progress);
                     }
                 }
+                Event::PartStored { part_number, etag, size } => {
+                    if let Some(callback) = &on_part {
+                        let part = object(&[
+                            ("partNumber", part_number.into()),
+                            ("etag", etag.into()),
+                            ("size", (size as f64).into()),
+                        ]);
+                        let _ = callback.call1(&JsValue::NULL, &part);
+                    }
+                }
             })
         };
 
@@ -213,10 +241,7 @@ impl Uploader {
         };
         let (cancel, signal) = cancellation();
         let run = async move {
-            match engine
-                .upload(&BlobSource(file), &options, events, signal)
-                .await
-            {
+            match engine.upload(&BlobSource(file), &options, events, signal).await {
                 Ok(outcome) => Ok(outcome_to_js(&outcome)),
                 Err(error) => {
                     let error = error_to_js(&error);
@@ -230,12 +255,7 @@ impl Uploader {
         .boxed_local()
         .shared();
         let done = future_to_promise(run.clone());
-        Ok(Upload {
-            latest,
-            run,
-            done,
-            cancel: RefCell::new(Some(cancel)),
-        })
+        Ok(Upload { latest, run, done, cancel: RefCell::new(Some(cancel)) })
     }
 }
 
@@ -253,19 +273,13 @@ impl Upload {
     /// The session's current state; null until the broker created it.
     #[wasm_bindgen(getter, unchecked_return_type = "SessionState | null")]
     pub fn state(&self) -> JsValue {
-        self.latest
-            .borrow()
-            .as_ref()
-            .map_or(JsValue::NULL, |s| s.state.as_str().into())
+        self.latest.borrow().as_ref().map_or(JsValue::NULL, |s| s.state.as_str().into())
     }
 
     /// A snapshot of the session record; null until the broker created it.
     #[wasm_bindgen(getter, unchecked_return_type = "Session | null")]
     pub fn session(&self) -> JsValue {
-        self.latest
-            .borrow()
-            .as_ref()
-            .map_or(JsValue::NULL, session_to_js)
+        self.latest.borrow().as_ref().map_or(JsValue::NULL, session_to_js)
     }
 
     /// Resolves with `{ session, asset }` once completed; rejects with an
@@ -287,17 +301,16 @@ impl Upload {
         let latest = Rc::clone(&self.latest);
         future_to_promise(async move {
             let _ = run.await;
-            let state = latest
-                .borrow()
-                .as_ref()
-                .map_or(JsValue::NULL, |s| s.state.as_str().into());
+            let state = latest.borrow().as_ref().map_or(JsValue::NULL, |s| s.state.as_str().into());
             Ok(state)
         })
     }
 }
 
-fn parse_strategy(name: Option<&str>) -> Result<UploadStrategy, JsValue> {
+/// "auto" is presigned PUT below one default part, multipart above.
+fn parse_strategy(name: Option<&str>, size: u64) -> Result<UploadStrategy, JsValue> {
     match name {
+        None | Some("auto") if size > crate::multipart::DEFAULT_PART_SIZE => Ok(UploadStrategy::Multipart),
         None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
         Some("multipart") => Ok(UploadStrategy::Multipart),
         Some("resumable") | Some("tus") => Ok(UploadStrategy::Resumable),
@@ -309,16 +322,23 @@ fn get(object: &JsValue, key: &str) -> Option<JsValue> {
     if !object.is_object() {
         return None;
     }
-    js_sys::Reflect::get(object, &JsValue::from_str(key))
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
+    js_sys::Reflect::get(object, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 fn string_option(object: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
     get(object, key)
+        .map(|v| v.as_string().ok_or_else(|| invalid(&format!("option `{key}` must be a string"))))
+        .transpose()
+}
+
+/// A whole, non-negative number option.
+fn number_option(object: &JsValue, key: &str) -> Result<Option<u64>, JsValue> {
+    get(object, key)
         .map(|v| {
-            v.as_string()
-                .ok_or_else(|| invalid(&format!("option `{key}` must be a string")))
+            v.as_f64()
+                .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n <= 9_007_199_254_740_991.0)
+                .map(|n| n as u64)
+                .ok_or_else(|| invalid(&format!("option `{key}` must be a whole number")))
         })
         .transpose()
 }
@@ -345,9 +365,7 @@ fn object(fields: &[(&str, JsValue)]) -> JsValue {
 }
 
 fn to_js<T: Serialize>(value: &T) -> JsValue {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .unwrap_or(JsValue::NULL)
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
 }
 
 /// The record as JavaScript sees it: `session_uri` is a bearer credential
@@ -362,10 +380,7 @@ fn session_to_js(session: &Session) -> JsValue {
 
 fn outcome_to_js(outcome: &Outcome) -> JsValue {
     let asset: &Asset = &outcome.asset;
-    object(&[
-        ("session", session_to_js(&outcome.session)),
-        ("asset", to_js(asset)),
-    ])
+    object(&[("session", session_to_js(&outcome.session)), ("asset", to_js(asset))])
 }
 
 fn error_to_js(error: &UploadError) -> JsValue {

@@ -3,8 +3,7 @@
 //! file bytes never enter WASM memory.
 
 use crate::transport::{
-    parse_header_block, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport,
-    TransportError,
+    parse_header_block, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
 };
 use futures::channel::oneshot;
 use std::cell::RefCell;
@@ -56,8 +55,7 @@ impl Transport for XhrTransport {
         xhr.open_with_async(request.method, request.url.expose(), true)
             .map_err(|_| TransportError::Network)?;
         for (name, value) in &request.headers {
-            xhr.set_request_header(name, value)
-                .map_err(|_| TransportError::Network)?;
+            xhr.set_request_header(name, value).map_err(|_| TransportError::Network)?;
         }
 
         let (sender, receiver) = oneshot::channel::<Ending>();
@@ -83,15 +81,9 @@ impl Transport for XhrTransport {
             .map_err(|_| TransportError::Network)?
             .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
 
-        let mut in_flight = InFlight {
-            xhr,
-            finished: false,
-            _closures: vec![on_load, on_error, on_timeout, on_progress],
-        };
-        in_flight
-            .xhr
-            .send_with_opt_blob(request.body.as_ref())
-            .map_err(|_| TransportError::Network)?;
+        let mut in_flight =
+            InFlight { xhr, finished: false, _closures: vec![on_load, on_error, on_timeout, on_progress] };
+        in_flight.xhr.send_with_opt_blob(request.body.as_ref()).map_err(|_| TransportError::Network)?;
 
         let ending = receiver.await.map_err(|_| TransportError::Network)?;
         in_flight.finished = true;
