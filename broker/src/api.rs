@@ -1,21 +1,26 @@
 //! The broker protocol v1 (docs/broker-protocol.md) over HTTP, the embedded
-//! store's presigned PUT endpoint, and the static files (demo page, built
+//! store's presigned PUT endpoints, and the static files (demo page, built
 //! package, stored objects).
 
 use crate::config::Config;
 use crate::db::{Db, Record};
-use crate::store::{LocalStore, PutGrant, PutQuery, Refusal};
+use crate::store::local::{PartQuery, PutQuery, Refusal};
+use crate::store::{Presigned, Store, StoreError};
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use rindle_upload::broker::{Asset, BrokerReply, InitiateRequest, SignedRequest};
+use rindle_upload::broker::{Asset, BrokerReply, InitiateRequest, SignedPart, SignedRequest};
 use rindle_upload::error::ErrorBody;
+use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
+use rindle_upload::secret::Secret;
+use rindle_upload::session::MultipartPart;
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
-use std::collections::BTreeMap;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower_http::cors::{Any, CorsLayer};
@@ -24,7 +29,7 @@ use tower_http::services::ServeDir;
 pub struct AppState {
     pub config: Config,
     pub db: Db,
-    pub store: LocalStore,
+    pub store: Store,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -34,19 +39,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .allow_headers(Any)
         .expose_headers([header::ETAG, header::CONTENT_LENGTH])
         .max_age(Duration::from_secs(600));
-    Router::new()
+    let mut router = Router::new()
         .route("/api/uploads", post(initiate))
         .route("/api/uploads/{id}", get(show))
         .route("/api/uploads/{id}/sign", post(sign))
+        .route("/api/uploads/{id}/parts/sign", post(sign_parts))
+        .route("/api/uploads/{id}/parts", post(list_parts))
         .route("/api/uploads/{id}/complete", post(complete))
+        .route("/api/uploads/{id}/multipart/complete", post(complete_multipart))
         .route("/api/uploads/{id}/cancel", post(cancel))
-        // Reserved in protocol v1 for the multipart and resumable strategies.
-        .route("/api/uploads/{id}/parts", get(reserved))
-        .route("/api/uploads/{id}/parts/sign", post(reserved))
-        .route("/api/uploads/{id}/multipart/complete", post(reserved))
-        .route("/api/uploads/{id}/resumable/status", post(reserved))
-        .route("/store/{*key}", put(store_put))
-        .nest_service("/objects", ServeDir::new(state.store.objects_dir()))
+        // Reserved in protocol v1 for the resumable strategy.
+        .route("/api/uploads/{id}/resumable/status", post(reserved));
+    if let Some(local) = state.store.local() {
+        router = router
+            .route("/store/{*key}", put(store_put))
+            .route("/store-parts/{upload_id}/{part_number}", put(store_put_part))
+            .nest_service("/objects", ServeDir::new(local.objects_dir()));
+    }
+    router
         .nest_service("/pkg", ServeDir::new(&state.config.pkg_dir))
         .fallback_service(ServeDir::new(&state.config.www_dir))
         .layer(cors)
@@ -60,6 +70,10 @@ impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError(status, ErrorBody::new(code, message))
     }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
+    }
 }
 
 impl From<UploadError> for ApiError {
@@ -67,6 +81,7 @@ impl From<UploadError> for ApiError {
         let status = match e.code {
             ErrorCode::IllegalTransition => StatusCode::CONFLICT,
             ErrorCode::SessionExpired => StatusCode::GONE,
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code, e.message)
@@ -80,6 +95,13 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("store: {e}");
+        ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Internal, format!("the object store failed: {e}"))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(self.1)).into_response()
@@ -87,6 +109,11 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult = Result<(StatusCode, Json<BrokerReply>), ApiError>;
+
+/// A JSON body, refused with the protocol's error body when malformed.
+fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value).map_err(|e| ApiError::invalid(e.body_text()))
+}
 
 fn now() -> SystemTime {
     SystemTime::now()
@@ -110,7 +137,17 @@ fn base_url(config: &Config, headers: &HeaderMap) -> String {
 }
 
 fn reply(record: Record) -> Json<BrokerReply> {
-    Json(BrokerReply { session: record.session, upload: None, asset: record.asset })
+    Json(BrokerReply { session: record.session, upload: None, parts: vec![], asset: record.asset })
+}
+
+fn signed_request(presigned: Presigned, ttl: Duration) -> SignedRequest {
+    SignedRequest {
+        method: "PUT".into(),
+        url: Secret::new(presigned.url),
+        headers: presigned.headers,
+        expires_at: Some(timestamp(now() + ttl)),
+        expires_in: ttl.as_secs(),
+    }
 }
 
 /// Loads a session, first letting it expire if its time has passed.
@@ -148,6 +185,21 @@ fn refuse_if_expired(record: &Record) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The part plan of a multipart session; refuses other sessions.
+fn multipart_plan(record: &Record) -> Result<(PartPlan, String), ApiError> {
+    let session = &record.session;
+    match (session.upload_strategy, &session.multipart_upload_id) {
+        (UploadStrategy::Multipart, Some(upload_id)) => {
+            let plan = PartPlan::new(
+                session.upload_length.unwrap_or(0),
+                record.part_size.unwrap_or(DEFAULT_PART_SIZE),
+            )?;
+            Ok((plan, upload_id.clone()))
+        }
+        _ => Err(ApiError::invalid("this call is for multipart sessions")),
+    }
+}
+
 /// Object keys keep a readable, safe rendering of the file name.
 fn key_for(asset_id: &str, filename: &str) -> String {
     let safe: String = filename
@@ -161,39 +213,44 @@ fn key_for(asset_id: &str, filename: &str) -> String {
 
 async fn initiate(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<InitiateRequest>, JsonRejection>,
+    request: Result<Json<InitiateRequest>, JsonRejection>,
 ) -> ApiResult {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, e.body_text()))?;
-    let profile = &state.config.profile;
+    let request = body(request)?;
     if request.filename.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            "filename must not be empty",
-        ));
+        return Err(ApiError::invalid("filename must not be empty"));
     }
-    if request.upload_strategy != UploadStrategy::PresignedPut {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::UnsupportedStrategy,
-            format!("this broker does not offer {:?} yet", request.upload_strategy),
-        ));
-    }
-    profile.check(request.byte_size, &request.content_type).map_err(ApiError::from)?;
+    state.config.profile.check(request.byte_size, &request.content_type)?;
+    let part_size = match request.upload_strategy {
+        UploadStrategy::PresignedPut => None,
+        UploadStrategy::Multipart => {
+            Some(PartPlan::new(request.byte_size, request.part_size.unwrap_or(DEFAULT_PART_SIZE))?.part_size)
+        }
+        UploadStrategy::Resumable => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::UnsupportedStrategy,
+                "this broker does not offer resumable uploads yet",
+            ))
+        }
+    };
 
     let created = now();
     let id = uuid::Uuid::new_v4().to_string();
     let asset_id = uuid::Uuid::new_v4().to_string();
+    let key = key_for(&asset_id, &request.filename);
+    let multipart_upload_id = match part_size {
+        Some(_) => Some(state.store.create_multipart(&key, &request.content_type).await?),
+        None => None,
+    };
     let session = Session {
-        upload_key: Some(key_for(&asset_id, &request.filename)),
+        upload_key: Some(key),
         id,
         asset_id: Some(asset_id),
         state: SessionState::Initialized,
         upload_strategy: request.upload_strategy,
         upload_length: Some(request.byte_size),
         resumable_protocol: None,
-        multipart_upload_id: None,
+        multipart_upload_id,
         multipart_parts: vec![],
         session_uri: None,
         session_uri_expires_at: None,
@@ -205,8 +262,13 @@ async fn initiate(
         inserted_at: Some(timestamp(created)),
         updated_at: Some(timestamp(created)),
     };
-    let record =
-        Record { session, filename: request.filename, content_type: request.content_type, asset: None };
+    let record = Record {
+        session,
+        filename: request.filename,
+        content_type: request.content_type,
+        part_size,
+        asset: None,
+    };
     state.db.put(&record)?;
     tracing::info!(session = %record.session.id, bytes = request.byte_size, "session initialized");
     Ok((StatusCode::CREATED, reply(record)))
@@ -219,50 +281,96 @@ async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Api
 async fn sign(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let mut record = load(&state, &id)?;
     refuse_if_expired(&record)?;
+    if record.session.upload_strategy != UploadStrategy::PresignedPut {
+        return Err(ApiError::invalid("multipart sessions sign parts: POST {id}/parts/sign"));
+    }
     record.session.transition(SessionState::Signed)?;
     save(&state, &mut record)?;
 
     let ttl = state.config.url_ttl;
-    let expires = now() + ttl;
-    let grant = PutGrant {
-        key: record.session.upload_key.clone().unwrap_or_default(),
-        length: record.session.upload_length.unwrap_or(0),
-        content_type: record.content_type.clone(),
-        expires_unix: unix(expires),
-    };
-    let url = format!(
-        "{}/store/{}?{}",
-        base_url(&state.config, &headers),
-        grant.key,
-        state.store.presign_query(&grant)
+    let session = &record.session;
+    let presigned = state.store.presign_put(
+        &base_url(&state.config, &headers),
+        session.upload_key.as_deref().unwrap_or_default(),
+        session.upload_length.unwrap_or(0),
+        &record.content_type,
+        ttl,
     );
-    let upload = SignedRequest {
-        method: "PUT".into(),
-        url: rindle_upload::secret::Secret::new(url),
-        headers: BTreeMap::from([("Content-Type".to_owned(), record.content_type.clone())]),
-        expires_at: Some(timestamp(expires)),
-        expires_in: ttl.as_secs(),
-    };
-    Ok((StatusCode::OK, Json(BrokerReply { session: record.session, upload: Some(upload), asset: None })))
+    let upload = signed_request(presigned, ttl);
+    Ok((
+        StatusCode::OK,
+        Json(BrokerReply { session: record.session, upload: Some(upload), parts: vec![], asset: None }),
+    ))
 }
 
-async fn complete(
+#[derive(Deserialize)]
+struct SignPartsBody {
+    part_numbers: Vec<u32>,
+}
+
+async fn sign_parts(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    request: Result<Json<SignPartsBody>, JsonRejection>,
 ) -> ApiResult {
+    let request = body(request)?;
     let mut record = load(&state, &id)?;
-    if record.session.state == SessionState::Completed {
+    refuse_if_expired(&record)?;
+    let (plan, upload_id) = multipart_plan(&record)?;
+    if request.part_numbers.is_empty() || request.part_numbers.len() > 1_000 {
+        return Err(ApiError::invalid("sign 1 to 1000 parts at a time"));
+    }
+    if let Some(bad) = request.part_numbers.iter().find(|n| !(1..=plan.count()).contains(n)) {
+        return Err(ApiError::invalid(format!("part {bad} is outside 1..={}", plan.count())));
+    }
+    record.session.transition(SessionState::Signed)?;
+    save(&state, &mut record)?;
+
+    let ttl = state.config.url_ttl;
+    let base = base_url(&state.config, &headers);
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    let parts = request
+        .part_numbers
+        .iter()
+        .map(|&part_number| SignedPart {
+            part_number,
+            upload: signed_request(state.store.presign_part(&base, &key, &upload_id, part_number, ttl), ttl),
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(BrokerReply { session: record.session, upload: None, parts, asset: None })))
+}
+
+async fn list_parts(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let mut record = load(&state, &id)?;
+    refuse_if_expired(&record)?;
+    let (_, upload_id) = multipart_plan(&record)?;
+    if record.session.state.is_terminal() {
         return Ok((StatusCode::OK, reply(record)));
     }
-    refuse_if_expired(&record)?;
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    record.session.multipart_parts = state.store.list_parts(&key, &upload_id).await?;
+    save(&state, &mut record)?;
+    Ok((StatusCode::OK, reply(record)))
+}
+
+/// Moves a session to `verifying`, or answers that it is already completed.
+fn begin_verifying(state: &AppState, record: &mut Record) -> Result<bool, ApiError> {
+    if record.session.state == SessionState::Completed {
+        return Ok(false);
+    }
+    refuse_if_expired(record)?;
     if !matches!(record.session.state, SessionState::Uploaded | SessionState::Verifying) {
         record.session.transition(SessionState::Uploaded)?;
     }
     record.session.transition(SessionState::Verifying)?;
-    save(&state, &mut record)?;
+    save(state, record)?;
+    Ok(true)
+}
 
-    match verify(&state, &record, &base_url(&state.config, &headers)).await {
+/// Ends a verifying session: `completed` with its asset, or `failed`.
+fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>) -> ApiResult {
+    match verified {
         Ok(asset) => {
             record.session.transition(SessionState::Completed)?;
             record.session.verified_at = Some(timestamp(now()));
@@ -275,8 +383,55 @@ async fn complete(
             record.session.failure_reason = Some(reason);
         }
     }
-    save(&state, &mut record)?;
+    save(state, &mut record)?;
     Ok((StatusCode::OK, reply(record)))
+}
+
+async fn complete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let mut record = load(&state, &id)?;
+    if !begin_verifying(&state, &mut record)? {
+        return Ok((StatusCode::OK, reply(record)));
+    }
+    let verified = verify(&state, &record, &base_url(&state.config, &headers)).await;
+    finish(&state, record, verified)
+}
+
+#[derive(Deserialize)]
+struct CompleteMultipartBody {
+    parts: Vec<MultipartPart>,
+}
+
+async fn complete_multipart(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    request: Result<Json<CompleteMultipartBody>, JsonRejection>,
+) -> ApiResult {
+    let request = body(request)?;
+    let mut record = load(&state, &id)?;
+    let (_, upload_id) = multipart_plan(&record)?;
+    if !begin_verifying(&state, &mut record)? {
+        return Ok((StatusCode::OK, reply(record)));
+    }
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    let verified = match state.store.complete_multipart(&key, &upload_id, &request.parts).await {
+        Ok(()) => {
+            record.session.multipart_parts = request.parts;
+            verify(&state, &record, &base_url(&state.config, &headers)).await
+        }
+        Err(refused) => {
+            // A failed session must not leave parts behind in the store.
+            if let Err(e) = state.store.abort_multipart(&key, &upload_id).await {
+                tracing::warn!(session = %record.session.id, "could not abort a refused multipart upload: {e}");
+            }
+            Err(refused.0)
+        }
+    };
+    finish(&state, record, verified)
 }
 
 /// Checks the stored object against the session and the profile.
@@ -295,7 +450,7 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
     state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
     Ok(Asset {
         id: session.asset_id.clone().unwrap_or_default(),
-        url: format!("{base}/objects/{key}"),
+        url: state.store.object_url(base, &key),
         key,
         byte_size: size,
         content_type: record.content_type.clone(),
@@ -306,10 +461,14 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
 async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
     let mut record = load(&state, &id)?;
     record.session.transition(SessionState::Aborted)?;
-    if let Some(key) = &record.session.upload_key {
-        if let Err(e) = state.store.delete(key).await {
-            tracing::warn!(session = %record.session.id, "could not delete the object of a cancelled session: {e}");
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    if let Some(upload_id) = &record.session.multipart_upload_id {
+        if let Err(e) = state.store.abort_multipart(&key, upload_id).await {
+            tracing::warn!(session = %record.session.id, "could not abort the multipart upload: {e}");
         }
+    }
+    if let Err(e) = state.store.delete(&key).await {
+        tracing::warn!(session = %record.session.id, "could not delete the object of a cancelled session: {e}");
     }
     save(&state, &mut record)?;
     tracing::info!(session = %record.session.id, "session aborted");
@@ -324,22 +483,8 @@ async fn reserved() -> ApiError {
     )
 }
 
-/// The embedded store's presigned PUT.
-async fn store_put(
-    State(state): State<Arc<AppState>>,
-    Path(key): Path<String>,
-    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let result = match query {
-        Ok(Query(query)) => match state.store.check_put(&key, &query, content_type, unix(now())) {
-            Ok(grant) => state.store.write(&grant, body).await,
-            Err(refusal) => Err(refusal),
-        },
-        Err(_) => Err(Refusal::new(403, "AccessDenied", "the URL is not signed")),
-    };
+/// The answer of the embedded store: the ETag, or an S3-style refusal.
+fn store_answer(result: Result<String, Refusal>) -> Response {
     match result {
         Ok(etag) => {
             let etag = HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header value");
@@ -352,6 +497,48 @@ async fn store_put(
         )
             .into_response(),
     }
+}
+
+fn unsigned() -> Refusal {
+    Refusal::new(403, "AccessDenied", "the URL is not signed")
+}
+
+/// The embedded store's presigned object PUT.
+async fn store_put(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let result = match query {
+        Ok(Query(query)) => match local.check_put(&key, &query, content_type, unix(now())) {
+            Ok(grant) => local.write_object(&grant, body).await,
+            Err(refusal) => Err(refusal),
+        },
+        Err(_) => Err(unsigned()),
+    };
+    store_answer(result)
+}
+
+/// The embedded store's presigned part PUT.
+async fn store_put_part(
+    State(state): State<Arc<AppState>>,
+    Path((upload_id, part_number)): Path<(String, u32)>,
+    query: Result<Query<PartQuery>, QueryRejection>,
+    body: Body,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    let result = match query {
+        Ok(Query(query)) => match local.check_part(&upload_id, part_number, &query, unix(now())) {
+            Ok(grant) => local.write_part(&grant, body).await,
+            Err(refusal) => Err(refusal),
+        },
+        Err(_) => Err(unsigned()),
+    };
+    store_answer(result)
 }
 
 #[cfg(test)]
@@ -375,11 +562,12 @@ mod tests {
             public_url: None,
             url_ttl: Duration::from_secs(url_ttl),
             session_ttl: Duration::from_secs(session_ttl),
-            profile: Profile { max_bytes: 1_000, allowed_types: vec!["text/*".into()], allow_empty: true },
+            profile: Profile { max_bytes: 64 << 20, allowed_types: vec!["text/*".into()], allow_empty: true },
+            s3: None,
         };
         let state = AppState {
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
-            store: LocalStore::open(&dir.join("store")).unwrap(),
+            store: Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap()),
             config,
         };
         router(Arc::new(state))
@@ -471,7 +659,7 @@ mod tests {
     #[tokio::test]
     async fn the_profile_refuses_before_any_byte() {
         let app = app(900, 3_600);
-        let (status, body) = initiate(&app, 1_001, "text/plain").await;
+        let (status, body) = initiate(&app, (64 << 20) + 1, "text/plain").await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("file_too_large"))
@@ -567,5 +755,102 @@ mod tests {
             let response = app.clone().oneshot(request).await.unwrap();
             assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
         }
+    }
+
+    async fn initiate_multipart(app: &Router, bytes: usize) -> (String, serde_json::Value) {
+        let body = serde_json::json!({"filename": "big.bin", "content_type": "text/plain", "byte_size": bytes,
+                                      "upload_strategy": "multipart", "part_size": 5 << 20});
+        let (status, created) = call(app, "/api/uploads", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        (created["session"]["id"].as_str().unwrap().to_owned(), created)
+    }
+
+    async fn put_part(app: &Router, signed: &serde_json::Value, index: usize, bytes: &[u8]) -> String {
+        let url = signed["parts"][index]["upload"]["url"].as_str().unwrap();
+        let (status, headers, _) =
+            send(app, "PUT", &path_of(url), "application/octet-stream", bytes.to_vec()).await;
+        assert_eq!(status, StatusCode::OK);
+        headers[header::ETAG].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn multipart_on_the_embedded_store_from_initiate_to_completed() {
+        let app = app(900, 3_600);
+        let data: Vec<u8> = (0..(11usize << 20)).map(|i| (i % 253) as u8).collect();
+        let (id, created) = initiate_multipart(&app, data.len()).await;
+        assert!(created["session"]["multipart_upload_id"].is_string());
+
+        let (status, refused) =
+            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [4]}))
+                .await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"))
+        );
+        let (status, signed) = call(
+            &app,
+            &format!("/api/uploads/{id}/parts/sign"),
+            serde_json::json!({"part_numbers": [1, 2, 3]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(signed["session"]["state"], "signed");
+        assert_eq!(signed["parts"].as_array().unwrap().len(), 3);
+
+        let mut etags = vec![];
+        for (index, chunk) in data.chunks(5 << 20).enumerate() {
+            etags.push(put_part(&app, &signed, index, chunk).await);
+        }
+        let (_, listed) = call(&app, &format!("/api/uploads/{id}/parts"), serde_json::json!({})).await;
+        let listed_etags: Vec<&str> = listed["session"]["multipart_parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["etag"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed_etags, etags);
+
+        let parts: Vec<serde_json::Value> = etags
+            .iter()
+            .enumerate()
+            .map(|(i, e)| serde_json::json!({"part_number": i + 1, "etag": e}))
+            .collect();
+        let (status, done) =
+            call(&app, &format!("/api/uploads/{id}/multipart/complete"), serde_json::json!({"parts": parts}))
+                .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(done["session"]["state"], "completed", "{done}");
+        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
+        let (_, _, stored) =
+            send(&app, "GET", &path_of(done["asset"]["url"].as_str().unwrap()), "", vec![]).await;
+        assert!(stored == data, "the joined object is the file");
+    }
+
+    #[tokio::test]
+    async fn a_refused_part_list_fails_the_session_and_cancel_leaves_no_parts() {
+        let app = app(900, 3_600);
+        let (id, _) = initiate_multipart(&app, 6 << 20).await;
+        let (_, signed) =
+            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1, 2]}))
+                .await;
+        put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
+        let parts = serde_json::json!([{"part_number": 1, "etag": "\"wrong\""}]);
+        let (_, done) =
+            call(&app, &format!("/api/uploads/{id}/multipart/complete"), serde_json::json!({"parts": parts}))
+                .await;
+        assert_eq!(done["session"]["state"], "failed");
+        assert_eq!(done["session"]["failure_reason"], "part 1's ETag does not match the stored part");
+
+        let (id, _) = initiate_multipart(&app, 6 << 20).await;
+        let (_, signed) =
+            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1]}))
+                .await;
+        put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
+        let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
+        assert_eq!(cancelled["session"]["state"], "aborted");
+        let url = signed["parts"][0]["upload"]["url"].as_str().unwrap();
+        let (status, _, body) = send(&app, "PUT", &path_of(url), "", vec![1]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "the upload and its parts are gone");
+        assert!(String::from_utf8(body).unwrap().contains("NoSuchUpload"));
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration from the environment, and the upload profile (what the
 //! broker accepts).
 
+use crate::store::s3::S3Config;
 use rindle_upload::{ErrorCode, UploadError};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct Config {
     /// How long a session may take before it becomes `expired`.
     pub session_ttl: Duration,
     pub profile: Profile,
+    /// `None`: the embedded local-disk store under `DATA_DIR`.
+    pub s3: Option<S3Config>,
 }
 
 pub struct Profile {
@@ -63,6 +66,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     }
 }
 
+fn required(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} must be set when S3_ENDPOINT is"))
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, String> {
         Ok(Config {
@@ -83,6 +90,17 @@ impl Config {
                     .map(str::to_owned)
                     .collect(),
                 allow_empty: env_or("ALLOW_EMPTY", true)?,
+            },
+            s3: match std::env::var("S3_ENDPOINT") {
+                Err(_) => None,
+                Ok(endpoint) => Some(S3Config {
+                    endpoint,
+                    region: env_or("S3_REGION", "us-east-1".to_owned())?,
+                    bucket: required("S3_BUCKET")?,
+                    access_key_id: required("S3_ACCESS_KEY_ID")?,
+                    secret_access_key: required("S3_SECRET_ACCESS_KEY")?,
+                    path_style: env_or("S3_PATH_STYLE", true)?,
+                }),
             },
         })
     }

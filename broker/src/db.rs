@@ -15,6 +15,9 @@ pub struct Record {
     pub session: Session,
     pub filename: String,
     pub content_type: String,
+    /// The part size a multipart session was planned with.
+    #[serde(default)]
+    pub part_size: Option<u64>,
     pub asset: Option<Asset>,
 }
 
@@ -59,8 +62,13 @@ mod tests {
         let session: Session =
             serde_json::from_str(r#"{"id":"s1","state":"signed","upload_strategy":"presigned_put"}"#)
                 .unwrap();
-        let record =
-            Record { session, filename: "a.txt".into(), content_type: "text/plain".into(), asset: None };
+        let record = Record {
+            session,
+            filename: "a.txt".into(),
+            content_type: "text/plain".into(),
+            part_size: None,
+            asset: None,
+        };
         Db::open(&path).unwrap().put(&record).unwrap();
         let reopened = Db::open(&path).unwrap();
         let back = reopened.get("s1").unwrap().unwrap();

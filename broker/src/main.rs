@@ -16,10 +16,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = config::Config::from_env()?;
+    let mut config = config::Config::from_env()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let db = db::Db::open(&config.data_dir.join("sessions.sqlite"))?;
-    let store = store::LocalStore::open(&config.data_dir.join("store"))?;
+    let store = match config.s3.take() {
+        Some(s3) => store::Store::S3(store::s3::S3Store::new(s3)?),
+        None => store::Store::Local(store::local::LocalStore::open(&config.data_dir.join("store"))?),
+    };
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let address = listener.local_addr()?;
     let state = Arc::new(api::AppState { config, db, store });
