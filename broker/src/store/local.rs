@@ -409,6 +409,7 @@ impl LocalStore {
     }
 
     /// Multipart uploads begun and neither completed nor aborted.
+    #[cfg(test)]
     pub fn open_multipart_uploads(&self) -> usize {
         std::fs::read_dir(&self.multipart).map_or(0, |entries| entries.count())
     }

@@ -1,0 +1,176 @@
+//! Native stand-ins for the browser edge, for driving the engine against
+//! real servers in `cargo test`: a thread-per-request HTTP transport and a
+//! JSON broker client (both ureq), byte sources in memory, and the
+//! reference broker started as a child process.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use rindle_upload::broker::{read_http_answer, Broker, BrokerCall, BrokerReply};
+use rindle_upload::transport::{
+    ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+};
+use rindle_upload::{ErrorCode, UploadError};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// Each request runs on its own thread, so parts really go concurrently.
+/// ureq reports no upload progress: the whole body counts when it is sent.
+pub struct ThreadTransport;
+
+impl Transport for ThreadTransport {
+    type Body = Vec<u8>;
+
+    async fn send(
+        &self,
+        request: HttpRequest<Vec<u8>>,
+        progress: ProgressFn,
+    ) -> Result<HttpResponse, TransportError> {
+        let (done, answer) = futures::channel::oneshot::channel();
+        let url = request.url.expose().to_owned();
+        let body = request.body.unwrap_or_default();
+        let len = body.len() as u64;
+        let headers = request.headers;
+        let method = request.method;
+        std::thread::spawn(move || {
+            let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+            for (name, value) in &headers {
+                builder = builder.header(name, value);
+            }
+            let result = builder.body(body).map_err(|_| TransportError::Network).and_then(|request| {
+                let mut response = agent().run(request).map_err(|_| TransportError::Network)?;
+                Ok(HttpResponse {
+                    status: response.status().as_u16(),
+                    headers: response
+                        .headers()
+                        .iter()
+                        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                        .collect(),
+                    body: response.body_mut().read_to_string().unwrap_or_default(),
+                })
+            });
+            let _ = done.send(result);
+        });
+        let response = answer.await.map_err(|_| TransportError::Network)??;
+        progress(len);
+        Ok(response)
+    }
+}
+
+/// The broker protocol over HTTP with JSON, as the browser edge speaks it.
+pub struct HttpBroker {
+    pub endpoint: String,
+}
+
+impl Broker for HttpBroker {
+    async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
+        let url = format!("{}{}", self.endpoint, call.path());
+        let unreachable = |e: ureq::Error| UploadError::new(ErrorCode::BrokerUnreachable, e.to_string());
+        let mut response = if call.method() == "GET" {
+            agent().get(&url).call().map_err(unreachable)?
+        } else {
+            let body = call.serialize_body(serde_json::value::Serializer).unwrap();
+            agent()
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.to_string())
+                .map_err(unreachable)?
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        read_http_answer(call, status, || serde_json::from_str(&text), || serde_json::from_str(&text))
+    }
+}
+
+pub struct Bytes(pub Vec<u8>);
+
+impl ByteSource for Bytes {
+    type Slice = Vec<u8>;
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
+        self.0[start as usize..end as usize].to_vec()
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> f64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+    }
+}
+
+/// Bytes that do not repeat (xorshift), so a deduplicating store stores
+/// them all.
+pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The reference broker (target/release/rindle-broker, built by
+/// scripts/build.sh) on a free port; stopped when dropped.
+pub struct BrokerProcess {
+    child: Child,
+    pub url: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl BrokerProcess {
+    pub fn start(env: &[(&str, String)]) -> BrokerProcess {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let binary = format!("{root}/target/release/rindle-broker");
+        let data_dir =
+            std::env::temp_dir().join(format!("rindle-native-{}-{}", std::process::id(), rand_suffix()));
+        let mut child = Command::new(&binary)
+            .current_dir(root)
+            .env("PORT", "0")
+            .env("DATA_DIR", &data_dir)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} could not start ({e}); run scripts/build.sh first"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        assert!(url.starts_with("http://"), "the broker did not start: {line:?}");
+        BrokerProcess { child, url, data_dir }
+    }
+}
+
+fn rand_suffix() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Downloads `url` and returns (length, SHA-256 hex).
+pub fn download_sha256(url: &str) -> (u64, String) {
+    use sha2::{Digest, Sha256};
+    let mut response = agent().get(url).call().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "GET stored object");
+    let bytes = response.body_mut().with_config().limit(u64::MAX).read_to_vec().unwrap();
+    (bytes.len() as u64, hex(&Sha256::digest(&bytes)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
