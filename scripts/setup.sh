@@ -25,6 +25,16 @@ if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] 
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 fi
 
+# Garage (the S3 store the tests run against) takes ~11 minutes to build on
+# two cores: start it in the background; scripts/test.sh waits for it just
+# before the suites that need it.
+if [ "${1:-}" = test ] && ! command -v garage >/dev/null 2>&1 && ! kill -0 "$(cat .data/garage-install.pid 2>/dev/null)" 2>/dev/null; then
+  say "building Garage 2.5.0 in the background (once)"
+  mkdir -p .data
+  setsid nohup cargo install garage@2.5.0 --locked >.data/garage-install.log 2>&1 </dev/null &
+  echo $! >.data/garage-install.pid
+fi
+
 if [ "${1:-}" = test ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
   say "installing Debian's chromium and chromium-driver"
   as_root apt-get update -qq

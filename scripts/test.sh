@@ -29,5 +29,19 @@ RINDLE_TEST_BROKER="$broker_url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedr
 cleanup
 trap - EXIT
 
-echo "== end to end: public API and demo page in headless Chromium"
-node --test tests/e2e/
+echo "== Garage (S3-compatible store) for the suites that need it"
+while kill -0 "$(cat .data/garage-install.pid 2>/dev/null)" 2>/dev/null; do sleep 5; done
+command -v garage >/dev/null || { tail -20 .data/garage-install.log; echo "Garage is not installed"; exit 1; }
+garage_dir=$(mktemp -d)
+stop_garage() { kill "$(cat "$garage_dir/garage.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$garage_dir"; }
+trap stop_garage EXIT
+NODE_NO_WARNINGS=1 bash scripts/garage.sh "$garage_dir"
+set -a
+. "$garage_dir/env"
+set +a
+
+echo "== native: the engine against Garage"
+cargo test --test garage -- --ignored
+
+echo "== end to end: public API and demo page in headless Chromium (embedded store and Garage)"
+NODE_NO_WARNINGS=1 node --test tests/e2e/

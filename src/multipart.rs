@@ -144,9 +144,9 @@ where
     S: ByteSource<Slice = T::Body>,
 {
     let stored = if resuming { stored_parts(engine, tracker, plan).await? } else { BTreeMap::new() };
-    for part in stored.values() {
-        tracker.acked(u64::from(part.part_number), plan.len(part.part_number));
-    }
+    // What the store holds counts as acknowledged at once, in one report
+    // (progress slot 0 is never a part's).
+    tracker.acked(0, stored.keys().map(|&n| plan.len(n)).sum());
     let pending: Vec<u32> = (1..=plan.count()).filter(|n| !stored.contains_key(n)).collect();
     let signer = PartSigner {
         broker: &engine.broker,

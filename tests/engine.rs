@@ -554,7 +554,7 @@ fn multipart_resume_sends_only_the_parts_the_store_lacks() {
     assert_eq!(transport.requests.borrow().len(), 3);
     let stored = 10 * MIB as u64;
     assert_eq!(
-        run.progress()[1],
+        run.progress()[0],
         ProgressSnapshot { bytes_sent: stored, bytes_acked: stored, bytes_total: total as u64 },
         "the stored parts count as acknowledged before any byte is sent"
     );

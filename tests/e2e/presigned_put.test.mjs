@@ -3,112 +3,17 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { launchBrowser, sha256OfUrl, startBroker, startServer } from "./support.mjs";
-
-const MiB = 1 << 20;
-const FULL_SEQUENCE = [
-  [null, "initialized"],
-  ["initialized", "signed"],
-  ["signed", "uploading"],
-  ["uploading", "uploaded"],
-  ["uploaded", "verifying"],
-  ["verifying", "completed"],
-];
-
-/**
- * Runs one upload inside the page through the package's public API and
- * reports what a program using it would see.
- */
-async function uploadInPage(page, scenario) {
-  return page.evaluate(async ({ size, random, endpoint, strategy, brokerMode, cancelOnFirstProgress }) => {
-    const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
-    await init();
-    const bytes = new Uint8Array(size);
-    if (random) {
-      for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, Math.min(i + 65536, size)));
-    }
-    const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
-    const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
-    const blob = new Blob([bytes], { type: "application/octet-stream" });
-
-    const post = (path, body) =>
-      fetch(endpoint + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
-        .then((r) => r.json());
-    const brokers = {
-      // Every call through JavaScript callbacks that forward to the broker.
-      callbacks: {
-        initiate: (request) => post("", request),
-        sign: (request) => post(`/${request.session_id}/sign`, request),
-        complete: (request) => post(`/${request.session_id}/complete`, request),
-        cancel: (request) => post(`/${request.session_id}/cancel`, request),
-      },
-      // Hands over a URL only after its real expiry, claiming it is fresh,
-      // so the store itself must refuse it.
-      lateSign: {
-        sign: async (request) => {
-          const reply = await post(`/${request.session_id}/sign`, request);
-          await new Promise((resolve) => setTimeout(resolve, 2100));
-          return { ...reply, upload: { ...reply.upload, expires_in: 900 } };
-        },
-      },
-    };
-
-    const states = [];
-    const progress = [];
-    const errorsSeen = [];
-    const uploader = new Uploader({ endpoint, broker: brokers[brokerMode] });
-    const started = performance.now();
-    let cancelled = null;
-    const upload = uploader.upload(blob, {
-      strategy,
-      filename: "random.bin",
-      onStateChange: ({ from, to, session }) => states.push([from, to, session.state === to]),
-      onProgress: (p) => {
-        progress.push(p);
-        if (cancelOnFirstProgress && !cancelled && p.bytesSent > 0) cancelled = upload.cancel();
-      },
-      onError: (error) => errorsSeen.push(error.code),
-    });
-    const report = (extra) => ({
-      sha256,
-      states: states.map(([from, to]) => [from, to]),
-      recordsMatchedStates: states.every(([, , matched]) => matched),
-      progress,
-      errorsSeen,
-      finalState: upload.state,
-      session: upload.session,
-      ms: performance.now() - started,
-      ...extra,
-    });
-    try {
-      const { session, asset } = await upload.done;
-      return report({ ok: true, result: { session, asset } });
-    } catch (e) {
-      const cancelResult = cancelled ? await cancelled : undefined;
-      return report({
-        ok: false,
-        cancelResult,
-        error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error },
-      });
-    }
-  }, { strategy: "presigned_put", random: true, ...scenario });
-}
-
-function assertProgressSound(progress, total) {
-  for (let i = 1; i < progress.length; i++) {
-    assert.ok(progress[i].bytesSent >= progress[i - 1].bytesSent, `bytesSent went back at ${i}`);
-    assert.ok(progress[i].bytesAcked >= progress[i - 1].bytesAcked, `bytesAcked went back at ${i}`);
-  }
-  for (const p of progress) {
-    assert.equal(p.bytesTotal, total);
-    assert.ok(p.bytesAcked <= p.bytesSent && p.bytesSent <= total);
-  }
-  assert.deepEqual(progress.at(-1), { bytesSent: total, bytesAcked: total, bytesTotal: total });
-}
-
-function assertNoCredentials(message) {
-  assert.doesNotMatch(message, /sig=|\/store\/|expires=/, `a presigned URL leaked into: ${message}`);
-}
+import {
+  assertNoCredentials,
+  assertProgressSound,
+  FULL_SEQUENCE,
+  launchBrowser,
+  MiB,
+  sha256OfUrl,
+  startBroker,
+  startServer,
+  uploadInPage,
+} from "./support.mjs";
 
 describe("presigned_put end to end (reference broker, embedded store)", () => {
   let broker;
@@ -168,7 +73,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
   });
 
   test("a file over the profile's maximum fails before any byte is sent", async () => {
-    const run = await uploadInPage(page, { size: 81 * MiB, random: false, endpoint });
+    const run = await uploadInPage(page, { size: 81 * MiB, fill: "zero", endpoint });
     assert.equal(run.ok, false);
     assert.equal(run.error.code, "file_too_large");
     assert.equal(run.error.retryable, false);
@@ -207,7 +112,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
   });
 
   test("cancel aborts the upload, tells the broker and leaves no object", async () => {
-    const run = await uploadInPage(page, { size: 64 * MiB, endpoint, cancelOnFirstProgress: true });
+    const run = await uploadInPage(page, { size: 64 * MiB, endpoint, cancelAtFraction: 0 });
     assert.equal(run.ok, false);
     assert.deepEqual([run.error.code, run.error.state, run.error.retryable], ["aborted", "aborted", false]);
     assert.equal(run.cancelResult, "aborted", "cancel() resolves with the final state");

@@ -8,16 +8,22 @@ import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 export const root = new URL("../../", import.meta.url).pathname;
 
-/** Starts target/release/rindle-broker with its own data dir. */
+/**
+ * Starts target/release/rindle-broker with its own data dir. It uses the
+ * embedded store unless `env` names an S3 store (the S3_* variables of the
+ * test run are not inherited).
+ */
 export async function startBroker(env = {}) {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("S3_")));
   const dataDir = mkdtempSync(join(tmpdir(), "rindle-e2e-"));
   const child = spawn(join(root, "target/release/rindle-broker"), [], {
     cwd: root,
-    env: { ...process.env, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, RUST_LOG: "warn", ...env },
+    env: { ...inherited, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, RUST_LOG: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const lines = createInterface({ input: child.stdout });
@@ -76,3 +82,143 @@ export async function sha256OfUrl(url) {
   const bytes = Buffer.from(await response.arrayBuffer());
   return { sha256: createHash("sha256").update(bytes).digest("hex"), length: bytes.length };
 }
+
+export const MiB = 1 << 20;
+
+export const FULL_SEQUENCE = [
+  [null, "initialized"],
+  ["initialized", "signed"],
+  ["signed", "uploading"],
+  ["uploading", "uploaded"],
+  ["uploaded", "verifying"],
+  ["verifying", "completed"],
+];
+
+/**
+ * Runs one upload inside the page through the package's public API and
+ * reports what a program using it would see. The file's bytes come from a
+ * seeded generator, so a new page can rebuild the same file to resume it.
+ *
+ * Scenario: size, fill ("random" | "zero"), seed, endpoint, strategy,
+ * partSize, concurrency, sessionId, brokerMode ("callbacks" | "lateSign"),
+ * cancelAtFraction (cancel once that share of bytes is sent), background
+ * (start and return at once; `window.__upload` shows the live state and
+ * `uploadReport(page)` waits for the end).
+ */
+export async function uploadInPage(page, scenario) {
+  return page.evaluate(async (scenario) => {
+    const { size, fill, seed, endpoint, brokerMode, cancelAtFraction } = scenario;
+    const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+    await init();
+    const bytes = new Uint8Array(size);
+    if (fill === "random") {
+      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
+      let x = seed >>> 0 || 0x9e3779b9;
+      for (let i = 0; i < words.length; i++) {
+        x ^= x << 13; x >>>= 0;
+        x ^= x >>> 17;
+        x ^= x << 5; x >>>= 0;
+        words[i] = x;
+      }
+      for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
+    }
+    const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
+    const blob = new Blob([bytes], { type: "application/octet-stream" });
+
+    const post = (path, body) =>
+      fetch(endpoint + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+        .then((r) => r.json());
+    const brokers = {
+      // Every call through JavaScript callbacks that forward to the broker.
+      callbacks: {
+        initiate: (request) => post("", request),
+        sign: (request) => post(`/${request.session_id}/sign`, request),
+        complete: (request) => post(`/${request.session_id}/complete`, request),
+        cancel: (request) => post(`/${request.session_id}/cancel`, request),
+      },
+      // Hands over a URL only after its real expiry, claiming it is fresh,
+      // so the store itself must refuse it.
+      lateSign: {
+        sign: async (request) => {
+          const reply = await post(`/${request.session_id}/sign`, request);
+          await new Promise((resolve) => setTimeout(resolve, 2100));
+          return { ...reply, upload: { ...reply.upload, expires_in: 900 } };
+        },
+      },
+    };
+
+    const live = { sha256, states: [], recordsMatchedStates: true, progress: [], parts: [], errorsSeen: [], sessionId: null };
+    window.__upload = live;
+    const uploader = new Uploader({ endpoint, broker: brokers[brokerMode] });
+    const started = performance.now();
+    let cancelled = null;
+    const upload = uploader.upload(blob, {
+      strategy: scenario.strategy,
+      partSize: scenario.partSize,
+      concurrency: scenario.concurrency,
+      sessionId: scenario.sessionId,
+      filename: "random.bin",
+      onStateChange: ({ from, to, session }) => {
+        live.states.push([from, to]);
+        live.recordsMatchedStates &&= session.state === to;
+        live.sessionId = session.id;
+      },
+      onProgress: (p) => {
+        live.progress.push(p);
+        if (cancelAtFraction !== undefined && !cancelled && p.bytesSent > cancelAtFraction * size) {
+          cancelled = upload.cancel();
+        }
+      },
+      onPart: (part) => live.parts.push(part),
+      onError: (error) => live.errorsSeen.push(error.code),
+    });
+    const finished = (async () => {
+      const report = (extra) => ({
+        ...live,
+        finalState: upload.state,
+        session: upload.session,
+        ms: performance.now() - started,
+        ...extra,
+      });
+      try {
+        const { session, asset } = await upload.done;
+        return report({ ok: true, result: { session, asset } });
+      } catch (e) {
+        const cancelResult = cancelled ? await cancelled : undefined;
+        return report({
+          ok: false,
+          cancelResult,
+          error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error },
+        });
+      }
+    })();
+    if (scenario.background) {
+      window.__finished = finished;
+      return null;
+    }
+    return finished;
+  }, { strategy: "presigned_put", fill: "random", seed: 1, ...scenario });
+}
+
+/** Waits until `predicate(window.__upload)` holds in the page. */
+export async function waitInPage(page, predicate, arg) {
+  await page.waitForFunction(predicate, arg, { polling: 20, timeout: 120_000 });
+}
+
+export function assertProgressSound(progress, total) {
+  for (let i = 1; i < progress.length; i++) {
+    assert.ok(progress[i].bytesSent >= progress[i - 1].bytesSent, `bytesSent went back at ${i}`);
+    assert.ok(progress[i].bytesAcked >= progress[i - 1].bytesAcked, `bytesAcked went back at ${i}`);
+  }
+  for (const p of progress) {
+    assert.equal(p.bytesTotal, total);
+    assert.ok(p.bytesAcked <= p.bytesSent && p.bytesSent <= total);
+  }
+  assert.deepEqual(progress.at(-1), { bytesSent: total, bytesAcked: total, bytesTotal: total });
+}
+
+export function assertNoCredentials(message) {
+  assert.doesNotMatch(message, /sig=|\/store\/|expires=/, `a presigned URL leaked into: ${message}`);
+}
+
