@@ -48,6 +48,12 @@ pub enum BrokerCall {
     Complete {
         session_id: String,
     },
+    /// Reports the offset a resumable store has committed; the broker
+    /// checks it with the store and records it as `last_known_offset`.
+    ResumableStatus {
+        session_id: String,
+        offset: u64,
+    },
     /// Completes a multipart upload with its part list, then verifies.
     CompleteMultipart {
         session_id: String,
@@ -58,13 +64,15 @@ pub enum BrokerCall {
     },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct CallBody<'a> {
     session_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     part_numbers: Option<&'a [u32]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parts: Option<&'a [MultipartPart]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 impl BrokerCall {
@@ -78,6 +86,7 @@ impl BrokerCall {
             BrokerCall::SignParts { .. } => "signParts",
             BrokerCall::ListParts { .. } => "listParts",
             BrokerCall::Complete { .. } => "complete",
+            BrokerCall::ResumableStatus { .. } => "resumableStatus",
             BrokerCall::CompleteMultipart { .. } => "completeMultipart",
             BrokerCall::Cancel { .. } => "cancel",
         }
@@ -90,6 +99,7 @@ impl BrokerCall {
             | BrokerCall::Sign { session_id }
             | BrokerCall::SignParts { session_id, .. }
             | BrokerCall::ListParts { session_id }
+            | BrokerCall::ResumableStatus { session_id, .. }
             | BrokerCall::Complete { session_id }
             | BrokerCall::CompleteMultipart { session_id, .. }
             | BrokerCall::Cancel { session_id } => Some(session_id),
@@ -112,6 +122,7 @@ impl BrokerCall {
             BrokerCall::Sign { .. } => "/sign",
             BrokerCall::SignParts { .. } => "/parts/sign",
             BrokerCall::ListParts { .. } => "/parts",
+            BrokerCall::ResumableStatus { .. } => "/resumable/status",
             BrokerCall::Complete { .. } => "/complete",
             BrokerCall::CompleteMultipart { .. } => "/multipart/complete",
             BrokerCall::Cancel { .. } => "/cancel",
@@ -122,14 +133,15 @@ impl BrokerCall {
     /// Serializes the request body with the serializer of the caller's
     /// choosing (JSON natively, JS values in the browser).
     pub fn serialize_body<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (part_numbers, parts) = match self {
+        let mut body = CallBody { session_id: self.session_id().unwrap_or_default(), ..CallBody::default() };
+        match self {
             BrokerCall::Initiate(request) => return request.serialize(serializer),
-            BrokerCall::SignParts { part_numbers, .. } => (Some(part_numbers.as_slice()), None),
-            BrokerCall::CompleteMultipart { parts, .. } => (None, Some(parts.as_slice())),
-            _ => (None, None),
-        };
-        let session_id = self.session_id().unwrap_or_default();
-        CallBody { session_id, part_numbers, parts }.serialize(serializer)
+            BrokerCall::SignParts { part_numbers, .. } => body.part_numbers = Some(part_numbers),
+            BrokerCall::CompleteMultipart { parts, .. } => body.parts = Some(parts),
+            BrokerCall::ResumableStatus { offset, .. } => body.offset = Some(*offset),
+            _ => {}
+        }
+        body.serialize(serializer)
     }
 
     /// Checks a reply against what this call must return, beyond its shape.
@@ -144,9 +156,12 @@ impl BrokerCall {
                     return Err(malformed("initiate: session upload_length differs from the file size"));
                 }
             }
-            BrokerCall::Sign { .. } => match &reply.upload {
-                Some(signed) => signed.validate()?,
-                None => return Err(malformed("sign: reply has no `upload` request")),
+            // A presigned upload comes as `upload`; a resumable session's
+            // URI comes in the session record.
+            BrokerCall::Sign { .. } => match (&reply.upload, &reply.session.session_uri) {
+                (Some(signed), _) => signed.validate()?,
+                (None, Some(uri)) if uri.expose().starts_with("http") => {}
+                _ => return Err(malformed("sign: reply has neither an `upload` request nor a session_uri")),
             },
             BrokerCall::SignParts { part_numbers, .. } => {
                 let mut signed: Vec<u32> = reply.parts.iter().map(|p| p.part_number).collect();

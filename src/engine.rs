@@ -8,7 +8,6 @@ use crate::multipart::PartPlan;
 use crate::progress::{Progress, ProgressSnapshot};
 use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::state::SessionState;
-use crate::store;
 use crate::transport::{check_header, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport};
 use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt, Shared};
@@ -25,6 +24,8 @@ pub struct UploadOptions {
     pub part_size: u64,
     /// `multipart`: parts in flight at once.
     pub concurrency: usize,
+    /// `resumable`: bytes per chunk (rounded to whole 256 KiB units).
+    pub chunk_size: u64,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
 }
@@ -41,6 +42,7 @@ impl UploadOptions {
             strategy,
             part_size: crate::multipart::DEFAULT_PART_SIZE,
             concurrency: crate::multipart::DEFAULT_CONCURRENCY,
+            chunk_size: crate::resumable::DEFAULT_CHUNK_SIZE,
             resume_session_id: None,
         }
     }
@@ -120,6 +122,11 @@ impl Tracker {
 
     pub(crate) fn state(&self) -> Option<SessionState> {
         self.session.borrow().as_ref().map(|s| s.state)
+    }
+
+    /// Reads the current record (the session exists once the broker answered).
+    pub(crate) fn with_session<R>(&self, read: impl FnOnce(&Session) -> R) -> R {
+        read(self.session.borrow().as_ref().expect("the session exists after initiate"))
     }
 
     pub(crate) fn session_id(&self) -> String {
@@ -242,7 +249,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         &self,
         source: &S,
         options: &UploadOptions,
-        plan: Option<PartPlan>,
+        plan: Plan,
         tracker: &Tracker,
     ) -> Result<Finish, UploadError>
     where
@@ -256,7 +263,10 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
                 content_type: options.content_type.clone(),
                 byte_size: size,
                 upload_strategy: options.strategy,
-                part_size: plan.map(|p| p.part_size),
+                part_size: match plan {
+                    Plan::Multipart(parts) => Some(parts.part_size),
+                    _ => None,
+                },
             }),
         };
         let reply = self.broker.call(&call).await?;
@@ -273,40 +283,45 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         }
         tracker.adopt(reply.session)?;
         match plan {
-            Some(plan) => {
+            Plan::PresignedPut => {
+                crate::presigned_put::transfer(self, source, tracker).await?;
+                Ok(Finish::Complete)
+            }
+            Plan::Multipart(plan) => {
                 let parts =
                     crate::multipart::transfer(self, source, tracker, plan, options.concurrency, resuming)
                         .await?;
                 Ok(Finish::CompleteMultipart(parts))
             }
-            None => {
-                crate::presigned_put::transfer(self, source, tracker).await?;
+            Plan::Resumable { chunk } => {
+                crate::resumable::transfer(self, source, tracker, chunk, resuming).await?;
                 Ok(Finish::Complete)
             }
         }
     }
 
     /// Sends one request carrying `len` bytes of progress slot `slot`: its
-    /// bytes count as sent while it runs and as acknowledged once the
-    /// store's answer is a success that `accept` takes.
+    /// bytes count as sent while it runs; once the store's answer is a
+    /// success, `accept` reads it and says how many bytes it acknowledged.
     pub(crate) async fn put<R>(
         &self,
         tracker: &Tracker,
         slot: u64,
         len: u64,
         request: HttpRequest<T::Body>,
-        accept: impl FnOnce(&HttpResponse) -> Result<R, UploadError>,
+        accept: impl FnOnce(&HttpResponse) -> Result<(R, u64), UploadError>,
     ) -> Result<R, UploadError> {
         let answer = self.transport.send(request, tracker.progress_for(slot, len)).await;
-        let accepted = answer.map_err(UploadError::from).and_then(|response| {
-            store::check_answer(&response)?;
-            accept(&response)
-        });
-        match &accepted {
-            Ok(_) => tracker.acked(slot, len),
-            Err(_) => tracker.dropped(slot),
+        match answer.map_err(UploadError::from).and_then(|response| accept(&response)) {
+            Ok((read, acknowledged)) => {
+                tracker.acked(slot, acknowledged);
+                Ok(read)
+            }
+            Err(e) => {
+                tracker.dropped(slot);
+                Err(e)
+            }
         }
-        accepted
     }
 
     async fn verify(&self, tracker: &Tracker, finish: Finish) -> Result<Outcome, UploadError> {
@@ -343,6 +358,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         if !tracker.state().is_some_and(|s| s.can_transition_to(SessionState::Aborted)) {
             return cancelled("");
         }
+        // A resumable session is discarded at the store by its own URI.
+        let session_uri = tracker.with_session(|s| s.session_uri.clone());
+        if let Some(uri) = session_uri {
+            let delete = HttpRequest { method: "DELETE", url: uri, headers: vec![], body: None };
+            let _ = self.transport.send(delete, Rc::new(|_| {})).await;
+        }
         let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
         match told.and_then(|reply| tracker.adopt(reply.session)) {
             Ok(()) => cancelled(""),
@@ -351,18 +372,25 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     }
 }
 
-/// Refuses what cannot work before anything is sent; for `multipart`,
-/// returns the part plan.
-fn check_options(options: &UploadOptions, size: u64) -> Result<Option<PartPlan>, UploadError> {
+/// How the bytes will move, decided before anything is sent.
+#[derive(Clone, Copy)]
+enum Plan {
+    PresignedPut,
+    Multipart(PartPlan),
+    Resumable { chunk: u64 },
+}
+
+/// Refuses what cannot work before anything is sent.
+fn check_options(options: &UploadOptions, size: u64) -> Result<Plan, UploadError> {
     if options.filename.is_empty() {
         return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
     }
     check_header("Content-Type", &options.content_type)?;
-    match options.strategy {
-        UploadStrategy::PresignedPut => Ok(None),
-        UploadStrategy::Multipart => PartPlan::new(size, options.part_size).map(Some),
+    Ok(match options.strategy {
+        UploadStrategy::PresignedPut => Plan::PresignedPut,
+        UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
         UploadStrategy::Resumable => {
-            Err(UploadError::new(ErrorCode::UnsupportedStrategy, "strategy resumable is not available yet"))
+            Plan::Resumable { chunk: crate::resumable::chunk_size(options.chunk_size) }
         }
-    }
+    })
 }

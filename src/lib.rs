@@ -8,10 +8,12 @@ pub mod error;
 pub mod multipart;
 mod presigned_put;
 pub mod progress;
+pub mod resumable;
 pub mod secret;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod time;
 pub mod transport;
 
 #[cfg(target_arch = "wasm32")]

@@ -7,6 +7,7 @@ use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
 use crate::session::MultipartPart;
 use crate::state::SessionState;
+use crate::store;
 use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
 use futures::lock::Mutex;
 use futures::{StreamExt, TryStreamExt};
@@ -219,7 +220,9 @@ where
     };
     let etag = engine
         .put(tracker, u64::from(part_number), end - start, request, |response| {
-            response.header("etag").filter(|etag| !etag.is_empty()).map(str::to_owned).ok_or_else(|| {
+            store::check_answer(response)?;
+            let etag = response.header("etag").filter(|etag| !etag.is_empty()).map(str::to_owned);
+            etag.map(|etag| (etag, end - start)).ok_or_else(|| {
                 UploadError::new(
                     ErrorCode::StoreMalformedResponse,
                     format!(

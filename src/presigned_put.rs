@@ -4,6 +4,7 @@ use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
 use crate::state::SessionState;
+use crate::store;
 use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
 
 /// The single request of this strategy occupies progress slot 0.
@@ -41,6 +42,8 @@ where
         headers: signed.headers.into_iter().collect(),
         body: Some(source.slice(0, total)),
     };
-    engine.put(tracker, SLOT, total, request, |_| Ok(())).await?;
+    engine
+        .put(tracker, SLOT, total, request, |response| store::check_answer(response).map(|()| ((), total)))
+        .await?;
     tracker.transition(SessionState::Uploaded)
 }

@@ -99,6 +99,7 @@ export interface BrokerCallbacks {
   signParts?(request: SessionRequest & { part_numbers: number[] }): BrokerReply | Promise<BrokerReply>;
   listParts?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
   complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  resumableStatus?(request: SessionRequest & { offset: number }): BrokerReply | Promise<BrokerReply>;
   completeMultipart?(
     request: SessionRequest & { parts: { part_number: number; etag: string; size: number | null }[] },
   ): BrokerReply | Promise<BrokerReply>;
@@ -122,6 +123,8 @@ export interface UploadOptions {
   concurrency?: number;
   /** Continue this existing session (e.g. after a page reload): the store is asked what it holds. */
   sessionId?: string;
+  /** resumable: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
+  chunkSize?: number;
   /** multipart: called once per stored part. */
   onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
   /** Defaults to the File's name, or "blob". */
@@ -184,6 +187,7 @@ impl Uploader {
             part_size: number_option(&options_value, "partSize")?.unwrap_or(defaults.part_size),
             concurrency: number_option(&options_value, "concurrency")?
                 .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
+            chunk_size: number_option(&options_value, "chunkSize")?.unwrap_or(defaults.chunk_size),
             resume_session_id: string_option(&options_value, "sessionId")?,
             ..defaults
         };
@@ -313,7 +317,11 @@ fn parse_strategy(name: Option<&str>, size: u64) -> Result<UploadStrategy, JsVal
         None | Some("auto") if size > crate::multipart::DEFAULT_PART_SIZE => Ok(UploadStrategy::Multipart),
         None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
         Some("multipart") => Ok(UploadStrategy::Multipart),
-        Some("resumable") | Some("tus") => Ok(UploadStrategy::Resumable),
+        Some("resumable") => Ok(UploadStrategy::Resumable),
+        Some("tus") => Err(error_to_js(&UploadError::new(
+            ErrorCode::UnsupportedStrategy,
+            "strategy \"tus\" is not available in this version",
+        ))),
         Some(other) => Err(invalid(&format!("unknown strategy {other:?}"))),
     }
 }

@@ -1,0 +1,325 @@
+//! `resumable` (GCS resumable sessions): chunks PUT to the session URI with
+//! `Content-Range`, the store's `308` + `Range` telling how much it
+//! committed, and a status query (`Content-Range: bytes */total`) after an
+//! interruption. The header codec here serves the client and the embedded
+//! store alike.
+
+use crate::broker::{Broker, BrokerCall};
+use crate::engine::{Engine, Tracker};
+use crate::error::{ErrorCode, UploadError};
+use crate::multipart::MIB;
+use crate::secret::Secret;
+use crate::state::SessionState;
+use crate::store;
+use crate::transport::{ByteSource, Clock, HttpRequest, HttpResponse, Transport};
+
+/// Every chunk but the last is a whole number of these.
+pub const CHUNK_UNIT: u64 = 256 * 1024;
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;
+/// Interruptions in a row without the committed offset moving, before the
+/// upload gives up.
+const MAX_STALLED_ATTEMPTS: u32 = 5;
+
+/// The chunk size used for a requested one: rounded down to whole 256 KiB
+/// units, at least one unit.
+pub fn chunk_size(requested: u64) -> u64 {
+    (requested / CHUNK_UNIT).max(1) * CHUNK_UNIT
+}
+
+/// A request's `Content-Range`, as GCS's resumable protocol uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentRange {
+    /// `bytes */total`: "how much do you have?" (or, with no bytes left to
+    /// send, "that was all").
+    Status { total: u64 },
+    /// `bytes start-last/total`: a chunk of bytes `start..=last`.
+    Chunk { start: u64, last: u64, total: u64 },
+}
+
+impl ContentRange {
+    /// The header for sending bytes `start..end` of `total`; an empty range
+    /// is a status query.
+    pub fn for_bytes(start: u64, end: u64, total: u64) -> ContentRange {
+        if end > start {
+            ContentRange::Chunk { start, last: end - 1, total }
+        } else {
+            ContentRange::Status { total }
+        }
+    }
+
+    pub fn header_value(&self) -> String {
+        match self {
+            ContentRange::Status { total } => format!("bytes */{total}"),
+            ContentRange::Chunk { start, last, total } => format!("bytes {start}-{last}/{total}"),
+        }
+    }
+
+    /// Parses a request header; anything malformed is `None`.
+    pub fn parse(value: &str) -> Option<ContentRange> {
+        let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+        let total = total.parse().ok()?;
+        if range == "*" {
+            return Some(ContentRange::Status { total });
+        }
+        let (start, last) = range.split_once('-')?;
+        let (start, last): (u64, u64) = (start.parse().ok()?, last.parse().ok()?);
+        (start <= last && last < total).then_some(ContentRange::Chunk { start, last, total })
+    }
+}
+
+/// The committed offset a `308` reports: `Range: bytes=0-N` is N+1 bytes;
+/// no `Range` means nothing is committed.
+pub fn committed_offset(range: Option<&str>, total: u64) -> Result<u64, UploadError> {
+    let Some(range) = range else { return Ok(0) };
+    let malformed = || {
+        let shown: String = range.chars().take(40).collect();
+        UploadError::new(
+            ErrorCode::StoreMalformedResponse,
+            format!("the store's Range header {shown:?} is malformed"),
+        )
+    };
+    let last: u64 =
+        range.trim().strip_prefix("bytes=0-").and_then(|last| last.parse().ok()).ok_or_else(malformed)?;
+    match last.checked_add(1) {
+        Some(committed) if committed <= total => Ok(committed),
+        _ => Err(malformed()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkAnswer {
+    /// `200`/`201`: the object is complete.
+    Complete,
+    /// `308`: this many bytes are committed.
+    Committed(u64),
+}
+
+/// Reads the store's answer to a chunk or a status query.
+pub fn read_answer(response: &HttpResponse, total: u64) -> Result<ChunkAnswer, UploadError> {
+    match response.status {
+        200 | 201 => Ok(ChunkAnswer::Complete),
+        308 => committed_offset(response.header("range"), total).map(ChunkAnswer::Committed),
+        404 | 410 => Err(UploadError::new(
+            ErrorCode::SessionExpired,
+            "the store no longer knows the resumable session (it expired or was cancelled)",
+        )),
+        _ => store::check_answer(response).and_then(|()| {
+            Err(UploadError::new(
+                ErrorCode::StoreMalformedResponse,
+                format!("the store answered {} to a resumable chunk", response.status),
+            ))
+        }),
+    }
+}
+
+fn chunk_request<B>(uri: &Secret, range: ContentRange, body: Option<B>) -> HttpRequest<B> {
+    HttpRequest {
+        method: "PUT",
+        url: uri.clone(),
+        headers: vec![("Content-Range".to_owned(), range.header_value())],
+        body,
+    }
+}
+
+/// Sends the file's bytes from the store's committed offset to the end.
+pub(crate) async fn transfer<B, T, C, S>(
+    engine: &Engine<B, T, C>,
+    source: &S,
+    tracker: &Tracker,
+    chunk: u64,
+    resuming: bool,
+) -> Result<(), UploadError>
+where
+    B: Broker,
+    T: Transport,
+    C: Clock,
+    S: ByteSource<Slice = T::Body>,
+{
+    if tracker.state() == Some(SessionState::Initialized) {
+        // For a resumable session, signing opens the session at the store.
+        let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
+        tracker.adopt(reply.session)?;
+    }
+    let (uri, expires_at) =
+        tracker.with_session(|s| (s.session_uri.clone(), s.session_uri_expires_at.clone()));
+    let uri = uri.ok_or_else(|| {
+        UploadError::new(
+            ErrorCode::BrokerMalformedResponse,
+            "sign: a resumable session came without its session_uri",
+        )
+    })?;
+    if expires_at.as_deref().and_then(crate::time::parse_ms).is_some_and(|at| at <= engine.clock.now_ms()) {
+        tracker.transition(SessionState::Expired)?;
+        return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
+    }
+
+    let total = source.size();
+    let mut offset = 0;
+    if resuming {
+        tracker.transition(SessionState::Resuming)?;
+        match query_offset(engine, tracker, &uri, total).await? {
+            ChunkAnswer::Complete => offset = total,
+            ChunkAnswer::Committed(committed) => offset = committed,
+        }
+    }
+    // Progress slot 0 holds everything committed before this run.
+    tracker.acked(0, offset);
+    tracker.transition(SessionState::Uploading)?;
+
+    let mut stalled = 0;
+    let mut complete = resuming && offset == total && total > 0;
+    while !complete {
+        let end = (offset + chunk).min(total);
+        let range = ContentRange::for_bytes(offset, end, total);
+        let request = chunk_request(&uri, range, Some(source.slice(offset, end)));
+        let sent_from = offset;
+        let answer = engine
+            .put(tracker, sent_from + 1, end - offset, request, |response| {
+                let answer = read_answer(response, total)?;
+                let committed = match answer {
+                    ChunkAnswer::Complete => end,
+                    ChunkAnswer::Committed(committed) => committed,
+                };
+                Ok((answer, committed.saturating_sub(sent_from)))
+            })
+            .await;
+        let progressed = match answer {
+            Ok(ChunkAnswer::Complete) => {
+                complete = true;
+                true
+            }
+            Ok(ChunkAnswer::Committed(committed)) => {
+                let moved = committed > offset;
+                offset = committed;
+                moved
+            }
+            // The connection dropped or the store failed mid-chunk: ask the
+            // store what it kept, then go on from there.
+            Err(e) if e.retryable => {
+                if stalled >= MAX_STALLED_ATTEMPTS {
+                    return Err(e);
+                }
+                let before = offset;
+                match query_offset(engine, tracker, &uri, total).await? {
+                    ChunkAnswer::Complete => complete = true,
+                    ChunkAnswer::Committed(committed) => offset = committed,
+                }
+                tracker.acked(0, offset.saturating_sub(before));
+                complete || offset > before
+            }
+            Err(e) => return Err(e),
+        };
+        stalled = if progressed { 0 } else { stalled + 1 };
+        if stalled > MAX_STALLED_ATTEMPTS {
+            return Err(UploadError::new(
+                ErrorCode::StoreRejected,
+                "the store keeps refusing to commit more bytes",
+            ));
+        }
+    }
+    tracker.transition(SessionState::Uploaded)
+}
+
+/// Asks the store how much it holds, and tells the broker so the session's
+/// `last_known_offset` follows.
+async fn query_offset<B, T, C>(
+    engine: &Engine<B, T, C>,
+    tracker: &Tracker,
+    uri: &Secret,
+    total: u64,
+) -> Result<ChunkAnswer, UploadError>
+where
+    B: Broker,
+    T: Transport,
+    C: Clock,
+{
+    let request = chunk_request(uri, ContentRange::Status { total }, None);
+    let response = engine.transport.send(request, std::rc::Rc::new(|_| {})).await?;
+    let answer = read_answer(&response, total)?;
+    let offset = match answer {
+        ChunkAnswer::Complete => total,
+        ChunkAnswer::Committed(committed) => committed,
+    };
+    let reply =
+        engine.broker.call(&BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset }).await?;
+    tracker.adopt(reply.session)?;
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_follow_the_256_kib_rule() {
+        assert_eq!(chunk_size(DEFAULT_CHUNK_SIZE), 8 * MIB);
+        assert_eq!(chunk_size(CHUNK_UNIT + 1), CHUNK_UNIT);
+        assert_eq!(chunk_size(3 * CHUNK_UNIT - 1), 2 * CHUNK_UNIT);
+        assert_eq!(chunk_size(0), CHUNK_UNIT);
+        assert_eq!(chunk_size(1), CHUNK_UNIT);
+    }
+
+    #[test]
+    fn content_range_round_trips() {
+        for range in [
+            ContentRange::Status { total: 0 },
+            ContentRange::Status { total: 10 },
+            ContentRange::Chunk { start: 0, last: 262_143, total: 600_000 },
+            ContentRange::Chunk { start: 262_144, last: 599_999, total: 600_000 },
+        ] {
+            assert_eq!(ContentRange::parse(&range.header_value()), Some(range));
+        }
+        assert_eq!(ContentRange::for_bytes(0, 262_144, 600_000).header_value(), "bytes 0-262143/600000");
+        assert_eq!(ContentRange::for_bytes(0, 0, 0).header_value(), "bytes */0");
+    }
+
+    #[test]
+    fn malformed_content_ranges_are_refused() {
+        for bad in [
+            "",
+            "bytes",
+            "bytes */",
+            "bytes */-1",
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "bytes a-b/10",
+            "items 0-1/2",
+            "bytes 0-1",
+            "bytes 0-1/2/3",
+            "bytes 18446744073709551615-18446744073709551615/18446744073709551615",
+        ] {
+            assert_eq!(ContentRange::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn committed_offsets_from_range() {
+        assert_eq!(committed_offset(None, 10), Ok(0));
+        assert_eq!(committed_offset(Some("bytes=0-4"), 10), Ok(5));
+        assert_eq!(committed_offset(Some("bytes=0-9"), 10), Ok(10));
+        for bad in
+            ["bytes=0-10", "bytes=1-4", "bytes=0-", "0-4", "bytes=0-x", "bytes=0-18446744073709551615", ""]
+        {
+            let err = committed_offset(Some(bad), 10).unwrap_err();
+            assert_eq!(err.code, ErrorCode::StoreMalformedResponse, "{bad:?}");
+        }
+        let long = format!("bytes=0-{}", "9".repeat(10_000));
+        assert!(committed_offset(Some(&long), 10).unwrap_err().message.len() < 120);
+    }
+
+    #[test]
+    fn answers() {
+        let answer = |status, range: Option<&str>| {
+            let headers = range.map(|r| vec![("range".to_owned(), r.to_owned())]).unwrap_or_default();
+            read_answer(&HttpResponse { status, headers, body: String::new() }, 10)
+        };
+        assert_eq!(answer(200, None), Ok(ChunkAnswer::Complete));
+        assert_eq!(answer(201, None), Ok(ChunkAnswer::Complete));
+        assert_eq!(answer(308, None), Ok(ChunkAnswer::Committed(0)));
+        assert_eq!(answer(308, Some("bytes=0-6")), Ok(ChunkAnswer::Committed(7)));
+        assert_eq!(answer(404, None).unwrap_err().code, ErrorCode::SessionExpired);
+        assert_eq!(answer(503, None).unwrap_err().code, ErrorCode::StoreServerError);
+        assert_eq!(answer(400, None).unwrap_err().code, ErrorCode::StoreRejected);
+        assert_eq!(answer(204, None).unwrap_err().code, ErrorCode::StoreMalformedResponse);
+    }
+}
