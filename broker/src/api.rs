@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::db::{Db, Record};
-use crate::store::local::{PartQuery, PutQuery, Refusal};
+use crate::store::local::{PutQuery, Refusal, Resumed, SignedQuery};
 use crate::store::{Presigned, Store, StoreError};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use rindle_upload::broker::{Asset, BrokerReply, InitiateRequest, SignedPart, SignedRequest};
 use rindle_upload::error::ErrorBody;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
+use rindle_upload::resumable::ContentRange;
 use rindle_upload::secret::Secret;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
@@ -37,7 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([header::ETAG, header::CONTENT_LENGTH])
+        .expose_headers([header::ETAG, header::CONTENT_LENGTH, header::RANGE, header::LOCATION])
         .max_age(Duration::from_secs(600));
     let mut router = Router::new()
         .route("/api/uploads", post(initiate))
@@ -47,13 +48,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/uploads/{id}/parts", post(list_parts))
         .route("/api/uploads/{id}/complete", post(complete))
         .route("/api/uploads/{id}/multipart/complete", post(complete_multipart))
-        .route("/api/uploads/{id}/cancel", post(cancel))
-        // Reserved in protocol v1 for the resumable strategy.
-        .route("/api/uploads/{id}/resumable/status", post(reserved));
+        .route("/api/uploads/{id}/resumable/status", post(resumable_status))
+        .route("/api/uploads/{id}/cancel", post(cancel));
     if let Some(local) = state.store.local() {
         router = router
             .route("/store/{*key}", put(store_put))
             .route("/store-parts/{upload_id}/{part_number}", put(store_put_part))
+            .route("/store-resumable/{id}", put(store_resumable_put).delete(store_resumable_delete))
             .nest_service("/objects", ServeDir::new(local.objects_dir()));
     }
     router
@@ -220,18 +221,18 @@ async fn initiate(
         return Err(ApiError::invalid("filename must not be empty"));
     }
     state.config.profile.check(request.byte_size, &request.content_type)?;
+    if !state.store.offers(request.upload_strategy) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UnsupportedStrategy,
+            format!("this broker's store does not offer {:?} uploads", request.upload_strategy),
+        ));
+    }
     let part_size = match request.upload_strategy {
-        UploadStrategy::PresignedPut => None,
         UploadStrategy::Multipart => {
             Some(PartPlan::new(request.byte_size, request.part_size.unwrap_or(DEFAULT_PART_SIZE))?.part_size)
         }
-        UploadStrategy::Resumable => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::UnsupportedStrategy,
-                "this broker does not offer resumable uploads yet",
-            ))
-        }
+        UploadStrategy::PresignedPut | UploadStrategy::Resumable => None,
     };
 
     let created = now();
@@ -281,26 +282,66 @@ async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Api
 async fn sign(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let mut record = load(&state, &id)?;
     refuse_if_expired(&record)?;
-    if record.session.upload_strategy != UploadStrategy::PresignedPut {
-        return Err(ApiError::invalid("multipart sessions sign parts: POST {id}/parts/sign"));
+    let base = base_url(&state.config, &headers);
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    let total = record.session.upload_length.unwrap_or(0);
+    match record.session.upload_strategy {
+        UploadStrategy::Multipart => {
+            Err(ApiError::invalid("multipart sessions sign parts: POST {id}/parts/sign"))
+        }
+        // Signing a resumable session opens it at the store, once.
+        UploadStrategy::Resumable => {
+            record.session.transition(SessionState::Signed)?;
+            if record.session.session_uri.is_none() {
+                let ttl = state.config.session_uri_ttl;
+                let uri = state.store.open_resumable(&base, &key, &record.content_type, total, ttl).await?;
+                record.session.session_uri = Some(Secret::new(uri));
+                record.session.session_uri_expires_at = Some(timestamp(now() + ttl));
+                record.session.last_known_offset = Some(0);
+            }
+            save(&state, &mut record)?;
+            Ok((StatusCode::OK, reply(record)))
+        }
+        UploadStrategy::PresignedPut => {
+            record.session.transition(SessionState::Signed)?;
+            save(&state, &mut record)?;
+            let ttl = state.config.url_ttl;
+            let presigned = state.store.presign_put(&base, &key, total, &record.content_type, ttl)?;
+            let upload = Some(signed_request(presigned, ttl));
+            Ok((
+                StatusCode::OK,
+                Json(BrokerReply { session: record.session, upload, parts: vec![], asset: None }),
+            ))
+        }
     }
-    record.session.transition(SessionState::Signed)?;
-    save(&state, &mut record)?;
+}
 
-    let ttl = state.config.url_ttl;
-    let session = &record.session;
-    let presigned = state.store.presign_put(
-        &base_url(&state.config, &headers),
-        session.upload_key.as_deref().unwrap_or_default(),
-        session.upload_length.unwrap_or(0),
-        &record.content_type,
-        ttl,
-    );
-    let upload = signed_request(presigned, ttl);
-    Ok((
-        StatusCode::OK,
-        Json(BrokerReply { session: record.session, upload: Some(upload), parts: vec![], asset: None }),
-    ))
+#[derive(Deserialize)]
+struct ResumableStatusBody {
+    offset: u64,
+}
+
+/// The client reports an offset; the broker records the store's own
+/// answer, which is the truth.
+async fn resumable_status(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Result<Json<ResumableStatusBody>, JsonRejection>,
+) -> ApiResult {
+    let reported = body(request)?.offset;
+    let mut record = load(&state, &id)?;
+    refuse_if_expired(&record)?;
+    let Some(uri) = record.session.session_uri.clone() else {
+        return Err(ApiError::invalid("this call is for resumable sessions that were signed"));
+    };
+    let total = record.session.upload_length.unwrap_or(0);
+    let offset = state.store.resumable_offset(uri.expose(), total).await?;
+    if offset != reported {
+        tracing::info!(session = %record.session.id, reported, offset, "client and store disagree on the offset");
+    }
+    record.session.last_known_offset = Some(offset);
+    save(&state, &mut record)?;
+    Ok((StatusCode::OK, reply(record)))
 }
 
 #[derive(Deserialize)]
@@ -333,11 +374,16 @@ async fn sign_parts(
     let parts = request
         .part_numbers
         .iter()
-        .map(|&part_number| SignedPart {
-            part_number,
-            upload: signed_request(state.store.presign_part(&base, &key, &upload_id, part_number, ttl), ttl),
+        .map(|&part_number| {
+            Ok(SignedPart {
+                part_number,
+                upload: signed_request(
+                    state.store.presign_part(&base, &key, &upload_id, part_number, ttl)?,
+                    ttl,
+                ),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok((StatusCode::OK, Json(BrokerReply { session: record.session, upload: None, parts, asset: None })))
 }
 
@@ -467,20 +513,17 @@ async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> A
             tracing::warn!(session = %record.session.id, "could not abort the multipart upload: {e}");
         }
     }
+    if let Some(uri) = &record.session.session_uri {
+        if let Err(e) = state.store.cancel_resumable(uri.expose()).await {
+            tracing::warn!(session = %record.session.id, "could not cancel the resumable session: {e}");
+        }
+    }
     if let Err(e) = state.store.delete(&key).await {
         tracing::warn!(session = %record.session.id, "could not delete the object of a cancelled session: {e}");
     }
     save(&state, &mut record)?;
     tracing::info!(session = %record.session.id, "session aborted");
     Ok((StatusCode::OK, reply(record)))
-}
-
-async fn reserved() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        ErrorCode::UnsupportedStrategy,
-        "reserved in broker protocol v1 for a strategy this broker does not offer yet",
-    )
 }
 
 /// The answer of the embedded store: the ETag, or an S3-style refusal.
@@ -490,13 +533,17 @@ fn store_answer(result: Result<String, Refusal>) -> Response {
             let etag = HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header value");
             (StatusCode::OK, [(header::ETAG, etag)]).into_response()
         }
-        Err(refusal) => (
-            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
-            refusal.xml(),
-        )
-            .into_response(),
+        Err(refusal) => refusal_response(refusal),
     }
+}
+
+fn refusal_response(refusal: Refusal) -> Response {
+    (
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
+        refusal.xml(),
+    )
+        .into_response()
 }
 
 fn unsigned() -> Refusal {
@@ -527,7 +574,7 @@ async fn store_put(
 async fn store_put_part(
     State(state): State<Arc<AppState>>,
     Path((upload_id, part_number)): Path<(String, u32)>,
-    query: Result<Query<PartQuery>, QueryRejection>,
+    query: Result<Query<SignedQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
@@ -539,6 +586,55 @@ async fn store_put_part(
         Err(_) => Err(unsigned()),
     };
     store_answer(result)
+}
+
+/// The embedded store's resumable session URI: chunks and status queries.
+async fn store_resumable_put(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<SignedQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    let range = headers.get("content-range").and_then(|v| v.to_str().ok()).and_then(ContentRange::parse);
+    let result = match (query, range) {
+        (Err(_), _) => Err(unsigned()),
+        (Ok(Query(query)), range) => match (local.check_resumable(&id, &query, unix(now())), range) {
+            (Err(refusal), _) => Err(refusal),
+            (Ok(()), None) => Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed")),
+            (Ok(()), Some(range)) => local.resumable_put(&id, range, body).await,
+        },
+    };
+    match result {
+        Ok(Resumed::Complete) => (StatusCode::OK, Json(serde_json::json!({}))).into_response(),
+        Ok(Resumed::Committed(0)) => StatusCode::PERMANENT_REDIRECT.into_response(),
+        Ok(Resumed::Committed(committed)) => {
+            let range = HeaderValue::from_str(&format!("bytes=0-{}", committed - 1)).expect("digits");
+            (StatusCode::PERMANENT_REDIRECT, [(header::RANGE, range)]).into_response()
+        }
+        Err(refusal) => refusal_response(refusal),
+    }
+}
+
+async fn store_resumable_delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<SignedQuery>, QueryRejection>,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    let checked = match query {
+        Ok(Query(query)) => local.check_resumable(&id, &query, unix(now())),
+        Err(_) => Err(unsigned()),
+    };
+    match checked {
+        Err(refusal) => refusal_response(refusal),
+        Ok(()) => match local.cancel_resumable(&id).await {
+            // GCS answers a cancelled session with 499.
+            Ok(()) => StatusCode::from_u16(499).expect("499 is a status").into_response(),
+            Err(e) => refusal_response(Refusal::new(500, "InternalError", e.0)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -564,6 +660,8 @@ mod tests {
             session_ttl: Duration::from_secs(session_ttl),
             profile: Profile { max_bytes: 64 << 20, allowed_types: vec!["text/*".into()], allow_empty: true },
             s3: None,
+            gcs: None,
+            session_uri_ttl: Duration::from_secs(3_600),
         };
         let state = AppState {
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
@@ -852,5 +950,93 @@ mod tests {
         let (status, _, body) = send(&app, "PUT", &path_of(url), "", vec![1]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "the upload and its parts are gone");
         assert!(String::from_utf8(body).unwrap().contains("NoSuchUpload"));
+    }
+
+    async fn put_range(
+        app: &Router,
+        uri_path: &str,
+        range: &str,
+        bytes: &[u8],
+    ) -> (StatusCode, Option<String>) {
+        let request = Request::builder()
+            .method("PUT")
+            .uri(uri_path)
+            .header(header::HOST, "broker.test")
+            .header("content-range", range)
+            .body(Body::from(bytes.to_vec()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let range = response.headers().get(header::RANGE).map(|r| r.to_str().unwrap().to_owned());
+        (response.status(), range)
+    }
+
+    #[tokio::test]
+    async fn resumable_on_the_embedded_store_follows_the_gcs_protocol() {
+        let app = app(900, 3_600);
+        let data: Vec<u8> = (0..600_000usize).map(|i| (i % 249) as u8).collect();
+        let body = serde_json::json!({"filename": "r.bin", "content_type": "text/plain", "byte_size": data.len(),
+                                      "upload_strategy": "resumable"});
+        let (_, created) = call(&app, "/api/uploads", body).await;
+        let id = created["session"]["id"].as_str().unwrap().to_owned();
+        let (status, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{signed}");
+        assert_eq!(signed["session"]["state"], "signed");
+        assert!(signed["session"]["session_uri_expires_at"].is_string());
+        let uri = path_of(signed["session"]["session_uri"].as_str().unwrap());
+
+        assert_eq!(
+            put_range(&app, &uri, "bytes */600000", b"").await,
+            (StatusCode::PERMANENT_REDIRECT, None)
+        );
+        let first = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
+        assert_eq!(first, (StatusCode::PERMANENT_REDIRECT, Some("bytes=0-262143".into())));
+        let overlapping = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
+        assert_eq!(overlapping.0, StatusCode::BAD_REQUEST, "overlapping chunks are refused");
+        let skipping = put_range(&app, &uri, "bytes 524288-599999/600000", &data[524_288..]).await;
+        assert_eq!(skipping.0, StatusCode::BAD_REQUEST, "skipping chunks are refused");
+        let odd = put_range(&app, &uri, "bytes 262144-362143/600000", &data[262_144..362_144]).await;
+        assert_eq!(odd.0, StatusCode::BAD_REQUEST, "chunks other than the last are 256 KiB multiples");
+        let short = put_range(&app, &uri, "bytes 262144-524287/600000", &data[262_144..300_000]).await;
+        assert_eq!(short.0, StatusCode::BAD_REQUEST, "a cut chunk commits nothing");
+        assert_eq!(put_range(&app, &uri, "bytes */600000", b"").await.1, Some("bytes=0-262143".into()));
+
+        let (_, status) = call(
+            &app,
+            &format!("/api/uploads/{id}/resumable/status"),
+            serde_json::json!({"offset": 262_144}),
+        )
+        .await;
+        assert_eq!(status["session"]["last_known_offset"], 262_144);
+        assert_eq!(
+            put_range(&app, &uri, "bytes 262144-599999/600000", &data[262_144..]).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            put_range(&app, &uri, "bytes */600000", b"").await.0,
+            StatusCode::OK,
+            "complete stays complete"
+        );
+
+        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
+        assert_eq!(done["session"]["state"], "completed", "{done}");
+        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_resumable_session_deletes_it_at_the_store() {
+        let app = app(900, 3_600);
+        let body = serde_json::json!({"filename": "r.bin", "content_type": "text/plain", "byte_size": 10,
+                                      "upload_strategy": "resumable"});
+        let (_, created) = call(&app, "/api/uploads", body).await;
+        let id = created["session"]["id"].as_str().unwrap().to_owned();
+        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
+        let uri = path_of(signed["session"]["session_uri"].as_str().unwrap());
+        let (status, _, _) = send(&app, "DELETE", &uri, "", vec![]).await;
+        assert_eq!(status.as_u16(), 499);
+        assert_eq!(put_range(&app, &uri, "bytes */10", b"").await.0, StatusCode::NOT_FOUND);
+        let forged = uri.replace("sig=", "sig=00");
+        assert_eq!(put_range(&app, &forged, "bytes */10", b"").await.0, StatusCode::FORBIDDEN);
+        let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
+        assert_eq!(cancelled["session"]["state"], "aborted");
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration from the environment, and the upload profile (what the
 //! broker accepts).
 
+use crate::store::gcs::GcsConfig;
 use crate::store::s3::S3Config;
 use rindle_upload::{ErrorCode, UploadError};
 use std::path::PathBuf;
@@ -20,8 +21,11 @@ pub struct Config {
     /// How long a session may take before it becomes `expired`.
     pub session_ttl: Duration,
     pub profile: Profile,
-    /// `None`: the embedded local-disk store under `DATA_DIR`.
+    /// Neither: the embedded local-disk store under `DATA_DIR`.
     pub s3: Option<S3Config>,
+    pub gcs: Option<GcsConfig>,
+    /// How long a resumable session URI stays valid (GCS: a week).
+    pub session_uri_ttl: Duration,
 }
 
 pub struct Profile {
@@ -102,6 +106,15 @@ impl Config {
                     path_style: env_or("S3_PATH_STYLE", true)?,
                 }),
             },
+            gcs: match std::env::var("GCS_BUCKET") {
+                Err(_) => None,
+                Ok(bucket) => Some(GcsConfig {
+                    base_url: env_or("GCS_BASE_URL", "https://storage.googleapis.com".to_owned())?,
+                    bucket,
+                    credentials: std::env::var("GCS_CREDENTIALS").ok().map(PathBuf::from),
+                }),
+            },
+            session_uri_ttl: Duration::from_secs(env_or("SESSION_URI_TTL_SECS", 7 * 86_400)?),
         })
     }
 }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use rindle_upload::multipart::{MAX_PART_SIZE, MIN_PART_SIZE};
+use rindle_upload::resumable::{ContentRange, CHUNK_UNIT};
 use rindle_upload::session::MultipartPart;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,26 @@ pub struct LocalStore {
     objects: PathBuf,
     incoming: PathBuf,
     multipart: PathBuf,
+    resumable: PathBuf,
     secret: Vec<u8>,
+    /// Serializes the commit step of resumable chunks (bodies are received
+    /// without it).
+    committing: tokio::sync::Mutex<()>,
+}
+
+/// What the embedded store keeps about a resumable session.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumableMeta {
+    key: String,
+    total: u64,
+    complete: bool,
+}
+
+/// The store's answer to a resumable chunk or status query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resumed {
+    Complete,
+    Committed(u64),
 }
 
 /// What a presigned object PUT promises: all of it is signed.
@@ -79,7 +99,7 @@ pub struct PutQuery {
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct PartQuery {
+pub struct SignedQuery {
     pub expires: u64,
     pub sig: String,
 }
@@ -91,7 +111,8 @@ impl LocalStore {
         let objects = dir.join("objects");
         let incoming = dir.join("incoming");
         let multipart = dir.join("multipart");
-        for sub in [&objects, &incoming, &multipart] {
+        let resumable = dir.join("resumable");
+        for sub in [&objects, &incoming, &multipart, &resumable] {
             std::fs::create_dir_all(sub)?;
         }
         let secret_path = dir.join("signing.key");
@@ -104,7 +125,7 @@ impl LocalStore {
                 secret
             }
         };
-        Ok(LocalStore { objects, incoming, multipart, secret })
+        Ok(LocalStore { objects, incoming, multipart, resumable, secret, committing: Default::default() })
     }
 
     fn mac(&self, canonical: &str) -> Hmac<Sha256> {
@@ -181,7 +202,7 @@ impl LocalStore {
         &self,
         upload_id: &str,
         part_number: u32,
-        query: &PartQuery,
+        query: &SignedQuery,
         now_unix: u64,
     ) -> Result<PartGrant, Refusal> {
         if !is_safe_id(upload_id) || !(1..=10_000).contains(&part_number) {
@@ -370,6 +391,122 @@ impl LocalStore {
         }
     }
 
+    fn resumable_canonical(id: &str, expires_unix: u64) -> String {
+        format!("RESUMABLE\n{id}\n{expires_unix}")
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.resumable.join(format!("{id}.json"))
+    }
+
+    /// Opens a resumable session for `total` bytes of `key`; returns the
+    /// session URI's path and query (a bearer credential).
+    pub async fn open_resumable(
+        &self,
+        key: &str,
+        total: u64,
+        expires_unix: u64,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let meta = ResumableMeta { key: key.to_owned(), total, complete: false };
+        tokio::fs::write(self.meta_path(&id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
+        let sig = self.sign(&Self::resumable_canonical(&id, expires_unix));
+        Ok(format!("/store-resumable/{id}?expires={expires_unix}&sig={sig}"))
+    }
+
+    pub fn check_resumable(&self, id: &str, query: &SignedQuery, now_unix: u64) -> Result<(), Refusal> {
+        if !is_safe_id(id) {
+            return Err(Refusal::new(400, "InvalidArgument", "invalid session id"));
+        }
+        self.check(&Self::resumable_canonical(id, query.expires), &query.sig, query.expires, now_unix)
+    }
+
+    async fn meta(&self, id: &str) -> Result<ResumableMeta, Refusal> {
+        let bytes = tokio::fs::read(self.meta_path(id))
+            .await
+            .map_err(|_| Refusal::new(404, "NoSuchUpload", "the resumable session does not exist"))?;
+        serde_json::from_slice(&bytes).map_err(|_| Refusal::new(500, "InternalError", "unreadable session"))
+    }
+
+    /// Answers a chunk (or a status query) by GCS's rules: a chunk starts
+    /// at the committed offset, is a whole number of 256 KiB units unless
+    /// it is the last, and arrives whole or not at all.
+    pub async fn resumable_put(&self, id: &str, range: ContentRange, body: Body) -> Result<Resumed, Refusal> {
+        let meta = self.meta(id).await?;
+        let data = self.resumable.join(format!("{id}.data"));
+        let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
+        let received = match range {
+            ContentRange::Status { total } | ContentRange::Chunk { total, .. } if total != meta.total => {
+                return Err(refuse(format!("the session is for {} bytes, not {total}", meta.total)));
+            }
+            _ if meta.complete => return Ok(Resumed::Complete),
+            ContentRange::Status { .. } => None,
+            ContentRange::Chunk { start, last, total } => {
+                let len = last + 1 - start;
+                if last + 1 != total && len % CHUNK_UNIT != 0 {
+                    return Err(refuse("every chunk but the last must be a multiple of 256 KiB".into()));
+                }
+                let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
+                self.write(body, len, Some(len), &chunk).await?;
+                Some((start, chunk))
+            }
+        };
+        let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
+        let _committing = self.committing.lock().await;
+        let committed = tokio::fs::metadata(&data).await.map_err(io)?.len();
+        if let Some((start, chunk)) = received {
+            if start != committed {
+                let _ = tokio::fs::remove_file(&chunk).await;
+                return Err(refuse(format!(
+                    "the chunk starts at {start}, but {committed} bytes are committed"
+                )));
+            }
+            let mut appended = tokio::fs::OpenOptions::new().append(true).open(&data).await.map_err(io)?;
+            tokio::io::copy(&mut tokio::fs::File::open(&chunk).await.map_err(io)?, &mut appended)
+                .await
+                .map_err(io)?;
+            appended.sync_all().await.map_err(io)?;
+            tokio::fs::remove_file(&chunk).await.map_err(io)?;
+        }
+        let committed = tokio::fs::metadata(&data).await.map_err(io)?.len();
+        if committed < meta.total {
+            return Ok(Resumed::Committed(committed));
+        }
+        let target = self.objects.join(&meta.key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::rename(&data, target).await.map_err(io)?;
+        let done = ResumableMeta { complete: true, ..meta };
+        tokio::fs::write(self.meta_path(id), serde_json::to_vec(&done).expect("meta serializes"))
+            .await
+            .map_err(io)?;
+        Ok(Resumed::Complete)
+    }
+
+    /// The committed offset (the total once complete), for the broker.
+    pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
+        let meta = self.meta(id).await.map_err(|r| StoreError(r.message))?;
+        if meta.complete {
+            return Ok(meta.total);
+        }
+        Ok(tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await?.len())
+    }
+
+    pub async fn cancel_resumable(&self, id: &str) -> Result<(), StoreError> {
+        if !is_safe_id(id) {
+            return Err(StoreError("invalid session id".into()));
+        }
+        for file in [self.meta_path(id), self.resumable.join(format!("{id}.data"))] {
+            match tokio::fs::remove_file(file).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Size and SHA-256 of a stored object, or `None` if there is none.
     pub async fn inspect(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
         if !is_safe_key(key) {
@@ -552,7 +689,7 @@ mod tests {
         let (store, _) = store();
         let path = store.presign_part(&part_grant("nope", 3));
         let sig = path.rsplit("sig=").next().unwrap().to_owned();
-        let q = PartQuery { expires: 1_000, sig };
+        let q = SignedQuery { expires: 1_000, sig };
         assert_eq!(store.check_part("nope", 3, &q, 0).unwrap_err().code, "NoSuchUpload");
         assert_eq!(store.check_part("nope", 4, &q, 0).unwrap_err().code, "SignatureDoesNotMatch");
         assert_eq!(store.check_part("nope", 3, &q, 1_001).unwrap_err().code, "AccessDenied");

@@ -1,11 +1,13 @@
 //! Where the bytes go: the embedded local-disk store (default) or a real
 //! S3-compatible store, behind one set of operations the protocol needs.
 
+pub mod gcs;
 pub mod local;
 pub mod s3;
 
+use gcs::GcsStore;
 use local::{LocalStore, PartGrant, PutGrant};
-use rindle_upload::session::MultipartPart;
+use rindle_upload::session::{MultipartPart, UploadStrategy};
 use s3::S3Store;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,13 +38,27 @@ pub struct Presigned {
 pub enum Store {
     Local(LocalStore),
     S3(S3Store),
+    Gcs(GcsStore),
 }
 
 fn unix_after(ttl: Duration) -> u64 {
     (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn not_offered() -> StoreError {
+    StoreError("this store does not offer that strategy".into())
+}
+
 impl Store {
+    /// The strategies this store serves (the embedded store serves all).
+    pub fn offers(&self, strategy: UploadStrategy) -> bool {
+        match self {
+            Store::Local(_) => true,
+            Store::S3(_) => strategy != UploadStrategy::Resumable,
+            Store::Gcs(_) => strategy == UploadStrategy::Resumable,
+        }
+    }
+
     /// `base` is the broker's own URL, where the embedded store is served.
     pub fn presign_put(
         &self,
@@ -51,7 +67,7 @@ impl Store {
         length: u64,
         content_type: &str,
         ttl: Duration,
-    ) -> Presigned {
+    ) -> Result<Presigned, StoreError> {
         let url = match self {
             Store::Local(local) => {
                 let grant = PutGrant {
@@ -63,14 +79,16 @@ impl Store {
                 format!("{base}{}", local.presign_put(&grant))
             }
             Store::S3(s3) => s3.presign_put(key, content_type, ttl),
+            Store::Gcs(_) => return Err(not_offered()),
         };
-        Presigned { url, headers: BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]) }
+        Ok(Presigned { url, headers: BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]) })
     }
 
     pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
         match self {
             Store::Local(local) => local.create_multipart().await,
             Store::S3(s3) => s3.create_multipart(key, content_type).await,
+            Store::Gcs(_) => Err(not_offered()),
         }
     }
 
@@ -81,7 +99,7 @@ impl Store {
         upload_id: &str,
         part_number: u32,
         ttl: Duration,
-    ) -> Presigned {
+    ) -> Result<Presigned, StoreError> {
         let url = match self {
             Store::Local(local) => {
                 let grant =
@@ -89,14 +107,16 @@ impl Store {
                 format!("{base}{}", local.presign_part(&grant))
             }
             Store::S3(s3) => s3.presign_part(key, upload_id, part_number, ttl),
+            Store::Gcs(_) => return Err(not_offered()),
         };
-        Presigned { url, headers: BTreeMap::new() }
+        Ok(Presigned { url, headers: BTreeMap::new() })
     }
 
     pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<MultipartPart>, StoreError> {
         match self {
             Store::Local(local) => local.list_parts(upload_id).await,
             Store::S3(s3) => s3.list_parts(key, upload_id).await,
+            Store::Gcs(_) => Err(not_offered()),
         }
     }
 
@@ -109,6 +129,7 @@ impl Store {
         match self {
             Store::Local(local) => local.complete_multipart(key, upload_id, parts).await,
             Store::S3(s3) => s3.complete_multipart(key, upload_id, parts).await,
+            Store::Gcs(_) => Err(not_offered()),
         }
     }
 
@@ -116,6 +137,7 @@ impl Store {
         match self {
             Store::Local(local) => local.abort_multipart(upload_id).await,
             Store::S3(s3) => s3.abort_multipart(key, upload_id).await,
+            Store::Gcs(_) => Err(not_offered()),
         }
     }
 
@@ -124,6 +146,7 @@ impl Store {
         match self {
             Store::Local(local) => local.inspect(key).await,
             Store::S3(s3) => s3.inspect(key).await,
+            Store::Gcs(gcs) => gcs.inspect(key).await,
         }
     }
 
@@ -131,6 +154,7 @@ impl Store {
         match self {
             Store::Local(local) => local.delete(key).await,
             Store::S3(s3) => s3.delete(key).await,
+            Store::Gcs(gcs) => gcs.delete(key).await,
         }
     }
 
@@ -139,13 +163,56 @@ impl Store {
         match self {
             Store::Local(_) => format!("{base}/objects/{key}"),
             Store::S3(s3) => s3.presign_get(key, Duration::from_secs(3600)),
+            Store::Gcs(gcs) => gcs.media_url(key),
+        }
+    }
+
+    /// Opens a resumable session for `total` bytes; returns its URI.
+    pub async fn open_resumable(
+        &self,
+        base: &str,
+        key: &str,
+        content_type: &str,
+        total: u64,
+        ttl: Duration,
+    ) -> Result<String, StoreError> {
+        match self {
+            Store::Local(local) => {
+                Ok(format!("{base}{}", local.open_resumable(key, total, unix_after(ttl)).await?))
+            }
+            Store::Gcs(gcs) => gcs.open_resumable(key, content_type, total).await,
+            Store::S3(_) => Err(not_offered()),
+        }
+    }
+
+    /// The bytes a resumable session has committed (the total once done).
+    pub async fn resumable_offset(&self, session_uri: &str, total: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Local(local) => local.resumable_offset(local_resumable_id(session_uri)).await,
+            Store::Gcs(gcs) => gcs.resumable_offset(session_uri, total).await,
+            Store::S3(_) => Err(not_offered()),
+        }
+    }
+
+    pub async fn cancel_resumable(&self, session_uri: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local(local) => local.cancel_resumable(local_resumable_id(session_uri)).await,
+            Store::Gcs(gcs) => gcs.cancel_resumable(session_uri).await,
+            Store::S3(_) => Err(not_offered()),
         }
     }
 
     pub fn local(&self) -> Option<&LocalStore> {
         match self {
             Store::Local(local) => Some(local),
-            Store::S3(_) => None,
+            Store::S3(_) | Store::Gcs(_) => None,
         }
     }
+}
+
+/// The session id inside an embedded-store session URI
+/// (`…/store-resumable/{id}?…`).
+fn local_resumable_id(session_uri: &str) -> &str {
+    let path = session_uri.split('?').next().unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default()
 }

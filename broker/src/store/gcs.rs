@@ -1,0 +1,195 @@
+//! Google Cloud Storage (or an emulator of its JSON API) for `resumable`
+//! uploads: the broker opens the resumable session, reads its status,
+//! cancels it, and verifies the finished object.
+
+use super::StoreError;
+use base64::Engine as _;
+use gcp_auth::{CustomServiceAccount, TokenProvider};
+use md5::Md5;
+use rindle_upload::resumable::{committed_offset, ContentRange};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
+
+pub struct GcsConfig {
+    /// `https://storage.googleapis.com`, or an emulator's address.
+    pub base_url: String,
+    pub bucket: String,
+    /// A service-account key file; none for an emulator.
+    pub credentials: Option<PathBuf>,
+}
+
+pub struct GcsStore {
+    base: String,
+    bucket: String,
+    auth: Option<CustomServiceAccount>,
+    http: reqwest::Client,
+}
+
+fn encoded(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
+
+fn failed(operation: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("GCS {operation}: {e}"))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMetadata {
+    size: String,
+    md5_hash: Option<String>,
+    crc32c: Option<String>,
+}
+
+impl GcsStore {
+    pub fn new(config: GcsConfig) -> Result<Self, String> {
+        let auth = match &config.credentials {
+            Some(path) => {
+                Some(CustomServiceAccount::from_file(path).map_err(|e| format!("GCS_CREDENTIALS: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(GcsStore {
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            bucket: config.bucket,
+            auth,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, StoreError> {
+        match &self.auth {
+            Some(auth) => {
+                let token = auth.token(&[SCOPE]).await.map_err(|e| failed("authorization", e))?;
+                Ok(request.bearer_auth(token.as_str()))
+            }
+            None => Ok(request),
+        }
+    }
+
+    fn object_path(&self, key: &str) -> String {
+        format!("/storage/v1/b/{}/o/{}", encoded(&self.bucket), encoded(key))
+    }
+
+    pub fn media_url(&self, key: &str) -> String {
+        format!("{}/download{}?alt=media", self.base, self.object_path(key))
+    }
+
+    /// Opens a resumable session; returns its URI (a bearer credential).
+    pub async fn open_resumable(
+        &self,
+        key: &str,
+        content_type: &str,
+        total: u64,
+    ) -> Result<String, StoreError> {
+        let url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=resumable&name={}",
+            self.base,
+            encoded(&self.bucket),
+            encoded(key)
+        );
+        let request = self
+            .http
+            .post(url)
+            .header("X-Upload-Content-Type", content_type)
+            .header("X-Upload-Content-Length", total)
+            .json(&serde_json::json!({ "name": key, "contentType": content_type }));
+        let response = self
+            .authorized(request)
+            .await?
+            .send()
+            .await
+            .map_err(|e| failed("open session", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(failed("open session", format!("answered {}", response.status().as_u16())));
+        }
+        let location = response.headers().get("location").and_then(|l| l.to_str().ok());
+        location.map(str::to_owned).ok_or_else(|| failed("open session", "no Location in the answer"))
+    }
+
+    /// The committed offset of a session (the total once complete).
+    pub async fn resumable_offset(&self, session_uri: &str, total: u64) -> Result<u64, StoreError> {
+        let status = ContentRange::Status { total }.header_value();
+        let response = self
+            .http
+            .put(session_uri)
+            .header("Content-Range", status)
+            .header("Content-Length", 0)
+            .send()
+            .await
+            .map_err(|e| failed("status", e.without_url()))?;
+        match response.status().as_u16() {
+            200 | 201 => Ok(total),
+            308 => {
+                let range = response.headers().get("range").and_then(|r| r.to_str().ok());
+                committed_offset(range, total).map_err(|e| failed("status", e.message))
+            }
+            other => Err(failed("status", format!("answered {other}"))),
+        }
+    }
+
+    pub async fn cancel_resumable(&self, session_uri: &str) -> Result<(), StoreError> {
+        let response =
+            self.http.delete(session_uri).send().await.map_err(|e| failed("cancel", e.without_url()))?;
+        match response.status().as_u16() {
+            // GCS answers 499 to a cancelled session; gone is gone.
+            200 | 204 | 404 | 410 | 499 => Ok(()),
+            other => Err(failed("cancel", format!("answered {other}"))),
+        }
+    }
+
+    /// Reads the object back: its size and SHA-256, after checking the
+    /// MD5 and CRC32C its metadata carries, when it carries them.
+    pub async fn inspect(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let metadata_url = format!("{}{}", self.base, self.object_path(key));
+        let response = self.authorized(self.http.get(metadata_url)).await?.send().await;
+        let response = response.map_err(|e| failed("object metadata", e.without_url()))?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(failed("object metadata", format!("answered {}", response.status().as_u16())));
+        }
+        let metadata: ObjectMetadata = response.json().await.map_err(|e| failed("object metadata", e))?;
+
+        let media = self.authorized(self.http.get(self.media_url(key))).await?.send().await;
+        let mut media = media.map_err(|e| failed("read object", e.without_url()))?;
+        if !media.status().is_success() {
+            return Err(failed("read object", format!("answered {}", media.status().as_u16())));
+        }
+        let (mut sha256, mut md5, mut crc) = (Sha256::new(), Md5::new(), 0u32);
+        let mut size = 0u64;
+        while let Some(chunk) = media.chunk().await.map_err(|e| failed("read object", e.without_url()))? {
+            size += chunk.len() as u64;
+            sha256.update(&chunk);
+            md5.update(&chunk);
+            crc = crc32c::crc32c_append(crc, &chunk);
+        }
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        if metadata.size.parse::<u64>().ok() != Some(size) {
+            return Err(failed("verify", format!("read {size} bytes, metadata says {}", metadata.size)));
+        }
+        if metadata.md5_hash.is_some_and(|expected| expected != b64(&md5.finalize())) {
+            return Err(failed("verify", "the object's MD5 does not match its metadata"));
+        }
+        if metadata.crc32c.is_some_and(|expected| expected != b64(&crc.to_be_bytes())) {
+            return Err(failed("verify", "the object's CRC32C does not match its metadata"));
+        }
+        Ok(Some((size, hex::encode(sha256.finalize()))))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let url = format!("{}{}", self.base, self.object_path(key));
+        let response = self.authorized(self.http.delete(url)).await?.send().await;
+        let status = response.map_err(|e| failed("delete", e.without_url()))?.status().as_u16();
+        match status {
+            200 | 204 | 404 => Ok(()),
+            other => Err(failed("delete", format!("answered {other}"))),
+        }
+    }
+}
