@@ -35,6 +35,11 @@ if [ "${1:-}" = test ] && ! command -v garage >/dev/null 2>&1 && ! kill -0 "$(ca
   echo $! >.data/garage-install.pid
 fi
 
+if [ "${1:-}" = test ] && ! command -v gcp-storage-emulator >/dev/null 2>&1; then
+  say "installing gcp-storage-emulator (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check gcp-storage-emulator
+fi
+
 if [ "${1:-}" = test ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
   say "installing Debian's chromium and chromium-driver"
   as_root apt-get update -qq

@@ -43,5 +43,5 @@ set +a
 echo "== native: the engine against Garage"
 cargo test --test garage -- --ignored
 
-echo "== end to end: public API and demo page in headless Chromium (embedded store and Garage)"
+echo "== end to end: public API and demo page in headless Chromium (embedded store, Garage, GCS emulator)"
 NODE_NO_WARNINGS=1 node --test tests/e2e/

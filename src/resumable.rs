@@ -193,9 +193,11 @@ where
                 offset = committed;
                 moved
             }
-            // The connection dropped or the store failed mid-chunk: ask the
-            // store what it kept, then go on from there.
-            Err(e) if e.retryable => {
+            // The connection dropped, the store failed mid-chunk, or it
+            // refused a chunk that overlaps what it already kept (a browser
+            // may resend a PUT on its own after a reset): ask the store what
+            // it kept, then go on from there.
+            Err(e) if e.retryable || e.code == ErrorCode::StoreRejected => {
                 if stalled >= MAX_STALLED_ATTEMPTS {
                     return Err(e);
                 }

@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
+import { createServer, request as httpRequest } from "node:http";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -222,3 +222,111 @@ export function assertNoCredentials(message) {
   assert.doesNotMatch(message, /sig=|\/store\/|expires=/, `a presigned URL leaked into: ${message}`);
 }
 
+
+/**
+ * A small HTTP proxy on a free loopback port that answers CORS for the
+ * store behind it (exposing Range, Location and ETag), logs each request
+ * (method and Content-Range), and can cut one chunk mid-body.
+ */
+export async function startProxy(upstream) {
+  let target = new URL(upstream);
+  const log = [];
+  const cut = { after: null, limit: null, range: null };
+  const server = createServer((req, res) => {
+    const cors = {
+      "access-control-allow-origin": "*",
+      "access-control-allow-methods": "GET, PUT, POST, DELETE, HEAD, OPTIONS",
+      "access-control-allow-headers": "*",
+      "access-control-expose-headers": "Range, Location, ETag, Content-Length",
+      "access-control-max-age": "600",
+    };
+    if (req.method === "OPTIONS") return res.writeHead(204, cors).end();
+    const contentRange = req.headers["content-range"] ?? null;
+    const entry = { method: req.method, contentRange };
+    log.push(entry);
+    const upstreamRequest = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        entry.status = answer.statusCode;
+        entry.range = answer.headers.range ?? null;
+        const headers = Object.fromEntries(
+          Object.entries(answer.headers).filter(([name]) => !name.startsWith("access-control-")),
+        );
+        res.writeHead(answer.statusCode, { ...headers, ...cors });
+        answer.pipe(res);
+      },
+    );
+    upstreamRequest.on("error", () => res.destroy());
+    const isChunk = req.method === "PUT" && contentRange && !contentRange.includes("*");
+    if (!isChunk && req.method === "PUT") cut.range = null;
+    // The chunk is cut, and so is the browser's own resend of it (Chromium
+    // resends a request once when a kept-alive connection drops), until
+    // the client asks for the offset itself.
+    if (isChunk && (cut.after !== null || cut.range === contentRange)) {
+      const limit = cut.after ?? cut.limit;
+      cut.limit = limit;
+      cut.after = null;
+      cut.range = contentRange;
+      let seen = 0;
+      entry.cut = true;
+      req.on("data", (data) => {
+        seen += data.length;
+        if (seen >= limit) {
+          upstreamRequest.destroy();
+          req.socket.destroy();
+        } else {
+          upstreamRequest.write(data);
+        }
+      });
+      req.on("end", () => upstreamRequest.end());
+      return;
+    }
+    req.pipe(upstreamRequest);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    log,
+    /** Forwards to another upstream from now on. */
+    retarget(url) {
+      target = new URL(url);
+    },
+    /** The next chunk PUT is cut after `bytes` of its body. */
+    cutNextChunk(bytes) {
+      cut.after = bytes;
+    },
+    stop: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
+}
+
+/** gcp-storage-emulator (PyPI) in memory, with one bucket. */
+export async function startGcsEmulator(bucket) {
+  const probe = createServer();
+  probe.listen(0, "127.0.0.1");
+  await once(probe, "listening");
+  const port = probe.address().port;
+  await new Promise((resolve) => probe.close(resolve));
+  const child = spawn("gcp-storage-emulator", [
+    "start", "--port", String(port), "-H", "127.0.0.1", "--default-bucket", bucket, "--in-memory", "-q",
+  ], { stdio: "ignore" });
+  const url = `http://127.0.0.1:${port}`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      if ((await fetch(`${url}/storage/v1/b/${bucket}`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (attempt > 100 || child.exitCode !== null) throw new Error("gcp-storage-emulator did not start");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+    },
+  };
+}
