@@ -18,6 +18,9 @@ pub struct InitiateRequest {
     pub content_type: String,
     pub byte_size: u64,
     pub upload_strategy: UploadStrategy,
+    /// `tus` for tus uploads (`resumable` strategy); none for GCS sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumable_protocol: Option<String>,
     /// The part size the client plans with (`multipart` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size: Option<u64>,
@@ -49,10 +52,12 @@ pub enum BrokerCall {
         session_id: String,
     },
     /// Reports the offset a resumable store has committed; the broker
-    /// checks it with the store and records it as `last_known_offset`.
+    /// checks it with the store and records it as `last_known_offset`. A
+    /// tus client also reports the upload URL it created.
     ResumableStatus {
         session_id: String,
         offset: u64,
+        session_uri: Option<Secret>,
     },
     /// Completes a multipart upload with its part list, then verifies.
     CompleteMultipart {
@@ -73,6 +78,8 @@ struct CallBody<'a> {
     parts: Option<&'a [MultipartPart]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_uri: Option<&'a Secret>,
 }
 
 impl BrokerCall {
@@ -138,7 +145,10 @@ impl BrokerCall {
             BrokerCall::Initiate(request) => return request.serialize(serializer),
             BrokerCall::SignParts { part_numbers, .. } => body.part_numbers = Some(part_numbers),
             BrokerCall::CompleteMultipart { parts, .. } => body.parts = Some(parts),
-            BrokerCall::ResumableStatus { offset, .. } => body.offset = Some(*offset),
+            BrokerCall::ResumableStatus { offset, session_uri, .. } => {
+                body.offset = Some(*offset);
+                body.session_uri = session_uri.as_ref();
+            }
             _ => {}
         }
         body.serialize(serializer)
@@ -220,7 +230,8 @@ pub struct SignedRequest {
 
 impl SignedRequest {
     fn validate(&self) -> Result<(), UploadError> {
-        if self.method != "PUT" {
+        // PUT to a presigned URL; POST to a tus creation endpoint.
+        if self.method != "PUT" && self.method != "POST" {
             return Err(malformed(format!("sign: method {:?} is not PUT", self.method)));
         }
         let url = self.url.expose();
@@ -325,6 +336,7 @@ mod tests {
             content_type: "text/plain".into(),
             byte_size: 3,
             upload_strategy: UploadStrategy::PresignedPut,
+            resumable_protocol: None,
             part_size: None,
         });
         assert_eq!(initiate.path(), "");
@@ -379,6 +391,7 @@ mod tests {
             content_type: "text/plain".into(),
             byte_size: 4,
             upload_strategy: UploadStrategy::PresignedPut,
+            resumable_protocol: None,
             part_size: None,
         });
         let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;

@@ -26,6 +26,11 @@ pub struct UploadOptions {
     pub concurrency: usize,
     /// `resumable`: bytes per chunk (rounded to whole 256 KiB units).
     pub chunk_size: u64,
+    /// `resumable` over tus 1.0 rather than GCS resumable sessions.
+    pub tus: bool,
+    /// tus: create the upload without its length (creation-defer-length)
+    /// and send the length with the first PATCH.
+    pub defer_length: bool,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
 }
@@ -43,6 +48,8 @@ impl UploadOptions {
             part_size: crate::multipart::DEFAULT_PART_SIZE,
             concurrency: crate::multipart::DEFAULT_CONCURRENCY,
             chunk_size: crate::resumable::DEFAULT_CHUNK_SIZE,
+            tus: false,
+            defer_length: false,
             resume_session_id: None,
         }
     }
@@ -263,6 +270,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
                 content_type: options.content_type.clone(),
                 byte_size: size,
                 upload_strategy: options.strategy,
+                resumable_protocol: matches!(plan, Plan::Tus).then(|| "tus".to_owned()),
                 part_size: match plan {
                     Plan::Multipart(parts) => Some(parts.part_size),
                     _ => None,
@@ -295,6 +303,10 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             }
             Plan::Resumable { chunk } => {
                 crate::resumable::transfer(self, source, tracker, chunk, resuming).await?;
+                Ok(Finish::Complete)
+            }
+            Plan::Tus => {
+                crate::tus::transfer(self, source, tracker, options, resuming).await?;
                 Ok(Finish::Complete)
             }
         }
@@ -358,10 +370,16 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         if !tracker.state().is_some_and(|s| s.can_transition_to(SessionState::Aborted)) {
             return cancelled("");
         }
-        // A resumable session is discarded at the store by its own URI.
-        let session_uri = tracker.with_session(|s| s.session_uri.clone());
+        // A resumable upload is discarded at the store by its own URI
+        // (tus: termination).
+        let (session_uri, tus) =
+            tracker.with_session(|s| (s.session_uri.clone(), s.resumable_protocol.as_deref() == Some("tus")));
         if let Some(uri) = session_uri {
-            let delete = HttpRequest { method: "DELETE", url: uri, headers: vec![], body: None };
+            let delete = if tus {
+                crate::tus::termination(&uri)
+            } else {
+                HttpRequest { method: "DELETE", url: uri, headers: vec![], body: None }
+            };
             let _ = self.transport.send(delete, Rc::new(|_| {})).await;
         }
         let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
@@ -378,6 +396,7 @@ enum Plan {
     PresignedPut,
     Multipart(PartPlan),
     Resumable { chunk: u64 },
+    Tus,
 }
 
 /// Refuses what cannot work before anything is sent.
@@ -389,6 +408,7 @@ fn check_options(options: &UploadOptions, size: u64) -> Result<Plan, UploadError
     Ok(match options.strategy {
         UploadStrategy::PresignedPut => Plan::PresignedPut,
         UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
+        UploadStrategy::Resumable if options.tus => Plan::Tus,
         UploadStrategy::Resumable => {
             Plan::Resumable { chunk: crate::resumable::chunk_size(options.chunk_size) }
         }

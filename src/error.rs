@@ -49,6 +49,12 @@ pub enum ErrorCode {
     NetworkError,
     /// The bytes sent do not match the size the session declared.
     SizeMismatch,
+    /// The file could not be read, or changed since the upload began.
+    FileChanged,
+    /// The store found the chunk's checksum wrong (corrupted on the way).
+    ChecksumMismatch,
+    /// The store holds another offset than the request assumed (tus 409).
+    OffsetConflict,
     /// The broker checked the stored object and refused it.
     VerificationFailed,
     /// The upload was cancelled by the caller.
@@ -79,6 +85,9 @@ impl ErrorCode {
             ErrorCode::StoreMalformedResponse => "store_malformed_response",
             ErrorCode::NetworkError => "network_error",
             ErrorCode::SizeMismatch => "size_mismatch",
+            ErrorCode::FileChanged => "file_changed",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::OffsetConflict => "offset_conflict",
             ErrorCode::VerificationFailed => "verification_failed",
             ErrorCode::Aborted => "aborted",
             ErrorCode::Internal => "internal",
@@ -94,6 +103,8 @@ impl ErrorCode {
                 | ErrorCode::StoreServerError
                 | ErrorCode::NetworkError
                 | ErrorCode::UrlExpired
+                | ErrorCode::ChecksumMismatch
+                | ErrorCode::OffsetConflict
         )
     }
 
@@ -213,6 +224,9 @@ mod tests {
             ErrorCode::StoreMalformedResponse,
             ErrorCode::NetworkError,
             ErrorCode::SizeMismatch,
+            ErrorCode::FileChanged,
+            ErrorCode::ChecksumMismatch,
+            ErrorCode::OffsetConflict,
             ErrorCode::VerificationFailed,
             ErrorCode::Aborted,
             ErrorCode::Internal,

@@ -15,6 +15,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod transport;
+pub mod tus;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

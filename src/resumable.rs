@@ -242,8 +242,10 @@ where
         ChunkAnswer::Complete => total,
         ChunkAnswer::Committed(committed) => committed,
     };
-    let reply =
-        engine.broker.call(&BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset }).await?;
+    let reply = engine
+        .broker
+        .call(&BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None })
+        .await?;
     tracker.adopt(reply.session)?;
     Ok(answer)
 }

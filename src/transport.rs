@@ -62,11 +62,39 @@ pub trait Transport {
     ) -> Result<HttpResponse, TransportError>;
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    Sha1,
+    Sha256,
+}
+
+impl ChecksumAlgorithm {
+    pub fn tus_name(self) -> &'static str {
+        match self {
+            ChecksumAlgorithm::Sha1 => "sha1",
+            ChecksumAlgorithm::Sha256 => "sha256",
+        }
+    }
+
+    pub fn from_tus_name(name: &str) -> Option<Self> {
+        [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256].into_iter().find(|a| a.tus_name() == name)
+    }
+}
+
 /// The bytes to upload, handed out as slices the transport can send.
+#[allow(async_fn_in_trait)]
 pub trait ByteSource {
     type Slice;
     fn size(&self) -> u64;
     fn slice(&self, start: u64, end: u64) -> Self::Slice;
+    /// The digest of bytes `start..end` (computed where the bytes are: in
+    /// the browser, by Web Crypto, without copying them into WASM).
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError>;
 }
 
 pub trait Clock {

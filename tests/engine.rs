@@ -2,16 +2,17 @@
 //! sequences, exact requests, progress, cancel and failure paths.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod support;
+
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
 use rindle_upload::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
 use rindle_upload::progress::ProgressSnapshot;
-use rindle_upload::transport::{
-    ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
-};
+use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
 use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use support::Bytes;
 
 use SessionState::*;
 
@@ -187,17 +188,6 @@ impl std::future::Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
-    }
-}
-
-struct Bytes(Vec<u8>);
-impl ByteSource for Bytes {
-    type Slice = Vec<u8>;
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
-        self.0[start as usize..end as usize].to_vec()
     }
 }
 
@@ -786,4 +776,223 @@ fn malformed_range_from_the_store_is_a_typed_error() {
     let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
     let err = run.result.unwrap_err();
     assert_eq!((err.code, err.state), (ErrorCode::StoreMalformedResponse, Some(Uploading)));
+}
+
+// ---- tus ----
+
+/// A broker for a 1 MiB tus session: pre-created (session_uri) unless
+/// `create` is set, in which case it hands out the creation endpoint.
+fn tus_broker(create: bool) -> ScriptedBroker {
+    ScriptedBroker::responding(move |call| {
+        let uri = if create { "" } else { r#","session_uri":"http://tus.test/files/abc""# };
+        let session = |state: &str| {
+            format!(
+                r#"{{"id":"s1","state":"{state}","upload_strategy":"resumable","resumable_protocol":"tus","upload_length":1048576{uri}}}"#
+            )
+        };
+        let json = match call {
+            BrokerCall::Initiate(_) => format!(r#"{{"session":{}}}"#, session("initialized")),
+            BrokerCall::Sign { .. } if create => format!(
+                r#"{{"session":{},"upload":{{"method":"POST","url":"http://tus.test/files","expires_in":900}}}}"#,
+                session("signed")
+            ),
+            BrokerCall::Show { .. } | BrokerCall::Sign { .. } | BrokerCall::ResumableStatus { .. } => {
+                format!(r#"{{"session":{}}}"#, session("signed"))
+            }
+            BrokerCall::Complete { .. } => format!(
+                r#"{{"session":{},"asset":{{"id":"a1","key":"k","byte_size":1048576,"content_type":"text/plain","sha256":"00","url":"u"}}}}"#,
+                session("completed")
+            ),
+            BrokerCall::Cancel { .. } => format!(r#"{{"session":{}}}"#, session("aborted")),
+            other => panic!("unexpected call {other:?}"),
+        };
+        Ok(serde_json::from_str(&json).unwrap())
+    })
+}
+
+fn tus_options() -> UploadOptions {
+    UploadOptions {
+        chunk_size: 512 * KIB,
+        tus: true,
+        ..UploadOptions::new("a.txt", "text/plain", UploadStrategy::Resumable)
+    }
+}
+
+fn tus_answer(status: u16, headers: &[(&str, &str)]) -> Result<HttpResponse, TransportError> {
+    let mut all = vec![("tus-resumable".to_owned(), "1.0.0".to_owned())];
+    all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    Ok(HttpResponse { status, headers: all, body: String::new() })
+}
+
+const DISCOVERY: &[(&str, &str)] = &[
+    ("tus-version", "1.0.0"),
+    ("tus-extension", "creation,creation-with-upload,termination,checksum,expiration"),
+    ("tus-checksum-algorithm", "md5,sha1"),
+];
+
+fn header<'a>(request: &'a SentRequest, name: &str) -> Option<&'a str> {
+    request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+fn tus_requests(transport: &ScriptedTransport) -> Vec<String> {
+    transport
+        .requests
+        .borrow()
+        .iter()
+        .map(|r| format!("{} {}", r.method, header(r, "Upload-Offset").unwrap_or("-")))
+        .collect()
+}
+
+#[test]
+fn tus_answers_a_conflict_with_head_and_resumes_from_the_servers_offset() {
+    let broker = tus_broker(false);
+    let conflicted = Cell::new(false);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |r| {
+        match (r.method, header(r, "Upload-Offset")) {
+            ("OPTIONS", _) => tus_answer(204, DISCOVERY),
+            ("HEAD", _) if !conflicted.get() => {
+                tus_answer(200, &[("upload-offset", "0"), ("upload-length", "1048576")])
+            }
+            ("HEAD", _) => tus_answer(200, &[("upload-offset", "786432")]),
+            ("PATCH", Some("0")) => tus_answer(204, &[("upload-offset", "524288")]),
+            ("PATCH", Some("524288")) if !conflicted.replace(true) => tus_answer(409, &[]),
+            ("PATCH", Some("786432")) => tus_answer(204, &[("upload-offset", "1048576")]),
+            other => panic!("unexpected {other:?}"),
+        }
+    })));
+    let data = pattern(1 << 20);
+    let run = run_with(&broker, &transport, 1.0, &tus_options(), data.clone(), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        tus_requests(&transport),
+        ["OPTIONS -", "HEAD -", "PATCH 0", "PATCH 524288", "HEAD -", "PATCH 786432"]
+    );
+    let requests = transport.requests.borrow();
+    assert!(
+        requests.iter().all(|r| header(r, "Tus-Resumable") == Some("1.0.0")),
+        "Tus-Resumable on every request"
+    );
+    assert!(
+        requests.iter().all(|r| r.url == "http://tus.test/files/abc"),
+        "the broker's upload URL, as given"
+    );
+    let first = &requests[2];
+    assert_eq!(header(first, "Content-Type"), Some("application/offset+octet-stream"));
+    use sha2::Digest;
+    let expected = rindle_upload::tus::checksum_header(
+        rindle_upload::transport::ChecksumAlgorithm::Sha1,
+        &sha1::Sha1::digest(&data[..524_288]),
+    );
+    assert_eq!(
+        header(first, "Upload-Checksum"),
+        Some(expected.as_str()),
+        "sha1: the strongest both sides know"
+    );
+    assert_eq!(requests[5].body, data[786_432..]);
+    let reported: Vec<u64> = broker.bodies.borrow().iter().filter_map(|b| b["offset"].as_u64()).collect();
+    assert_eq!(reported, [0, 786_432], "each HEAD's offset goes to the broker");
+}
+
+#[test]
+fn tus_resends_a_chunk_the_server_refused_by_checksum() {
+    let broker = tus_broker(false);
+    let refused = Cell::new(false);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |r| {
+        match (r.method, header(r, "Upload-Offset")) {
+            ("OPTIONS", _) => tus_answer(204, DISCOVERY),
+            ("HEAD", _) => tus_answer(200, &[("upload-offset", "0")]),
+            ("PATCH", Some("0")) if !refused.replace(true) => tus_answer(460, &[]),
+            ("PATCH", Some("0")) => tus_answer(204, &[("upload-offset", "524288")]),
+            ("PATCH", Some("524288")) => tus_answer(204, &[("upload-offset", "1048576")]),
+            other => panic!("unexpected {other:?}"),
+        }
+    })));
+    let run = run_with(&broker, &transport, 1.0, &tus_options(), pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(tus_requests(&transport), ["OPTIONS -", "HEAD -", "PATCH 0", "PATCH 0", "PATCH 524288"]);
+    let requests = transport.requests.borrow();
+    assert_eq!(requests[2].body, requests[3].body);
+    assert_eq!(header(&requests[2], "Upload-Checksum"), header(&requests[3], "Upload-Checksum"));
+    assert_eq!(run.progress().last().unwrap().bytes_sent, 1 << 20, "the resent chunk is not counted twice");
+}
+
+#[test]
+fn tus_creation_with_upload_then_patches_from_the_servers_offset() {
+    let broker = tus_broker(true);
+    let transport =
+        ScriptedTransport::new(Answer::Script(Box::new(|r| match (r.method, header(r, "Upload-Offset")) {
+            ("OPTIONS", _) => tus_answer(204, DISCOVERY),
+            ("POST", _) => tus_answer(201, &[("location", "/files/xyz"), ("upload-offset", "524288")]),
+            ("PATCH", Some("524288")) => tus_answer(204, &[("upload-offset", "1048576")]),
+            other => panic!("unexpected {other:?}"),
+        })));
+    let run = run_with(&broker, &transport, 1.0, &tus_options(), pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(tus_requests(&transport), ["OPTIONS -", "POST -", "PATCH 524288"]);
+    let requests = transport.requests.borrow();
+    let post = &requests[1];
+    assert_eq!(post.url, "http://tus.test/files");
+    assert_eq!(header(post, "Upload-Length"), Some("1048576"));
+    assert_eq!(header(post, "Upload-Metadata"), Some("filename YS50eHQ=,filetype dGV4dC9wbGFpbg=="));
+    assert_eq!(post.body.len(), 524_288, "creation-with-upload carries the first chunk");
+    assert_eq!(requests[2].url, "http://tus.test/files/xyz", "the Location, on the endpoint's origin");
+    let bodies = broker.bodies.borrow();
+    let reported = bodies.iter().find(|b| b.get("offset").is_some()).unwrap();
+    assert_eq!(reported["session_uri"], "http://tus.test/files/xyz");
+}
+
+#[test]
+fn tus_deferred_length_goes_with_the_first_patch() {
+    let broker = tus_broker(true);
+    let transport =
+        ScriptedTransport::new(Answer::Script(Box::new(|r| match (r.method, header(r, "Upload-Offset")) {
+            ("OPTIONS", _) => tus_answer(
+                204,
+                &[("tus-version", "1.0.0"), ("tus-extension", "creation,creation-defer-length")],
+            ),
+            ("POST", _) => tus_answer(201, &[("location", "http://tus.test/files/d")]),
+            ("PATCH", Some("0")) => tus_answer(204, &[("upload-offset", "524288")]),
+            ("PATCH", Some("524288")) => tus_answer(204, &[("upload-offset", "1048576")]),
+            other => panic!("unexpected {other:?}"),
+        })));
+    let options = UploadOptions { defer_length: true, ..tus_options() };
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let requests = transport.requests.borrow();
+    assert_eq!(header(&requests[1], "Upload-Defer-Length"), Some("1"));
+    assert_eq!(header(&requests[1], "Upload-Length"), None);
+    assert_eq!(header(&requests[2], "Upload-Length"), Some("1048576"), "the first PATCH says the length");
+    assert_eq!(header(&requests[3], "Upload-Length"), None);
+    assert_eq!(header(&requests[2], "Upload-Checksum"), None, "no checksum when the server offers none");
+}
+
+#[test]
+fn tus_honours_upload_expires() {
+    let broker = tus_broker(false);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(|r| match r.method {
+        "OPTIONS" => tus_answer(204, DISCOVERY),
+        "HEAD" => {
+            tus_answer(200, &[("upload-offset", "0"), ("upload-expires", "Thu, 01 Jan 1970 00:00:01 GMT")])
+        }
+        other => panic!("unexpected {other}"),
+    })));
+    let run = run_with(&broker, &transport, 1.0e6, &tus_options(), pattern(1 << 20), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::SessionExpired, Some(Expired)));
+    assert!(!tus_requests(&transport).iter().any(|r| r.starts_with("PATCH")));
+}
+
+#[test]
+fn tus_cancel_terminates_the_upload() {
+    let broker = tus_broker(false);
+    let transport = ScriptedTransport::new(Answer::CancelAndHang(RefCell::new(None)));
+    let Answer::CancelAndHang(handle_slot) = &transport.answer else { unreachable!() };
+    let run = run_with(&broker, &transport, 1.0, &tus_options(), pattern(1 << 20), Some(handle_slot));
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::Aborted);
+    let requests = transport.requests.borrow();
+    let delete = requests.last().unwrap();
+    assert_eq!((delete.method, delete.url.as_str()), ("DELETE", "http://tus.test/files/abc"));
+    assert_eq!(header(delete, "Tus-Resumable"), Some("1.0.0"));
+    assert_eq!(broker.calls.borrow().last().unwrap(), "cancel /s1/cancel");
 }

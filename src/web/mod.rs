@@ -32,7 +32,8 @@ export type ErrorCode =
   | "illegal_transition" | "broker_unreachable" | "broker_malformed_response"
   | "broker_rejected" | "broker_server_error" | "url_expired" | "signature_invalid"
   | "store_rejected" | "store_server_error" | "store_malformed_response"
-  | "network_error" | "size_mismatch" | "verification_failed" | "aborted" | "internal";
+  | "network_error" | "size_mismatch" | "file_changed" | "checksum_mismatch" | "offset_conflict"
+  | "verification_failed" | "aborted" | "internal";
 
 /** A snapshot of the mirrored session record (`session_uri` is redacted). */
 export interface Session {
@@ -78,11 +79,12 @@ export interface StateChange { from: SessionState | null; to: SessionState; sess
 
 /** The broker protocol's bodies (docs/broker-protocol.md). */
 export interface InitiateRequest {
-  filename: string; content_type: string; byte_size: number; upload_strategy: string; part_size?: number;
+  filename: string; content_type: string; byte_size: number; upload_strategy: string;
+  resumable_protocol?: "tus"; part_size?: number;
 }
 export interface SessionRequest { session_id: string; }
 export interface SignedRequest {
-  method: "PUT"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
+  method: "PUT" | "POST"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
 }
 export interface BrokerReply {
   session: Session;
@@ -99,7 +101,7 @@ export interface BrokerCallbacks {
   signParts?(request: SessionRequest & { part_numbers: number[] }): BrokerReply | Promise<BrokerReply>;
   listParts?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
   complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
-  resumableStatus?(request: SessionRequest & { offset: number }): BrokerReply | Promise<BrokerReply>;
+  resumableStatus?(request: SessionRequest & { offset: number; session_uri?: string }): BrokerReply | Promise<BrokerReply>;
   completeMultipart?(
     request: SessionRequest & { parts: { part_number: number; etag: string; size: number | null }[] },
   ): BrokerReply | Promise<BrokerReply>;
@@ -123,8 +125,10 @@ export interface UploadOptions {
   concurrency?: number;
   /** Continue this existing session (e.g. after a page reload): the store is asked what it holds. */
   sessionId?: string;
-  /** resumable: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
+  /** resumable, tus: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
   chunkSize?: number;
+  /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */
+  deferLength?: boolean;
   /** multipart: called once per stored part. */
   onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
   /** Defaults to the File's name, or "blob". */
@@ -188,6 +192,8 @@ impl Uploader {
             concurrency: number_option(&options_value, "concurrency")?
                 .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
             chunk_size: number_option(&options_value, "chunkSize")?.unwrap_or(defaults.chunk_size),
+            tus: string_option(&options_value, "strategy")?.as_deref() == Some("tus"),
+            defer_length: get(&options_value, "deferLength").is_some_and(|v| v.is_truthy()),
             resume_session_id: string_option(&options_value, "sessionId")?,
             ..defaults
         };
@@ -318,10 +324,7 @@ fn parse_strategy(name: Option<&str>, size: u64) -> Result<UploadStrategy, JsVal
         None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
         Some("multipart") => Ok(UploadStrategy::Multipart),
         Some("resumable") => Ok(UploadStrategy::Resumable),
-        Some("tus") => Err(error_to_js(&UploadError::new(
-            ErrorCode::UnsupportedStrategy,
-            "strategy \"tus\" is not available in this version",
-        ))),
+        Some("tus") => Ok(UploadStrategy::Resumable),
         Some(other) => Err(invalid(&format!("unknown strategy {other:?}"))),
     }
 }

@@ -2,13 +2,16 @@
 //! progress. Bodies are `Blob` slices handed straight to the browser, so
 //! file bytes never enter WASM memory.
 
+use crate::error::{ErrorCode, UploadError};
 use crate::transport::{
-    parse_header_block, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+    parse_header_block, ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn,
+    Transport, TransportError,
 };
 use futures::channel::oneshot;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, ProgressEvent, XmlHttpRequest};
 
 #[derive(Clone, Copy, Default)]
@@ -114,6 +117,32 @@ impl ByteSource for BlobSource {
         self.0
             .slice_with_f64_and_f64(start as f64, end as f64)
             .expect("Blob.slice does not throw for numeric bounds")
+    }
+
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError> {
+        let unreadable =
+            |_| UploadError::new(ErrorCode::FileChanged, "the file could not be read (it may have changed)");
+        let bytes = JsFuture::from(self.slice(start, end).array_buffer()).await.map_err(unreadable)?;
+        let subtle = web_sys::window()
+            .and_then(|w| w.crypto().ok())
+            .map(|c| c.subtle())
+            .ok_or_else(|| UploadError::new(ErrorCode::Internal, "Web Crypto is not available"))?;
+        let name = match algorithm {
+            ChecksumAlgorithm::Sha1 => "SHA-1",
+            ChecksumAlgorithm::Sha256 => "SHA-256",
+        };
+        let hashing = subtle
+            .digest_with_str_and_buffer_source(name, &bytes.unchecked_into::<js_sys::Object>())
+            .map_err(|_| UploadError::new(ErrorCode::Internal, "Web Crypto refused the digest"))?;
+        let digest = JsFuture::from(hashing)
+            .await
+            .map_err(|_| UploadError::new(ErrorCode::Internal, "Web Crypto failed the digest"))?;
+        Ok(js_sys::Uint8Array::new(&digest).to_vec())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use rindle_upload::broker::{read_http_answer, Broker, BrokerCall, BrokerReply};
 use rindle_upload::transport::{
-    ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+    ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
 };
 use rindle_upload::{ErrorCode, UploadError};
 use std::io::{BufRead, BufReader};
@@ -85,6 +85,7 @@ impl Broker for HttpBroker {
     }
 }
 
+/// A file in memory; slices are copies, digests RustCrypto's.
 pub struct Bytes(pub Vec<u8>);
 
 impl ByteSource for Bytes {
@@ -94,6 +95,19 @@ impl ByteSource for Bytes {
     }
     fn slice(&self, start: u64, end: u64) -> Vec<u8> {
         self.0[start as usize..end as usize].to_vec()
+    }
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError> {
+        use sha2::Digest;
+        let bytes = &self.0[start as usize..end as usize];
+        Ok(match algorithm {
+            ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
+            ChecksumAlgorithm::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
+        })
     }
 }
 
