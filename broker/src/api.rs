@@ -6,10 +6,11 @@ use crate::config::Config;
 use crate::db::{Db, Record};
 use crate::store::local::{PutQuery, Refusal, Resumed, SignedQuery};
 use crate::store::{Presigned, Store, StoreError};
+use crate::tus::RemoteTus;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -19,11 +20,13 @@ use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
 use rindle_upload::resumable::ContentRange;
 use rindle_upload::secret::Secret;
 use rindle_upload::session::MultipartPart;
+use rindle_upload::tus::{decode_metadata, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower::Service;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
@@ -31,6 +34,34 @@ pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub store: Store,
+    /// Set when tus sessions go to an external tus server.
+    pub remote_tus: Option<RemoteTus>,
+}
+
+/// The tus headers every embedded tus answer carries, and what it offers.
+const TUS_EXTENSIONS: &str = "creation,termination,expiration,checksum";
+
+fn is_tus(session: &Session) -> bool {
+    session.resumable_protocol.as_deref() == Some("tus")
+}
+
+/// Response headers browsers may read: ETags of parts, GCS's Range, tus's
+/// offsets and discovery headers.
+fn exposed_headers() -> [HeaderName; 12] {
+    [
+        header::ETAG,
+        header::CONTENT_LENGTH,
+        header::RANGE,
+        header::LOCATION,
+        HeaderName::from_static("upload-offset"),
+        HeaderName::from_static("upload-length"),
+        HeaderName::from_static("upload-expires"),
+        HeaderName::from_static("tus-resumable"),
+        HeaderName::from_static("tus-version"),
+        HeaderName::from_static("tus-extension"),
+        HeaderName::from_static("tus-max-size"),
+        HeaderName::from_static("tus-checksum-algorithm"),
+    ]
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -38,8 +69,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .allow_origin(Any)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([header::ETAG, header::CONTENT_LENGTH, header::RANGE, header::LOCATION])
+        .expose_headers(exposed_headers())
         .max_age(Duration::from_secs(600));
+    let routes = routes(state);
+    let with_cors = routes.clone().layer(cors);
+    // tower-http's CorsLayer answers every OPTIONS request as a preflight,
+    // but tus discovery is a plain OPTIONS request: those go to the routes,
+    // with the headers a cross-origin page needs to read the answer.
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let preflight = request.method() != axum::http::Method::OPTIONS
+            || request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let (mut with_cors, mut routes) = (with_cors.clone(), routes.clone());
+        async move {
+            if preflight {
+                return with_cors.call(request).await;
+            }
+            let mut response = routes.call(request).await?;
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            let exposed = exposed_headers().map(|h| h.to_string()).join(", ");
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_str(&exposed).expect("names"),
+            );
+            Ok(response)
+        }
+    }))
+}
+
+fn routes(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/api/uploads", post(initiate))
         .route("/api/uploads/{id}", get(show))
@@ -55,12 +113,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/store/{*key}", put(store_put))
             .route("/store-parts/{upload_id}/{part_number}", put(store_put_part))
             .route("/store-resumable/{id}", put(store_resumable_put).delete(store_resumable_delete))
+            .route("/tus", post(tus_create).options(tus_options))
+            .route(
+                "/tus/{id}",
+                axum::routing::head(tus_head).patch(tus_patch).delete(tus_delete).options(tus_options),
+            )
             .nest_service("/objects", ServeDir::new(local.objects_dir()));
     }
     router
         .nest_service("/pkg", ServeDir::new(&state.config.pkg_dir))
         .fallback_service(ServeDir::new(&state.config.www_dir))
-        .layer(cors)
         .with_state(state)
 }
 
@@ -221,7 +283,23 @@ async fn initiate(
         return Err(ApiError::invalid("filename must not be empty"));
     }
     state.config.profile.check(request.byte_size, &request.content_type)?;
-    if !state.store.offers(request.upload_strategy) {
+    let tus = match request.resumable_protocol.as_deref() {
+        None => false,
+        Some("tus") if request.upload_strategy == UploadStrategy::Resumable => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::UnsupportedStrategy,
+                format!("resumable protocol {other:?} is not offered"),
+            ))
+        }
+    };
+    let offered = if tus {
+        state.remote_tus.is_some() || state.store.local().is_some()
+    } else {
+        state.store.offers(request.upload_strategy)
+    };
+    if !offered {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::UnsupportedStrategy,
@@ -250,7 +328,7 @@ async fn initiate(
         state: SessionState::Initialized,
         upload_strategy: request.upload_strategy,
         upload_length: Some(request.byte_size),
-        resumable_protocol: None,
+        resumable_protocol: tus.then(|| "tus".to_owned()),
         multipart_upload_id,
         multipart_parts: vec![],
         session_uri: None,
@@ -289,6 +367,36 @@ async fn sign(State(state): State<Arc<AppState>>, Path(id): Path<String>, header
         UploadStrategy::Multipart => {
             Err(ApiError::invalid("multipart sessions sign parts: POST {id}/parts/sign"))
         }
+        UploadStrategy::Resumable if is_tus(&record.session) => {
+            record.session.transition(SessionState::Signed)?;
+            let creation = match (&state.remote_tus, state.store.local()) {
+                // The client creates the upload on the external server.
+                (Some(remote), _) => Some(SignedRequest {
+                    method: "POST".into(),
+                    url: Secret::new(remote.endpoint.clone()),
+                    headers: Default::default(),
+                    expires_at: record.session.expires_at.clone(),
+                    expires_in: state.config.session_ttl.as_secs(),
+                }),
+                // The broker pre-creates it on the embedded server, once.
+                (None, Some(local)) => {
+                    if record.session.session_uri.is_none() {
+                        let expires = now() + state.config.tus_ttl;
+                        let id = local.create_tus(&key, total, unix(expires)).await?;
+                        record.session.session_uri = Some(Secret::new(format!("{base}/tus/{id}")));
+                        record.session.session_uri_expires_at = Some(timestamp(expires));
+                        record.session.last_known_offset = Some(0);
+                    }
+                    None
+                }
+                (None, None) => return Err(ApiError::invalid("this broker offers no tus server")),
+            };
+            save(&state, &mut record)?;
+            Ok((
+                StatusCode::OK,
+                Json(BrokerReply { session: record.session, upload: creation, parts: vec![], asset: None }),
+            ))
+        }
         // Signing a resumable session opens it at the store, once.
         UploadStrategy::Resumable => {
             record.session.transition(SessionState::Signed)?;
@@ -319,6 +427,9 @@ async fn sign(State(state): State<Arc<AppState>>, Path(id): Path<String>, header
 #[derive(Deserialize)]
 struct ResumableStatusBody {
     offset: u64,
+    /// The upload URL a tus client created on the external server.
+    #[serde(default)]
+    session_uri: Option<String>,
 }
 
 /// The client reports an offset; the broker records the store's own
@@ -328,14 +439,27 @@ async fn resumable_status(
     Path(id): Path<String>,
     request: Result<Json<ResumableStatusBody>, JsonRejection>,
 ) -> ApiResult {
-    let reported = body(request)?.offset;
+    let request = body(request)?;
+    let reported = request.offset;
     let mut record = load(&state, &id)?;
     refuse_if_expired(&record)?;
+    if let (Some(created), None, Some(remote)) =
+        (&request.session_uri, &record.session.session_uri, &state.remote_tus)
+    {
+        if !is_tus(&record.session) || !remote.owns(created) {
+            return Err(ApiError::invalid("the upload URL is not on this broker's tus server"));
+        }
+        record.session.session_uri = Some(Secret::new(created.clone()));
+    }
     let Some(uri) = record.session.session_uri.clone() else {
         return Err(ApiError::invalid("this call is for resumable sessions that were signed"));
     };
     let total = record.session.upload_length.unwrap_or(0);
-    let offset = state.store.resumable_offset(uri.expose(), total).await?;
+    let offset = match (is_tus(&record.session), &state.remote_tus, state.store.local()) {
+        (true, Some(remote), _) => remote.head(uri.expose()).await?.0,
+        (true, None, Some(local)) => crate::tus::embedded_offset(local, uri.expose()).await?,
+        _ => state.store.resumable_offset(uri.expose(), total).await?,
+    };
     if offset != reported {
         tracing::info!(session = %record.session.id, reported, offset, "client and store disagree on the offset");
     }
@@ -484,7 +608,13 @@ async fn complete_multipart(
 async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, String> {
     let session = &record.session;
     let key = session.upload_key.clone().unwrap_or_default();
-    let (size, sha256) = match state.store.inspect(&key).await {
+    let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
+    let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
+    let inspected = match remote {
+        Some(remote) => remote.inspect(&uri).await,
+        None => state.store.inspect(&key).await,
+    };
+    let (size, sha256) = match inspected {
         Ok(Some(found)) => found,
         Ok(None) => return Err("no object was stored for this session".into()),
         Err(e) => return Err(format!("the stored object could not be read: {e}")),
@@ -496,7 +626,7 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
     state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
     Ok(Asset {
         id: session.asset_id.clone().unwrap_or_default(),
-        url: state.store.object_url(base, &key),
+        url: if remote.is_some() { uri } else { state.store.object_url(base, &key) },
         key,
         byte_size: size,
         content_type: record.content_type.clone(),
@@ -514,7 +644,12 @@ async fn cancel(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> A
         }
     }
     if let Some(uri) = &record.session.session_uri {
-        if let Err(e) = state.store.cancel_resumable(uri.expose()).await {
+        let cancelled = match (is_tus(&record.session), &state.remote_tus, state.store.local()) {
+            (true, Some(remote), _) => remote.terminate(uri.expose()).await,
+            (true, None, Some(local)) => local.cancel_resumable(crate::tus::upload_id(uri.expose())).await,
+            _ => state.store.cancel_resumable(uri.expose()).await,
+        };
+        if let Err(e) = cancelled {
             tracing::warn!(session = %record.session.id, "could not cancel the resumable session: {e}");
         }
     }
@@ -637,6 +772,166 @@ async fn store_resumable_delete(
     }
 }
 
+fn tus_response(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
+    let mut response = status.into_response();
+    let map = response.headers_mut();
+    map.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    map.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.insert(*name, value);
+        }
+    }
+    response
+}
+
+fn http_date(unix_seconds: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix_seconds))
+}
+
+/// Every tus request but OPTIONS must speak tus 1.0.0 (412 otherwise).
+fn tus_version(headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(tus_response(StatusCode::PRECONDITION_FAILED, &[("tus-version", TUS_VERSION.to_owned())])),
+    }
+}
+
+async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
+    tus_response(
+        StatusCode::NO_CONTENT,
+        &[
+            ("tus-version", TUS_VERSION.to_owned()),
+            ("tus-extension", TUS_EXTENSIONS.to_owned()),
+            ("tus-checksum-algorithm", "sha1,sha256".to_owned()),
+            ("tus-max-size", state.config.profile.max_bytes.to_string()),
+        ],
+    )
+}
+
+/// Creation on the embedded tus server (uploads not tied to a session).
+async fn tus_create(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    if let Err(refused) = tus_version(&headers) {
+        return refused;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Ok(total) = parse_size("Upload-Length", header("upload-length")) else {
+        return refusal_response(Refusal::new(
+            400,
+            "InvalidArgument",
+            "Upload-Length is missing or malformed",
+        ));
+    };
+    if total > state.config.profile.max_bytes {
+        return refusal_response(Refusal::new(413, "EntityTooLarge", "Upload-Length is over Tus-Max-Size"));
+    }
+    let metadata = match header("upload-metadata").map(decode_metadata) {
+        Some(None) => {
+            return refusal_response(Refusal::new(400, "InvalidArgument", "Upload-Metadata is malformed"))
+        }
+        Some(Some(pairs)) => pairs,
+        None => vec![],
+    };
+    let filename = metadata.iter().find(|(k, _)| k == "filename").map_or("file", |(_, v)| v.as_str());
+    let id = uuid::Uuid::new_v4().to_string();
+    let expires = unix(now() + state.config.tus_ttl);
+    let key = key_for(&format!("tus-{id}"), filename);
+    match local.create_tus(&key, total, expires).await {
+        Ok(created) => tus_response(
+            StatusCode::CREATED,
+            &[
+                ("location", format!("{}/tus/{created}", base_url(&state.config, &headers))),
+                ("upload-expires", http_date(expires)),
+            ],
+        ),
+        Err(e) => refusal_response(Refusal::new(500, "InternalError", e.0)),
+    }
+}
+
+async fn tus_head(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    if let Err(refused) = tus_version(&headers) {
+        return refused;
+    }
+    match local.tus_head(&id, unix(now())).await {
+        Ok((offset, total, expires)) => {
+            let mut fields =
+                vec![("upload-offset", offset.to_string()), ("upload-length", total.to_string())];
+            fields.extend(expires.map(|at| ("upload-expires", http_date(at))));
+            tus_response(StatusCode::OK, &fields)
+        }
+        Err(refusal) => {
+            tus_response(StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::NOT_FOUND), &[])
+        }
+    }
+}
+
+async fn tus_patch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    if let Err(refused) = tus_version(&headers) {
+        return refused;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("content-type") != Some(OFFSET_CONTENT_TYPE) {
+        return refusal_response(Refusal::new(
+            415,
+            "UnsupportedMediaType",
+            "PATCH needs application/offset+octet-stream",
+        ));
+    }
+    let Ok(offset) = parse_size("Upload-Offset", header("upload-offset")) else {
+        return refusal_response(Refusal::new(
+            400,
+            "InvalidArgument",
+            "Upload-Offset is missing or malformed",
+        ));
+    };
+    let checksum = match header("upload-checksum").map(parse_checksum) {
+        Some(None) => {
+            return refusal_response(Refusal::new(400, "InvalidArgument", "unsupported Upload-Checksum"))
+        }
+        Some(Some(checksum)) => Some(checksum),
+        None => None,
+    };
+    match local.tus_patch(&id, offset, body, checksum, unix(now())).await {
+        Ok(_) => {
+            let (committed, _, expires) = local.tus_head(&id, unix(now())).await.unwrap_or((offset, 0, None));
+            let mut fields = vec![("upload-offset", committed.to_string())];
+            fields.extend(expires.map(|at| ("upload-expires", http_date(at))));
+            tus_response(StatusCode::NO_CONTENT, &fields)
+        }
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            tus_response(status, &[])
+        }
+    }
+}
+
+async fn tus_delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
+    if let Err(refused) = tus_version(&headers) {
+        return refused;
+    }
+    match local.cancel_resumable(&id).await {
+        Ok(()) => tus_response(StatusCode::NO_CONTENT, &[]),
+        Err(e) => refusal_response(Refusal::new(500, "InternalError", e.0)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,6 +942,14 @@ mod tests {
     use tower::ServiceExt;
 
     fn app(url_ttl: u64, session_ttl: u64) -> Router {
+        app_with(url_ttl, session_ttl, 3_600)
+    }
+
+    fn app_with_tus_ttl(tus_ttl: u64) -> Router {
+        app_with(900, 3_600, tus_ttl)
+    }
+
+    fn app_with(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> Router {
         let dir = std::env::temp_dir().join(format!("rindle-api-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config {
@@ -662,10 +965,13 @@ mod tests {
             s3: None,
             gcs: None,
             session_uri_ttl: Duration::from_secs(3_600),
+            tus_endpoint: None,
+            tus_ttl: Duration::from_secs(tus_ttl),
         };
         let state = AppState {
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
             store: Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap()),
+            remote_tus: None,
             config,
         };
         router(Arc::new(state))
@@ -1038,5 +1344,129 @@ mod tests {
         assert_eq!(put_range(&app, &forged, "bytes */10", b"").await.0, StatusCode::FORBIDDEN);
         let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
         assert_eq!(cancelled["session"]["state"], "aborted");
+    }
+
+    async fn tus(
+        app: &Router,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Response {
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, "broker.test");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap()
+    }
+
+    fn patch_headers(offset: u64, checksum: Option<String>) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("tus-resumable", "1.0.0".to_owned()),
+            ("content-type", OFFSET_CONTENT_TYPE.to_owned()),
+            ("upload-offset", offset.to_string()),
+        ];
+        headers.extend(checksum.map(|c| ("upload-checksum", c)));
+        headers
+    }
+
+    #[tokio::test]
+    async fn tus_on_the_embedded_server() {
+        use rindle_upload::transport::ChecksumAlgorithm;
+        let app = app(900, 3_600);
+        let data: Vec<u8> = (0..300_000usize).map(|i| (i % 241) as u8).collect();
+        let body = serde_json::json!({"filename": "t.bin", "content_type": "text/plain", "byte_size": data.len(),
+                                      "upload_strategy": "resumable", "resumable_protocol": "tus"});
+        let (_, created) = call(&app, "/api/uploads", body).await;
+        assert_eq!(created["session"]["resumable_protocol"], "tus");
+        let id = created["session"]["id"].as_str().unwrap().to_owned();
+        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
+        let path = path_of(signed["session"]["session_uri"].as_str().unwrap());
+        assert!(path.starts_with("/tus/"), "the broker pre-created the upload: {path}");
+
+        let options = tus(&app, "OPTIONS", &path, &[], vec![]).await;
+        assert_eq!(options.headers()["tus-extension"], TUS_EXTENSIONS);
+        assert_eq!(options.headers()["tus-checksum-algorithm"], "sha1,sha256");
+        let v = [("tus-resumable", "1.0.0".to_owned())];
+        let head = tus(&app, "HEAD", &path, &v, vec![]).await;
+        assert_eq!(
+            (head.status(), &head.headers()["upload-offset"]),
+            (StatusCode::OK, &"0".parse::<HeaderValue>().unwrap())
+        );
+        assert!(head.headers().contains_key("upload-expires"));
+        assert_eq!(tus(&app, "HEAD", &path, &[], vec![]).await.status(), StatusCode::PRECONDITION_FAILED);
+
+        let sha1 = |bytes: &[u8]| {
+            rindle_upload::tus::checksum_header(ChecksumAlgorithm::Sha1, &sha1::Sha1::digest(bytes))
+        };
+        let wrong =
+            tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(b"other"))), data[..100_000].to_vec())
+                .await;
+        assert_eq!(wrong.status().as_u16(), 460, "a checksum mismatch keeps nothing");
+        let first = tus(
+            &app,
+            "PATCH",
+            &path,
+            &patch_headers(0, Some(sha1(&data[..100_000]))),
+            data[..100_000].to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (first.status(), first.headers()["upload-offset"].to_str().unwrap()),
+            (StatusCode::NO_CONTENT, "100000")
+        );
+        let conflict = tus(&app, "PATCH", &path, &patch_headers(0, None), data[..10].to_vec()).await;
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        let last = tus(&app, "PATCH", &path, &patch_headers(100_000, None), data[100_000..].to_vec()).await;
+        assert_eq!(last.headers()["upload-offset"], "300000");
+
+        let (_, status) = call(
+            &app,
+            &format!("/api/uploads/{id}/resumable/status"),
+            serde_json::json!({"offset": 300_000}),
+        )
+        .await;
+        assert_eq!(status["session"]["last_known_offset"], 300_000);
+        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
+        assert_eq!(done["session"]["state"], "completed", "{done}");
+        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
+    }
+
+    #[tokio::test]
+    async fn tus_creation_termination_and_expiration() {
+        let app = app(900, 3_600);
+        let v = ("tus-resumable", "1.0.0".to_owned());
+        let created = tus(
+            &app,
+            "POST",
+            "/tus",
+            &[
+                v.clone(),
+                ("upload-length", "5".into()),
+                ("upload-metadata", rindle_upload::tus::encode_metadata(&[("filename", "x.txt")])),
+            ],
+            vec![],
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let location = created.headers()["location"].to_str().unwrap().to_owned();
+        let path = path_of(&location);
+        assert_eq!(tus(&app, "DELETE", &path, &[v.clone()], vec![]).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(tus(&app, "HEAD", &path, &[v.clone()], vec![]).await.status(), StatusCode::NOT_FOUND);
+        let too_big =
+            tus(&app, "POST", "/tus", &[v.clone(), ("upload-length", (65u64 << 20).to_string())], vec![])
+                .await;
+        assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        let mut expired_app_config = app_with_tus_ttl(0);
+        let created =
+            tus(&expired_app_config, "POST", "/tus", &[v.clone(), ("upload-length", "5".into())], vec![])
+                .await;
+        let path = path_of(created.headers()["location"].to_str().unwrap());
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(
+            tus(&mut expired_app_config, "HEAD", &path, &[v], vec![]).await.status(),
+            StatusCode::GONE
+        );
     }
 }

@@ -26,6 +26,10 @@ pub struct Config {
     pub gcs: Option<GcsConfig>,
     /// How long a resumable session URI stays valid (GCS: a week).
     pub session_uri_ttl: Duration,
+    /// An external tus server for `tus` sessions; none: the embedded one.
+    pub tus_endpoint: Option<String>,
+    /// How long an embedded tus upload lives (the expiration extension).
+    pub tus_ttl: Duration,
 }
 
 pub struct Profile {
@@ -115,6 +119,8 @@ impl Config {
                 }),
             },
             session_uri_ttl: Duration::from_secs(env_or("SESSION_URI_TTL_SECS", 7 * 86_400)?),
+            tus_endpoint: std::env::var("TUS_ENDPOINT").ok(),
+            tus_ttl: Duration::from_secs(env_or("TUS_EXPIRES_SECS", 86_400)?),
         })
     }
 }

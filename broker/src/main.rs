@@ -6,6 +6,7 @@ mod api;
 mod config;
 mod db;
 mod store;
+mod tus;
 
 use std::sync::Arc;
 
@@ -27,7 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let address = listener.local_addr()?;
-    let state = Arc::new(api::AppState { config, db, store });
+    let remote_tus = config.tus_endpoint.clone().map(tus::RemoteTus::new);
+    let state = Arc::new(api::AppState { config, db, store, remote_tus });
     // Scripts wait for this line.
     println!("rindle-broker listening on http://{address}");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown()).await?;

@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use rindle_upload::multipart::{MAX_PART_SIZE, MIN_PART_SIZE};
 use rindle_upload::resumable::{ContentRange, CHUNK_UNIT};
 use rindle_upload::session::MultipartPart;
+use rindle_upload::transport::ChecksumAlgorithm;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +32,10 @@ struct ResumableMeta {
     key: String,
     total: u64,
     complete: bool,
+    /// tus uploads expire (the expiration extension); GCS-style sessions
+    /// expire with their signed URI instead.
+    #[serde(default)]
+    expires_unix: Option<u64>,
 }
 
 /// The store's answer to a resumable chunk or status query.
@@ -408,9 +413,7 @@ impl LocalStore {
         expires_unix: u64,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
-        let meta = ResumableMeta { key: key.to_owned(), total, complete: false };
-        tokio::fs::write(self.meta_path(&id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
-        tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
+        self.create_session(&id, key, total, None).await?;
         let sig = self.sign(&Self::resumable_canonical(&id, expires_unix));
         Ok(format!("/store-resumable/{id}?expires={expires_unix}&sig={sig}"))
     }
@@ -434,7 +437,6 @@ impl LocalStore {
     /// it is the last, and arrives whole or not at all.
     pub async fn resumable_put(&self, id: &str, range: ContentRange, body: Body) -> Result<Resumed, Refusal> {
         let meta = self.meta(id).await?;
-        let data = self.resumable.join(format!("{id}.data"));
         let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
         let received = match range {
             ContentRange::Status { total } | ContentRange::Chunk { total, .. } if total != meta.total => {
@@ -452,15 +454,69 @@ impl LocalStore {
                 Some((start, chunk))
             }
         };
+        self.commit(id, meta, received, 400).await
+    }
+
+    /// A tus PATCH: the chunk starts at the committed offset (else 409),
+    /// fits the declared length, and matches its `Upload-Checksum` (else
+    /// 460, and nothing is kept).
+    pub async fn tus_patch(
+        &self,
+        id: &str,
+        offset: u64,
+        body: Body,
+        checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
+        now_unix: u64,
+    ) -> Result<Resumed, Refusal> {
+        let meta = self.live_tus_meta(id, now_unix).await?;
+        let committed = self.committed(id).await?;
+        if offset != committed {
+            return Err(Refusal::new(
+                409,
+                "Conflict",
+                format!("the upload is at offset {committed}, not {offset}"),
+            ));
+        }
+        let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
+        self.write(body, meta.total - offset, None, &chunk).await?;
+        if let Some((algorithm, expected)) = checksum {
+            let bytes = tokio::fs::read(&chunk)
+                .await
+                .map_err(|e| Refusal::new(500, "InternalError", e.to_string()))?;
+            let actual = match algorithm {
+                ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(&bytes).to_vec(),
+                ChecksumAlgorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
+            };
+            if actual != expected {
+                let _ = tokio::fs::remove_file(&chunk).await;
+                return Err(Refusal::new(
+                    460,
+                    "ChecksumMismatch",
+                    "the chunk does not match Upload-Checksum",
+                ));
+            }
+        }
+        self.commit(id, meta, Some((offset, chunk)), 409).await
+    }
+
+    /// Appends a received chunk if it starts at the committed offset (else
+    /// refuses with `conflict`), and completes the object when whole.
+    async fn commit(
+        &self,
+        id: &str,
+        meta: ResumableMeta,
+        received: Option<(u64, PathBuf)>,
+        conflict: u16,
+    ) -> Result<Resumed, Refusal> {
+        let data = self.resumable.join(format!("{id}.data"));
         let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
         let _committing = self.committing.lock().await;
-        let committed = tokio::fs::metadata(&data).await.map_err(io)?.len();
+        let committed = self.committed(id).await?;
         if let Some((start, chunk)) = received {
             if start != committed {
                 let _ = tokio::fs::remove_file(&chunk).await;
-                return Err(refuse(format!(
-                    "the chunk starts at {start}, but {committed} bytes are committed"
-                )));
+                let message = format!("the chunk starts at {start}, but {committed} bytes are committed");
+                return Err(Refusal::new(conflict, "InvalidRange", message));
             }
             let mut appended = tokio::fs::OpenOptions::new().append(true).open(&data).await.map_err(io)?;
             tokio::io::copy(&mut tokio::fs::File::open(&chunk).await.map_err(io)?, &mut appended)
@@ -469,7 +525,7 @@ impl LocalStore {
             appended.sync_all().await.map_err(io)?;
             tokio::fs::remove_file(&chunk).await.map_err(io)?;
         }
-        let committed = tokio::fs::metadata(&data).await.map_err(io)?.len();
+        let committed = self.committed(id).await?;
         if committed < meta.total {
             return Ok(Resumed::Committed(committed));
         }
@@ -478,6 +534,7 @@ impl LocalStore {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
         tokio::fs::rename(&data, target).await.map_err(io)?;
+        tokio::fs::write(&data, b"").await.map_err(io)?;
         let done = ResumableMeta { complete: true, ..meta };
         tokio::fs::write(self.meta_path(id), serde_json::to_vec(&done).expect("meta serializes"))
             .await
@@ -485,13 +542,58 @@ impl LocalStore {
         Ok(Resumed::Complete)
     }
 
-    /// The committed offset (the total once complete), for the broker.
-    pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
-        let meta = self.meta(id).await.map_err(|r| StoreError(r.message))?;
+    /// Bytes committed so far (the total once complete).
+    async fn committed(&self, id: &str) -> Result<u64, Refusal> {
+        let meta = self.meta(id).await?;
         if meta.complete {
             return Ok(meta.total);
         }
-        Ok(tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await?.len())
+        let data = tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await;
+        data.map(|m| m.len()).map_err(|e| Refusal::new(500, "InternalError", e.to_string()))
+    }
+
+    /// Creates a tus upload (the creation extension, or the broker
+    /// pre-creating one); returns its id.
+    pub async fn create_tus(&self, key: &str, total: u64, expires_unix: u64) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_session(&id, key, total, Some(expires_unix)).await?;
+        Ok(id)
+    }
+
+    async fn create_session(
+        &self,
+        id: &str,
+        key: &str,
+        total: u64,
+        expires_unix: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let meta = ResumableMeta { key: key.to_owned(), total, complete: false, expires_unix };
+        tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
+        tokio::fs::write(self.meta_path(id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        Ok(())
+    }
+
+    /// A tus upload that exists and has not expired (410 Gone once it has).
+    async fn live_tus_meta(&self, id: &str, now_unix: u64) -> Result<ResumableMeta, Refusal> {
+        if !is_safe_id(id) {
+            return Err(Refusal::new(404, "NoSuchUpload", "no such upload"));
+        }
+        let meta = self.meta(id).await?;
+        if meta.expires_unix.is_some_and(|at| now_unix > at) {
+            return Err(Refusal::new(410, "Gone", "the upload has expired"));
+        }
+        Ok(meta)
+    }
+
+    /// For tus HEAD: (offset, length, expiry).
+    pub async fn tus_head(&self, id: &str, now_unix: u64) -> Result<(u64, u64, Option<u64>), Refusal> {
+        let meta = self.live_tus_meta(id, now_unix).await?;
+        Ok((self.committed(id).await?, meta.total, meta.expires_unix))
+    }
+
+    /// The committed offset (the total once complete), for the broker.
+    pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
+        self.committed(id).await.map_err(|r| StoreError(r.message))
     }
 
     pub async fn cancel_resumable(&self, id: &str) -> Result<(), StoreError> {
