@@ -284,6 +284,8 @@ where
         tracker.transition(SessionState::Resuming)?;
     }
     let offset = upload.server_offset().await?;
+    // Progress slot 0 holds what the server had before this run.
+    tracker.acked(0, offset);
     send_from(upload, offset, chunk, false).await
 }
 
@@ -378,7 +380,6 @@ where
     S: ByteSource<Slice = T::Body>,
 {
     let tracker = upload.tracker;
-    tracker.acked(0, offset);
     if tracker.state() != Some(SessionState::Uploading) {
         tracker.transition(SessionState::Uploading)?;
     }

@@ -930,6 +930,16 @@ fn tus_creation_with_upload_then_patches_from_the_servers_offset() {
     let run = run_with(&broker, &transport, 1.0, &tus_options(), pattern(1 << 20), None);
     assert!(run.result.is_ok(), "{:?}", run.result);
     assert_eq!(tus_requests(&transport), ["OPTIONS -", "POST -", "PATCH 524288"]);
+    let mut acked: Vec<u64> = run.progress().iter().map(|p| p.bytes_acked).collect();
+    acked.dedup();
+    assert_eq!(acked, [0, 524_288, 1_048_576], "acknowledged = the server's offset");
+    assert!(
+        run.progress()
+            .iter()
+            .any(|p| p.bytes_acked == 524_288 && p.bytes_sent > 524_288 && p.bytes_sent < 1 << 20),
+        "the PATCH's bytes show as sent while the server holds only the first chunk: {:?}",
+        run.progress()
+    );
     let requests = transport.requests.borrow();
     let post = &requests[1];
     assert_eq!(post.url, "http://tus.test/files");

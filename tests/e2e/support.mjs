@@ -330,3 +330,100 @@ export async function startGcsEmulator(bucket) {
     },
   };
 }
+
+/** @tus/server with @tus/file-store in this process, on a free port. */
+export async function startTusServer() {
+  const { Server } = await import("@tus/server");
+  const { FileStore } = await import("@tus/file-store");
+  const directory = mkdtempSync(join(tmpdir(), "rindle-tus-"));
+  const tus = new Server({ path: "/files", datastore: new FileStore({ directory }) });
+  const server = createServer((req, res) => tus.handle(req, res));
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    directory,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(directory, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A proxy in front of a tus server that checks `Upload-Checksum` (sha1,
+ * sha256) on every PATCH and answers 460 on a mismatch, as @tus/server does
+ * not; it advertises the checksum extension in OPTIONS answers. With
+ * `verify: false` it only forwards (the server behind checks). Either way
+ * it can corrupt one PATCH body on the way, and logs each request.
+ */
+export async function startTusChecksumProxy(upstream, { verify = true } = {}) {
+  let target = new URL(upstream);
+  const log = [];
+  let corruptNext = false;
+  const cors = {
+    "access-control-allow-origin": "*",
+    "access-control-expose-headers":
+      "Location, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm",
+  };
+  const forward = (req, res, body, entry) => {
+    const upstreamRequest = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        entry.status = answer.statusCode;
+        const headers = Object.fromEntries(Object.entries(answer.headers).filter(([n]) => !n.startsWith("access-control-")));
+        if (verify && req.method === "OPTIONS") {
+          headers["tus-extension"] = [headers["tus-extension"], "checksum"].filter(Boolean).join(",");
+          headers["tus-checksum-algorithm"] = "sha1,sha256";
+        }
+        res.writeHead(answer.statusCode, { ...headers, ...cors });
+        answer.pipe(res);
+      },
+    );
+    upstreamRequest.on("error", () => res.destroy());
+    upstreamRequest.end(body);
+  };
+  const server = createServer(async (req, res) => {
+    if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) {
+      return res.writeHead(204, {
+        ...cors,
+        "access-control-allow-methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
+        "access-control-allow-headers": "*",
+        "access-control-max-age": "600",
+      }).end();
+    }
+    const entry = { method: req.method, offset: req.headers["upload-offset"] ?? null, checksum: req.headers["upload-checksum"] ?? null };
+    log.push(entry);
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    if (req.method === "PATCH" && corruptNext && body.length > 0) {
+      corruptNext = false;
+      body[body.length >> 1] ^= 0xff;
+      entry.corrupted = true;
+    }
+    if (verify && req.method === "PATCH" && entry.checksum) {
+      const [algorithm, digest] = entry.checksum.split(" ");
+      const name = { sha1: "sha1", sha256: "sha256" }[algorithm];
+      if (!name || createHash(name).update(body).digest("base64") !== digest) {
+        entry.status = 460;
+        return res.writeHead(460, { ...cors, "tus-resumable": "1.0.0" }).end();
+      }
+    }
+    forward(req, res, body, entry);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    log,
+    corruptNextPatch() {
+      corruptNext = true;
+    },
+    retarget(url) {
+      target = new URL(url);
+    },
+    stop: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
+}
