@@ -45,6 +45,7 @@ async fn signed_session(len: u64) -> BrokerReply {
             content_type: "text/plain".into(),
             byte_size: len,
             upload_strategy: UploadStrategy::PresignedPut,
+            resumable_protocol: None,
             part_size: None,
         }))
         .await
