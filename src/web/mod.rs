@@ -180,19 +180,21 @@ impl Uploader {
     ) -> Result<Upload, JsValue> {
         let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
         let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
+        let strategy_name = string_option(&options_value, "strategy")?;
         let defaults = UploadOptions::new(
             string_option(&options_value, "filename")?.or(file_name).unwrap_or_else(|| "blob".into()),
             string_option(&options_value, "contentType")?
                 .or_else(|| Some(file.type_()).filter(|t| !t.is_empty()))
                 .unwrap_or_else(|| "application/octet-stream".into()),
-            parse_strategy(string_option(&options_value, "strategy")?.as_deref(), file.size() as u64)?,
+            parse_strategy(strategy_name.as_deref(), file.size() as u64)?,
         );
         let options = UploadOptions {
             part_size: number_option(&options_value, "partSize")?.unwrap_or(defaults.part_size),
             concurrency: number_option(&options_value, "concurrency")?
                 .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
             chunk_size: number_option(&options_value, "chunkSize")?.unwrap_or(defaults.chunk_size),
-            tus: string_option(&options_value, "strategy")?.as_deref() == Some("tus"),
+            // tus is the `resumable` strategy over the tus protocol.
+            tus: strategy_name.as_deref() == Some("tus"),
             defer_length: get(&options_value, "deferLength").is_some_and(|v| v.is_truthy()),
             resume_session_id: string_option(&options_value, "sessionId")?,
             ..defaults
@@ -323,8 +325,7 @@ fn parse_strategy(name: Option<&str>, size: u64) -> Result<UploadStrategy, JsVal
         None | Some("auto") if size > crate::multipart::DEFAULT_PART_SIZE => Ok(UploadStrategy::Multipart),
         None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
         Some("multipart") => Ok(UploadStrategy::Multipart),
-        Some("resumable") => Ok(UploadStrategy::Resumable),
-        Some("tus") => Ok(UploadStrategy::Resumable),
+        Some("resumable") | Some("tus") => Ok(UploadStrategy::Resumable),
         Some(other) => Err(invalid(&format!("unknown strategy {other:?}"))),
     }
 }
