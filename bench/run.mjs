@@ -2,7 +2,8 @@
 // libraries front ends use today, in one run, in headless Chromium over
 // loopback. Needs the S3_* variables of scripts/garage.sh (scripts/bench.sh
 // starts Garage). Options: --sizes 256,1024 (MiB) --repeat 3 --write
-// (update docs/benchmarks.md and docs/bench-chart.svg).
+// (update docs/benchmarks.md and docs/bench-chart.svg) --check (exit 1 if
+// any upload failed: the smoke run in npm test).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -17,6 +18,7 @@ const option = (name, fallback) => {
 const sizes = option("sizes", "256,1024").split(",").map((mib) => Number(mib) * (1 << 20));
 const repeat = Number(option("repeat", "3"));
 const write = args.includes("--write");
+const check = args.includes("--check");
 const MiB = 1 << 20;
 
 // ---- sizes: our package next to the anchors, bundled the same way ----
@@ -203,17 +205,17 @@ function chart() {
   const maxRss = Math.max(1, ...bars.map((b) => b.rss));
   const rowHeight = 26;
   const height = 50 + bars.length * rowHeight;
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="900" height="${height}" font-family="sans-serif" font-size="12">`,
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="960" height="${height}" font-family="sans-serif" font-size="12">`,
     `<text x="10" y="20" font-weight="bold">Throughput, MiB/s (${mib(largest)} MiB)</text>`,
-    `<text x="620" y="20" font-weight="bold">Renderer RSS growth, MiB</text>`];
+    `<text x="680" y="20" font-weight="bold">Renderer RSS growth, MiB</text>`];
   bars.forEach((bar, i) => {
     const y = 40 + i * rowHeight;
     const isOurs = bar.ours;
     parts.push(`<text x="10" y="${y + 13}">${bar.label}</text>`);
     parts.push(`<rect x="300" y="${y}" width="${(bar.speed / maxSpeed) * 300}" height="16" fill="${isOurs ? "#3a63d8" : "#9aa3b5"}"/>`);
     parts.push(`<text x="${305 + (bar.speed / maxSpeed) * 300}" y="${y + 13}">${bar.speed.toFixed(0)}</text>`);
-    parts.push(`<rect x="620" y="${y}" width="${(bar.rss / maxRss) * 220}" height="16" fill="${isOurs ? "#17803d" : "#b5b59a"}"/>`);
-    parts.push(`<text x="${625 + (bar.rss / maxRss) * 220}" y="${y + 13}">${bar.rss.toFixed(0)}</text>`);
+    parts.push(`<rect x="680" y="${y}" width="${(bar.rss / maxRss) * 220}" height="16" fill="${isOurs ? "#17803d" : "#b5b59a"}"/>`);
+    parts.push(`<text x="${685 + (bar.rss / maxRss) * 220}" y="${y + 13}">${bar.rss.toFixed(0)}</text>`);
   });
   parts.push("</svg>");
   return parts.join("\n");
@@ -227,4 +229,10 @@ if (write) {
   const section = `${start}\n${report}\n\n![Throughput and memory](bench-chart.svg)\n${end}`;
   writeFileSync(doc, text.includes(start) ? text.replace(new RegExp(`${start}[\\s\\S]*${end}`), section) : `${text}\n## npm run bench\n\n${section}\n`);
   writeFileSync(`${root}docs/bench-chart.svg`, chart());
+}
+
+const failed = [...results.values()].flat().filter((m) => m.error);
+if (check && failed.length) {
+  console.error(`${failed.length} bench upload(s) failed: ${failed[0].error}`);
+  process.exit(1);
 }

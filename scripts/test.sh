@@ -43,5 +43,8 @@ set +a
 echo "== native: the engine against Garage"
 cargo test --test garage -- --ignored
 
+echo "== bench smoke run (a small file; no timing is asserted)"
+NODE_NO_WARNINGS=1 node bench/run.mjs --sizes 8 --repeat 1 --check >/dev/null
+
 echo "== end to end: public API and demo page in headless Chromium (embedded store, Garage, GCS emulator)"
 NODE_NO_WARNINGS=1 node --test tests/e2e/
