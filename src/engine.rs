@@ -6,6 +6,7 @@ use crate::broker::{Asset, Broker, BrokerCall, InitiateRequest};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
 use crate::progress::{Progress, ProgressSnapshot};
+use crate::retry::RetryPolicy;
 use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::state::SessionState;
 use crate::transport::{check_header, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport};
@@ -33,6 +34,8 @@ pub struct UploadOptions {
     pub defer_length: bool,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
+    /// When failed requests are tried again.
+    pub retry: RetryPolicy,
 }
 
 impl UploadOptions {
@@ -51,6 +54,7 @@ impl UploadOptions {
             tus: false,
             defer_length: false,
             resume_session_id: None,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -292,13 +296,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         tracker.adopt(reply.session)?;
         match plan {
             Plan::PresignedPut => {
-                crate::presigned_put::transfer(self, source, tracker).await?;
+                crate::presigned_put::transfer(self, source, tracker, &options.retry).await?;
                 Ok(Finish::Complete)
             }
             Plan::Multipart(plan) => {
                 let parts =
-                    crate::multipart::transfer(self, source, tracker, plan, options.concurrency, resuming)
-                        .await?;
+                    crate::multipart::transfer(self, source, tracker, plan, options, resuming).await?;
                 Ok(Finish::CompleteMultipart(parts))
             }
             Plan::Resumable { chunk } => {
@@ -324,6 +327,11 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         accept: impl FnOnce(&HttpResponse) -> Result<(R, u64), UploadError>,
     ) -> Result<R, UploadError> {
         let answer = self.transport.send(request, tracker.progress_for(slot, len)).await;
+        let retry_after = answer
+            .as_ref()
+            .ok()
+            .and_then(|response| response.header("retry-after"))
+            .and_then(|value| crate::retry::parse_retry_after(value, self.clock.now_ms()));
         match answer.map_err(UploadError::from).and_then(|response| accept(&response)) {
             Ok((read, acknowledged)) => {
                 tracker.acked(slot, acknowledged);
@@ -331,8 +339,44 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             }
             Err(e) => {
                 tracker.dropped(slot);
-                Err(e)
+                Err(UploadError { retry_after_ms: retry_after, ..e })
             }
+        }
+    }
+
+    /// `put`, tried again after errors that may pass (network, 5xx, 408,
+    /// 429), with the policy's backoff. `request` makes a fresh request per
+    /// try (a body is used up by sending it).
+    pub(crate) async fn put_retrying<R, A>(
+        &self,
+        tracker: &Tracker,
+        slot: u64,
+        len: u64,
+        policy: &RetryPolicy,
+        request: impl Fn() -> HttpRequest<T::Body>,
+        accept: A,
+    ) -> Result<R, UploadError>
+    where
+        A: Fn(&HttpResponse) -> Result<(R, u64), UploadError>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.put(tracker, slot, len, request(), &accept).await {
+                Err(e) if self.back_off(attempt, &e, policy).await => attempt += 1,
+                done => return done,
+            }
+        }
+    }
+
+    /// Waits before retry `attempt` after `error`; `false` when the error is
+    /// final or the retries are spent.
+    pub(crate) async fn back_off(&self, attempt: usize, error: &UploadError, policy: &RetryPolicy) -> bool {
+        match policy.delay(attempt, error, self.clock.random()) {
+            Some(ms) => {
+                self.clock.sleep(ms).await;
+                true
+            }
+            None => false,
         }
     }
 

@@ -136,11 +136,19 @@ pub struct UploadError {
     /// The session state when the error happened; `None` before the broker
     /// created the session.
     pub state: Option<SessionState>,
+    /// How long the server asked us to wait (`Retry-After`), if it did.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl UploadError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        UploadError { code, message: message.into(), retryable: code.is_retryable(), state: None }
+        UploadError {
+            code,
+            message: message.into(),
+            retryable: code.is_retryable(),
+            state: None,
+            retry_after_ms: None,
+        }
     }
 
     pub fn in_state(mut self, state: Option<SessionState>) -> Self {

@@ -9,6 +9,7 @@ pub mod multipart;
 mod presigned_put;
 pub mod progress;
 pub mod resumable;
+pub mod retry;
 pub mod secret;
 pub mod session;
 pub mod state;

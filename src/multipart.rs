@@ -3,12 +3,13 @@
 //! broker with their ETags.
 
 use crate::broker::{Broker, BrokerCall, SignedRequest};
-use crate::engine::{Engine, Tracker};
+use crate::engine::{Engine, Tracker, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
+use crate::retry::RetryPolicy;
 use crate::session::MultipartPart;
 use crate::state::SessionState;
 use crate::store;
-use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
+use crate::transport::{ByteSource, Clock, HttpRequest, HttpResponse, Transport};
 use futures::lock::Mutex;
 use futures::{StreamExt, TryStreamExt};
 use std::cell::RefCell;
@@ -135,7 +136,7 @@ pub(crate) async fn transfer<B, T, C, S>(
     source: &S,
     tracker: &Tracker,
     plan: PartPlan,
-    concurrency: usize,
+    options: &UploadOptions,
     resuming: bool,
 ) -> Result<Vec<MultipartPart>, UploadError>
 where
@@ -154,7 +155,7 @@ where
         clock: &engine.clock,
         tracker,
         pending: &pending,
-        batch: (concurrency * 2).clamp(1, 100),
+        batch: (options.concurrency * 2).clamp(1, 100),
         signed: RefCell::default(),
         signing: Mutex::new(()),
     };
@@ -164,8 +165,8 @@ where
     tracker.transition(SessionState::Uploading)?;
 
     let sent: Vec<MultipartPart> = futures::stream::iter(pending.iter().copied())
-        .map(|part_number| send_part(engine, source, tracker, &signer, plan, part_number))
-        .buffer_unordered(concurrency.max(1))
+        .map(|part_number| send_part(engine, source, tracker, &signer, plan, part_number, &options.retry))
+        .buffer_unordered(options.concurrency.max(1))
         .try_collect()
         .await?;
     let mut parts: Vec<MultipartPart> = stored.into_values().chain(sent).collect();
@@ -203,6 +204,7 @@ async fn send_part<B, T, C, S>(
     signer: &PartSigner<'_, B, C>,
     plan: PartPlan,
     part_number: u32,
+    retry: &RetryPolicy,
 ) -> Result<MultipartPart, UploadError>
 where
     B: Broker,
@@ -210,29 +212,36 @@ where
     C: Clock,
     S: ByteSource<Slice = T::Body>,
 {
-    let signed = signer.request_for(part_number).await?;
     let (start, end) = plan.range(part_number);
-    let request = HttpRequest {
-        method: "PUT",
-        url: signed.url,
-        headers: signed.headers.into_iter().collect(),
-        body: Some(source.slice(start, end)),
-    };
-    let etag = engine
-        .put(tracker, u64::from(part_number), end - start, request, |response| {
-            store::check_answer(response)?;
-            let etag = response.header("etag").filter(|etag| !etag.is_empty()).map(str::to_owned);
-            etag.map(|etag| (etag, end - start)).ok_or_else(|| {
-                UploadError::new(
-                    ErrorCode::StoreMalformedResponse,
-                    format!(
-                        "part {part_number} was stored but its ETag is not readable: \
-                         the bucket's CORS rule must expose the ETag header"
-                    ),
-                )
-            })
+    let accept = |response: &HttpResponse| {
+        store::check_answer(response)?;
+        let etag = response.header("etag").filter(|etag| !etag.is_empty()).map(str::to_owned);
+        etag.map(|etag| (etag, end - start)).ok_or_else(|| {
+            UploadError::new(
+                ErrorCode::StoreMalformedResponse,
+                format!(
+                    "part {part_number} was stored but its ETag is not readable: \
+                     the bucket's CORS rule must expose the ETag header"
+                ),
+            )
         })
-        .await?;
+    };
+    // A URL that expired on the way is signed anew once.
+    let mut resigned = false;
+    let etag = loop {
+        let signed = signer.request_for(part_number).await?;
+        let request = || HttpRequest {
+            method: "PUT",
+            url: signed.url.clone(),
+            headers: signed.headers.clone().into_iter().collect(),
+            body: Some(source.slice(start, end)),
+        };
+        match engine.put_retrying(tracker, u64::from(part_number), end - start, retry, request, accept).await
+        {
+            Err(e) if e.code == ErrorCode::UrlExpired && !resigned => resigned = true,
+            done => break done?,
+        }
+    };
     tracker.part_stored(part_number, &etag, end - start);
     Ok(MultipartPart { part_number, etag, size: Some(end - start) })
 }

@@ -1,19 +1,23 @@
 //! `presigned_put`: one PUT of the whole file to a URL the broker signed.
 
-use crate::broker::{Broker, BrokerCall};
+use crate::broker::{Broker, BrokerCall, SignedRequest};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
+use crate::retry::RetryPolicy;
 use crate::state::SessionState;
 use crate::store;
 use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
 
 /// The single request of this strategy occupies progress slot 0.
 const SLOT: u64 = 0;
+/// An expired URL is signed anew this many times before it is reported.
+const RESIGNS: usize = 1;
 
 pub(crate) async fn transfer<B, T, C, S>(
     engine: &Engine<B, T, C>,
     source: &S,
     tracker: &Tracker,
+    retry: &RetryPolicy,
 ) -> Result<(), UploadError>
 where
     B: Broker,
@@ -21,29 +25,42 @@ where
     C: Clock,
     S: ByteSource<Slice = T::Body>,
 {
+    let total = source.size();
+    for resign in 0..=RESIGNS {
+        let (signed, signed_at) = sign(engine, tracker).await?;
+        if tracker.state() != Some(SessionState::Uploading) {
+            tracker.transition(SessionState::Uploading)?;
+        }
+        let sent = if engine.clock.now_ms() - signed_at >= signed.expires_in as f64 * 1000.0 {
+            Err(UploadError::new(ErrorCode::UrlExpired, "the presigned URL expired before it could be used"))
+        } else {
+            let request = || HttpRequest {
+                method: "PUT",
+                url: signed.url.clone(),
+                headers: signed.headers.clone().into_iter().collect(),
+                body: Some(source.slice(0, total)),
+            };
+            let accept = |response: &_| store::check_answer(response).map(|()| ((), total));
+            engine.put_retrying(tracker, SLOT, total, retry, request, accept).await
+        };
+        match sent {
+            Err(e) if e.code == ErrorCode::UrlExpired && resign < RESIGNS => continue,
+            Err(e) => return Err(e),
+            Ok(()) => return tracker.transition(SessionState::Uploaded),
+        }
+    }
+    unreachable!("the last round returns")
+}
+
+async fn sign<B: Broker, T, C: Clock>(
+    engine: &Engine<B, T, C>,
+    tracker: &Tracker,
+) -> Result<(SignedRequest, f64), UploadError> {
     let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
     let signed_at = engine.clock.now_ms();
     tracker.adopt(reply.session)?;
     let signed = reply.upload.ok_or_else(|| {
         UploadError::new(ErrorCode::BrokerMalformedResponse, "sign: reply has no `upload` request")
     })?;
-    tracker.transition(SessionState::Uploading)?;
-
-    if engine.clock.now_ms() - signed_at >= signed.expires_in as f64 * 1000.0 {
-        return Err(UploadError::new(
-            ErrorCode::UrlExpired,
-            "the presigned URL expired before it could be used",
-        ));
-    }
-    let total = source.size();
-    let request = HttpRequest {
-        method: "PUT",
-        url: signed.url,
-        headers: signed.headers.into_iter().collect(),
-        body: Some(source.slice(0, total)),
-    };
-    engine
-        .put(tracker, SLOT, total, request, |response| store::check_answer(response).map(|()| ((), total)))
-        .await?;
-    tracker.transition(SessionState::Uploaded)
+    Ok((signed, signed_at))
 }

@@ -97,9 +97,14 @@ pub trait ByteSource {
     ) -> Result<Vec<u8>, UploadError>;
 }
 
+/// Time, timers and the randomness retries spread out with.
+#[allow(async_fn_in_trait)]
 pub trait Clock {
-    /// Milliseconds on a clock that only needs to be consistent with itself.
+    /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> f64;
+    async fn sleep(&self, ms: u64);
+    /// A number in [0, 1).
+    fn random(&self) -> f64;
 }
 
 /// A header a broker asked us to send must be a valid HTTP token and value:

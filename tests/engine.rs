@@ -191,15 +191,23 @@ impl std::future::Future for YieldOnce {
     }
 }
 
-/// Advances `step` milliseconds each time it is read.
+/// Advances `step` milliseconds each time it is read; sleeps are recorded
+/// and return at once; "random" is always one half.
 struct SteppingClock {
     now: Cell<f64>,
     step: f64,
+    slept: Rc<RefCell<Vec<u64>>>,
 }
 impl Clock for SteppingClock {
     fn now_ms(&self) -> f64 {
         self.now.set(self.now.get() + self.step);
         self.now.get()
+    }
+    async fn sleep(&self, ms: u64) {
+        self.slept.borrow_mut().push(ms);
+    }
+    fn random(&self) -> f64 {
+        0.5
     }
 }
 
@@ -213,6 +221,7 @@ enum Seen {
 struct Run {
     result: Result<Outcome, UploadError>,
     seen: Vec<Seen>,
+    slept: Vec<u64>,
 }
 
 impl Run {
@@ -272,10 +281,13 @@ fn run_with(
     if let Some(slot) = cancel_slot {
         *slot.borrow_mut() = Some(handle);
     }
-    let engine = Engine { broker, transport, clock: SteppingClock { now: Cell::new(0.0), step: clock_step } };
+    let slept = Rc::new(RefCell::new(Vec::new()));
+    let clock = SteppingClock { now: Cell::new(0.0), step: clock_step, slept: Rc::clone(&slept) };
+    let engine = Engine { broker, transport, clock };
     let result = futures::executor::block_on(engine.upload(&Bytes(data), options, events, signal));
     let seen = seen.borrow().clone();
-    Run { result, seen }
+    let slept = slept.borrow().clone();
+    Run { result, seen, slept }
 }
 
 #[test]
@@ -337,28 +349,96 @@ fn cancel_aborts_the_request_and_tells_the_broker() {
 }
 
 #[test]
-fn an_expired_url_refused_by_the_store_stops_before_verifying() {
-    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900))]);
-    let transport = ScriptedTransport::new(Answer::Respond(HttpResponse {
-        status: 403,
-        headers: vec![],
-        body: "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".into(),
-    }));
+fn an_expired_url_refused_by_the_store_is_signed_again() {
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let puts = Cell::new(0);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |_| {
+        puts.set(puts.get() + 1);
+        let (status, body) = if puts.get() == 1 {
+            (403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+        } else {
+            (200, "")
+        };
+        Ok(HttpResponse { status, headers: vec![], body: body.into() })
+    })));
     let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
-    let err = run.result.clone().unwrap_err();
-    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::UrlExpired, Some(Uploading), true));
-    assert!(!err.message.contains("SECRET"));
-    assert_eq!(broker.calls.borrow().len(), 2, "no complete call after a refused PUT");
-    assert!(run.progress().iter().all(|p| p.bytes_acked == 0));
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        *broker.calls.borrow(),
+        ["initiate ", "sign /s1/sign", "sign /s1/sign", "complete /s1/complete"]
+    );
+    assert_eq!(transport.requests.borrow().len(), 2);
+    assert!(run.slept.is_empty(), "re-signing is not a backoff");
+    assert_eq!(run.progress().last().unwrap().bytes_sent, 10, "the resent bytes are not counted twice");
 }
 
 #[test]
-fn a_url_that_expired_before_use_is_never_sent() {
-    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(1))]);
+fn a_url_that_keeps_expiring_is_reported_after_one_new_signature() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(1)), Ok(signed_reply(1))]);
     let transport = ScriptedTransport::ok();
+    // Each clock reading is a second later: every URL is stale on arrival.
     let run = run_upload(&broker, &transport, 1_000.0, UploadStrategy::PresignedPut, None);
-    assert_eq!(run.result.unwrap_err().code, ErrorCode::UrlExpired);
-    assert!(transport.requests.borrow().is_empty());
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::UrlExpired, Some(Uploading), true));
+    assert!(!err.message.contains("SECRET"));
+    assert_eq!(broker.calls.borrow().len(), 3, "initiate and two signatures");
+    assert!(transport.requests.borrow().is_empty(), "an expired URL is never sent");
+}
+
+fn answering(responses: Vec<(u16, Vec<(&'static str, &'static str)>)>) -> ScriptedTransport {
+    let queue = RefCell::new(VecDeque::from(responses));
+    ScriptedTransport::new(Answer::Script(Box::new(move |_| {
+        let (status, headers) = queue.borrow_mut().pop_front().expect("an answer for every request");
+        let headers = headers.into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+        Ok(HttpResponse { status, headers, body: String::new() })
+    })))
+}
+
+#[test]
+fn server_errors_are_retried_with_jittered_backoff() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = answering(vec![(503, vec![]), (500, vec![]), (200, vec![])]);
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(transport.requests.borrow().len(), 3);
+    assert_eq!(run.slept, [500, 1_500], "half (the clock's jitter) of 1 s, then of 3 s");
+    let sent: Vec<u64> = run.progress().iter().map(|p| p.bytes_sent).collect();
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]) && *sent.last().unwrap() == 10, "{sent:?}");
+}
+
+#[test]
+fn retry_after_is_waited_out_and_final_refusals_are_not_retried() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = answering(vec![(429, vec![("retry-after", "7")]), (200, vec![])]);
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(run.slept, [7_000]);
+
+    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900))]);
+    let transport = answering(vec![(403, vec![])]);
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::StoreRejected);
+    assert_eq!(transport.requests.borrow().len(), 1, "a 403 is not retried");
+    assert!(run.slept.is_empty());
+}
+
+#[test]
+fn retries_are_bounded_by_the_policy() {
+    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900))]);
+    let transport = answering(vec![(502, vec![]); 6]);
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.retryable), (ErrorCode::StoreServerError, true));
+    assert_eq!(transport.requests.borrow().len(), 6, "one try and the policy's five retries");
+    assert_eq!(run.slept, [500, 1_500, 2_500, 5_000, 10_000]);
 }
 
 #[test]
@@ -1005,4 +1085,34 @@ fn tus_cancel_terminates_the_upload() {
     assert_eq!((delete.method, delete.url.as_str()), ("DELETE", "http://tus.test/files/abc"));
     assert_eq!(header(delete, "Tus-Resumable"), Some("1.0.0"));
     assert_eq!(broker.calls.borrow().last().unwrap(), "cancel /s1/cancel");
+}
+
+#[test]
+fn a_failed_part_is_retried_alone_and_counted_once() {
+    let total = 11 * MIB;
+    let broker = multipart_broker(total, "");
+    let failed = Cell::new(false);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |request| {
+        let part = request.url.split("part=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+        if part == "2" && !failed.replace(true) {
+            return Err(TransportError::Network);
+        }
+        Ok(HttpResponse {
+            status: 200,
+            headers: vec![("etag".into(), format!("\"etag-{part}\""))],
+            body: String::new(),
+        })
+    })));
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(2), pattern(total), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let mut parts: Vec<String> = transport
+        .requests
+        .borrow()
+        .iter()
+        .map(|r| r.url.split("part=").nth(1).unwrap()[..1].to_owned())
+        .collect();
+    parts.sort();
+    assert_eq!(parts, ["1", "2", "2", "3"], "only the failed part is sent again");
+    assert_eq!(run.slept, [500]);
+    assert_eq!(run.progress().last().unwrap().bytes_sent, total as u64);
 }

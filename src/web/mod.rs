@@ -127,6 +127,9 @@ export interface UploadOptions {
   sessionId?: string;
   /** resumable, tus: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
   chunkSize?: number;
+  /** Waits (ms) before each retry of a failed store request (network, 5xx, 408, 429), with full jitter;
+   * `Retry-After` is honoured. Default [1000, 3000, 5000, 10000, 20000]; [] disables retries. */
+  retryDelays?: number[];
   /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */
   deferLength?: boolean;
   /** multipart: called once per stored part. */
@@ -197,6 +200,10 @@ impl Uploader {
             tus: strategy_name.as_deref() == Some("tus"),
             defer_length: get(&options_value, "deferLength").is_some_and(|v| v.is_truthy()),
             resume_session_id: string_option(&options_value, "sessionId")?,
+            retry: match get(&options_value, "retryDelays") {
+                None => defaults.retry.clone(),
+                Some(delays) => crate::retry::RetryPolicy { delays_ms: delays_option(&delays)? },
+            },
             ..defaults
         };
         let on_progress = function_option(&options_value, "onProgress")?;
@@ -353,6 +360,18 @@ fn number_option(object: &JsValue, key: &str) -> Result<Option<u64>, JsValue> {
                 .ok_or_else(|| invalid(&format!("option `{key}` must be a whole number")))
         })
         .transpose()
+}
+
+/// `retryDelays`: an array of whole milliseconds.
+fn delays_option(value: &JsValue) -> Result<Vec<u64>, JsValue> {
+    let invalid_delays = || invalid("option `retryDelays` must be an array of whole milliseconds");
+    let array: &js_sys::Array = value.dyn_ref().ok_or_else(invalid_delays)?;
+    array
+        .iter()
+        .map(|v| {
+            v.as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0).map(|n| n as u64).ok_or_else(invalid_delays)
+        })
+        .collect()
 }
 
 fn function_option(object: &JsValue, key: &str) -> Result<Option<js_sys::Function>, JsValue> {

@@ -153,4 +153,20 @@ impl Clock for DateClock {
     fn now_ms(&self) -> f64 {
         js_sys::Date::now()
     }
+
+    async fn sleep(&self, ms: u64) {
+        let timer = js_sys::Promise::new(&mut |resolve, _| {
+            let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+            // Window and workers both have setTimeout on the global scope.
+            let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(
+                &resolve,
+                ms.min(i32::MAX as u64) as i32,
+            );
+        });
+        let _ = JsFuture::from(timer).await;
+    }
+
+    fn random(&self) -> f64 {
+        js_sys::Math::random()
+    }
 }

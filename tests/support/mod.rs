@@ -117,6 +117,12 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> f64 {
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
     }
+    async fn sleep(&self, ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    fn random(&self) -> f64 {
+        0.5
+    }
 }
 
 /// Bytes that do not repeat (xorshift), so a deduplicating store stores
