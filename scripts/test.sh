@@ -47,4 +47,4 @@ echo "== bench smoke run (a small file; no timing is asserted)"
 NODE_NO_WARNINGS=1 node bench/run.mjs --sizes 8 --repeat 1 --check >/dev/null
 
 echo "== end to end: public API and demo page in headless Chromium (embedded store, Garage, GCS emulator)"
-NODE_NO_WARNINGS=1 node --test tests/e2e/
+NODE_NO_WARNINGS=1 node --test --test-timeout=300000 tests/e2e/

@@ -257,6 +257,11 @@ export async function startProxy(upstream) {
       },
     );
     upstreamRequest.on("error", () => res.destroy());
+    // A client that goes away mid-body (a closed page) must not leave the
+    // store waiting for the rest: the emulator serves one request at a time.
+    req.on("close", () => {
+      if (!req.complete) upstreamRequest.destroy();
+    });
     const isChunk = req.method === "PUT" && contentRange && !contentRange.includes("*");
     if (!isChunk && req.method === "PUT") cut.range = null;
     // The chunk is cut, and so is the browser's own resend of it (Chromium
@@ -396,7 +401,11 @@ export async function startTusChecksumProxy(upstream, { verify = true } = {}) {
     const entry = { method: req.method, offset: req.headers["upload-offset"] ?? null, checksum: req.headers["upload-checksum"] ?? null };
     log.push(entry);
     const chunks = [];
-    for await (const chunk of req) chunks.push(chunk);
+    try {
+      for await (const chunk of req) chunks.push(chunk);
+    } catch {
+      return res.destroy(); // the client went away mid-body
+    }
     const body = Buffer.concat(chunks);
     if (req.method === "PATCH" && corruptNext && body.length > 0) {
       corruptNext = false;
