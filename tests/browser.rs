@@ -159,3 +159,15 @@ async fn broker_errors_over_http_keep_their_codes() {
     let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into() }).await.unwrap_err();
     assert_eq!((err.code, err.retryable), (ErrorCode::BrokerUnreachable, true));
 }
+
+#[wasm_bindgen_test]
+async fn the_browser_clock_sleeps_for_real() {
+    use rindle_upload::transport::Clock;
+    use rindle_upload::web::DateClock;
+    let before = DateClock.now_ms();
+    DateClock.sleep(40).await;
+    let slept = DateClock.now_ms() - before;
+    assert!(slept >= 35.0, "slept {slept} ms");
+    let random = DateClock.random();
+    assert!((0.0..1.0).contains(&random));
+}
