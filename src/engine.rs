@@ -305,7 +305,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
                 Ok(Finish::CompleteMultipart(parts))
             }
             Plan::Resumable { chunk } => {
-                crate::resumable::transfer(self, source, tracker, chunk, resuming).await?;
+                crate::resumable::transfer(self, source, tracker, chunk, resuming, &options.retry).await?;
                 Ok(Finish::Complete)
             }
             Plan::Tus => {

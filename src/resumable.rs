@@ -8,6 +8,7 @@ use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::MIB;
+use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
@@ -18,7 +19,7 @@ pub const CHUNK_UNIT: u64 = 256 * 1024;
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;
 /// Interruptions in a row without the committed offset moving, before the
 /// upload gives up.
-const MAX_STALLED_ATTEMPTS: u32 = 5;
+const MAX_STALLED_ATTEMPTS: usize = 5;
 
 /// The chunk size used for a requested one: rounded down to whole 256 KiB
 /// units, at least one unit.
@@ -128,6 +129,7 @@ pub(crate) async fn transfer<B, T, C, S>(
     tracker: &Tracker,
     chunk: u64,
     resuming: bool,
+    retry: &RetryPolicy,
 ) -> Result<(), UploadError>
 where
     B: Broker,
@@ -198,7 +200,11 @@ where
             // may resend a PUT on its own after a reset): ask the store what
             // it kept, then go on from there.
             Err(e) if e.retryable || e.code == ErrorCode::StoreRejected => {
-                if stalled >= MAX_STALLED_ATTEMPTS {
+                // A failing store is given the policy's backoff first; a
+                // refused overlap is asked about at once.
+                let refused = e.code == ErrorCode::StoreRejected && !e.retryable;
+                if stalled >= MAX_STALLED_ATTEMPTS || !(refused || engine.back_off(stalled, &e, retry).await)
+                {
                     return Err(e);
                 }
                 let before = offset;

@@ -7,6 +7,7 @@
 use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
+use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
@@ -21,7 +22,7 @@ pub const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 pub const CHECKSUM_MISMATCH: u16 = 460;
 /// Attempts at one chunk (checksum mismatches, cut connections, offset
 /// conflicts) before the upload gives up.
-const MAX_ATTEMPTS_PER_CHUNK: u32 = 5;
+const MAX_ATTEMPTS_PER_CHUNK: usize = 5;
 
 fn malformed(what: &str, value: &str) -> UploadError {
     let shown: String = value.chars().take(40).collect();
@@ -175,6 +176,7 @@ struct TusUpload<'a, B, T, C, S> {
     discovery: Discovery,
     url: Secret,
     total: u64,
+    retry: &'a RetryPolicy,
 }
 
 impl<B, T, C, S> TusUpload<'_, B, T, C, S>
@@ -278,7 +280,15 @@ where
     let url = tracker.with_session(|s| s.session_uri.clone()).ok_or_else(|| {
         UploadError::new(ErrorCode::BrokerMalformedResponse, "a tus session came without its upload URL")
     })?;
-    let upload = TusUpload { engine, source, tracker, discovery: discover(engine, &url).await?, url, total };
+    let upload = TusUpload {
+        engine,
+        source,
+        tracker,
+        discovery: discover(engine, &url).await?,
+        url,
+        total,
+        retry: &options.retry,
+    };
     check_size(&upload.discovery, total)?;
     if resuming {
         tracker.transition(SessionState::Resuming)?;
@@ -362,7 +372,7 @@ where
         })
         .await?;
     let (url, offset) = created;
-    let upload = TusUpload { engine, source, tracker, discovery, url, total };
+    let upload = TusUpload { engine, source, tracker, discovery, url, total, retry: &options.retry };
     upload.report(offset).await?;
     send_from(upload, offset, chunk, defer).await
 }
@@ -397,10 +407,15 @@ where
             // An offset conflict (409), a cut connection, a server failure:
             // ask the server where it stands.
             Err(e) if e.retryable => {
-                attempts += 1;
-                if attempts >= MAX_ATTEMPTS_PER_CHUNK {
+                // An offset conflict is asked about at once; a failing
+                // server is given the policy's backoff first.
+                let conflict = e.code == ErrorCode::OffsetConflict;
+                if attempts + 1 >= MAX_ATTEMPTS_PER_CHUNK
+                    || !(conflict || upload.engine.back_off(attempts, &e, upload.retry).await)
+                {
                     return Err(e);
                 }
+                attempts += 1;
                 let before = offset;
                 offset = upload.server_offset().await?;
                 tracker.acked(0, offset.saturating_sub(before));

@@ -798,6 +798,7 @@ fn resumable_asks_for_the_offset_after_a_dropped_response() {
         ["PUT bytes 0-524287/1048576", "PUT bytes */1048576", "PUT bytes 524288-1048575/1048576"]
     );
     assert!(transport.requests.borrow()[1].body.is_empty(), "the status query has no body");
+    assert_eq!(run.slept, [500], "a backoff before asking");
     assert_eq!(broker.calls.borrow()[2], "resumableStatus /s1/resumable/status");
     assert_eq!(broker.bodies.borrow()[2]["offset"], 524_288, "the broker hears the store's offset");
     let sent: Vec<u64> = run.progress().iter().map(|p| p.bytes_sent).collect();
@@ -948,6 +949,7 @@ fn tus_answers_a_conflict_with_head_and_resumes_from_the_servers_offset() {
         tus_requests(&transport),
         ["OPTIONS -", "HEAD -", "PATCH 0", "PATCH 524288", "HEAD -", "PATCH 786432"]
     );
+    assert!(run.slept.is_empty(), "an offset conflict is asked about at once");
     let requests = transport.requests.borrow();
     assert!(
         requests.iter().all(|r| header(r, "Tus-Resumable") == Some("1.0.0")),
