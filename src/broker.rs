@@ -229,6 +229,16 @@ pub struct SignedRequest {
 }
 
 impl SignedRequest {
+    /// The request that sends `body` as signed: its URL and its headers.
+    pub fn request_with<B>(&self, body: B) -> crate::transport::HttpRequest<B> {
+        crate::transport::HttpRequest {
+            method: "PUT",
+            url: self.url.clone(),
+            headers: self.headers.clone().into_iter().collect(),
+            body: Some(body),
+        }
+    }
+
     fn validate(&self) -> Result<(), UploadError> {
         // PUT to a presigned URL; POST to a tus creation endpoint.
         if self.method != "PUT" && self.method != "POST" {

@@ -5,11 +5,11 @@
 use crate::broker::{Broker, BrokerCall, SignedRequest};
 use crate::engine::{Engine, Tracker, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, RESIGNS};
 use crate::session::MultipartPart;
 use crate::state::SessionState;
 use crate::store;
-use crate::transport::{ByteSource, Clock, HttpRequest, HttpResponse, Transport};
+use crate::transport::{ByteSource, Clock, HttpResponse, Transport};
 use futures::lock::Mutex;
 use futures::{StreamExt, TryStreamExt};
 use std::cell::RefCell;
@@ -226,19 +226,14 @@ where
             )
         })
     };
-    // A URL that expired on the way is signed anew once.
-    let mut resigned = false;
+    // A URL that expired on the way is signed anew.
+    let mut resigned = 0;
     let etag = loop {
         let signed = signer.request_for(part_number).await?;
-        let request = || HttpRequest {
-            method: "PUT",
-            url: signed.url.clone(),
-            headers: signed.headers.clone().into_iter().collect(),
-            body: Some(source.slice(start, end)),
-        };
+        let request = || signed.request_with(source.slice(start, end));
         match engine.put_retrying(tracker, u64::from(part_number), end - start, retry, request, accept).await
         {
-            Err(e) if e.code == ErrorCode::UrlExpired && !resigned => resigned = true,
+            Err(e) if e.code == ErrorCode::UrlExpired && resigned < RESIGNS => resigned += 1,
             done => break done?,
         }
     };

@@ -3,15 +3,13 @@
 use crate::broker::{Broker, BrokerCall, SignedRequest};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, RESIGNS};
 use crate::state::SessionState;
 use crate::store;
-use crate::transport::{ByteSource, Clock, HttpRequest, Transport};
+use crate::transport::{ByteSource, Clock, Transport};
 
 /// The single request of this strategy occupies progress slot 0.
 const SLOT: u64 = 0;
-/// An expired URL is signed anew this many times before it is reported.
-const RESIGNS: usize = 1;
 
 pub(crate) async fn transfer<B, T, C, S>(
     engine: &Engine<B, T, C>,
@@ -26,7 +24,8 @@ where
     S: ByteSource<Slice = T::Body>,
 {
     let total = source.size();
-    for resign in 0..=RESIGNS {
+    let mut resigned = 0;
+    loop {
         let (signed, signed_at) = sign(engine, tracker).await?;
         if tracker.state() != Some(SessionState::Uploading) {
             tracker.transition(SessionState::Uploading)?;
@@ -34,22 +33,16 @@ where
         let sent = if engine.clock.now_ms() - signed_at >= signed.expires_in as f64 * 1000.0 {
             Err(UploadError::new(ErrorCode::UrlExpired, "the presigned URL expired before it could be used"))
         } else {
-            let request = || HttpRequest {
-                method: "PUT",
-                url: signed.url.clone(),
-                headers: signed.headers.clone().into_iter().collect(),
-                body: Some(source.slice(0, total)),
-            };
+            let request = || signed.request_with(source.slice(0, total));
             let accept = |response: &_| store::check_answer(response).map(|()| ((), total));
             engine.put_retrying(tracker, SLOT, total, retry, request, accept).await
         };
         match sent {
-            Err(e) if e.code == ErrorCode::UrlExpired && resign < RESIGNS => continue,
+            Err(e) if e.code == ErrorCode::UrlExpired && resigned < RESIGNS => resigned += 1,
             Err(e) => return Err(e),
             Ok(()) => return tracker.transition(SessionState::Uploaded),
         }
     }
-    unreachable!("the last round returns")
 }
 
 async fn sign<B: Broker, T, C: Clock>(

@@ -4,6 +4,10 @@
 use crate::error::{ErrorCode, UploadError};
 use std::time::UNIX_EPOCH;
 
+/// An expired presigned URL is signed anew this many times before
+/// `url_expired` is reported (it is not a backoff: the broker answers at once).
+pub(crate) const RESIGNS: usize = 1;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The scheduled wait before each retry, in milliseconds; as many

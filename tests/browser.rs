@@ -57,13 +57,7 @@ async fn signed_session(len: u64) -> BrokerReply {
 }
 
 fn put(reply: &BrokerReply, body: web_sys::Blob) -> HttpRequest<web_sys::Blob> {
-    let upload = reply.upload.clone().unwrap();
-    HttpRequest {
-        method: "PUT",
-        url: upload.url,
-        headers: upload.headers.into_iter().collect(),
-        body: Some(body),
-    }
+    reply.upload.as_ref().unwrap().request_with(body)
 }
 
 async fn complete(session_id: String) -> BrokerReply {
