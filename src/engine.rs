@@ -2,17 +2,20 @@
 //! generic over the broker, transport, byte source and clock, so the same
 //! code runs on XHR in the browser and on scripted fakes in native tests.
 
-use crate::broker::{Asset, Broker, BrokerCall, InitiateRequest};
+use crate::broker::{Asset, Broker, BrokerCall, BrokerReply, InitiateRequest};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
 use crate::progress::{Progress, ProgressSnapshot};
 use crate::retry::RetryPolicy;
 use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::state::SessionState;
-use crate::transport::{check_header, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport};
-use futures::channel::oneshot;
-use futures::future::{self, Either, FutureExt, Shared};
-use std::cell::{Ref, RefCell};
+use crate::transport::{
+    check_header, ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+};
+use futures::channel::mpsc;
+use futures::future::{self, Either};
+use futures::StreamExt;
+use std::cell::{Cell, Ref, RefCell};
 use std::pin::pin;
 use std::rc::Rc;
 
@@ -34,7 +37,8 @@ pub struct UploadOptions {
     pub defer_length: bool,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
-    /// When failed requests are tried again.
+    /// When a request has failed and when it is tried again (store
+    /// requests and broker calls alike).
     pub retry: RetryPolicy,
 }
 
@@ -73,6 +77,9 @@ pub enum Event<'a> {
         etag: &'a str,
         size: u64,
     },
+    /// The upload was paused (`true`) or resumed (`false`). Rindle's table
+    /// has no paused state: the session keeps its state meanwhile.
+    Paused(bool),
 }
 
 /// Receives the engine's events as they happen, including from inside the
@@ -85,29 +92,48 @@ pub struct Outcome {
     pub asset: Asset,
 }
 
-/// Asks a running upload to stop and the broker to discard it.
-pub struct CancelHandle(oneshot::Sender<()>);
-
-#[derive(Clone)]
-pub struct CancelSignal(Shared<oneshot::Receiver<()>>);
-
-pub fn cancellation() -> (CancelHandle, CancelSignal) {
-    let (sender, receiver) = oneshot::channel();
-    (CancelHandle(sender), CancelSignal(receiver.shared()))
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    Pause,
+    Resume,
+    Cancel,
 }
 
-impl CancelHandle {
-    pub fn cancel(self) {
-        // The upload may have finished and dropped its signal: nothing to stop.
-        let _ = self.0.send(());
+/// Pauses, resumes or cancels a running upload. Pause stops sending and
+/// keeps everything the store holds; only cancel tells the store and the
+/// broker to discard.
+#[derive(Clone)]
+pub struct Control(mpsc::UnboundedSender<Command>);
+
+/// The engine's end of a `Control`.
+pub struct Commands(mpsc::UnboundedReceiver<Command>);
+
+pub fn controls() -> (Control, Commands) {
+    let (sender, receiver) = mpsc::unbounded();
+    (Control(sender), Commands(receiver))
+}
+
+impl Control {
+    // A finished upload has dropped its end: there is nothing to control.
+    pub fn pause(&self) {
+        let _ = self.0.unbounded_send(Command::Pause);
+    }
+
+    pub fn resume(&self) {
+        let _ = self.0.unbounded_send(Command::Resume);
+    }
+
+    pub fn cancel(&self) {
+        let _ = self.0.unbounded_send(Command::Cancel);
     }
 }
 
-impl CancelSignal {
-    /// Resolves when cancel is asked for; never, if the handle is dropped.
-    async fn requested(self) {
-        if self.0.await.is_err() {
-            future::pending::<()>().await;
+impl Commands {
+    /// The next command; never resolves once every `Control` is dropped.
+    async fn next(&mut self) -> Command {
+        match self.0.next().await {
+            Some(command) => command,
+            None => future::pending().await,
         }
     }
 }
@@ -124,11 +150,21 @@ pub(crate) struct Tracker {
     session: RefCell<Option<Session>>,
     progress: Rc<RefCell<Progress>>,
     events: EventSink,
+    policy: RetryPolicy,
 }
 
 impl Tracker {
-    fn new(total: u64, events: EventSink) -> Self {
-        Tracker { session: RefCell::new(None), progress: Rc::new(RefCell::new(Progress::new(total))), events }
+    fn new(total: u64, events: EventSink, policy: RetryPolicy) -> Self {
+        Tracker {
+            session: RefCell::new(None),
+            progress: Rc::new(RefCell::new(Progress::new(total))),
+            events,
+            policy,
+        }
+    }
+
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
 
     pub(crate) fn state(&self) -> Option<SessionState> {
@@ -161,6 +197,15 @@ impl Tracker {
         };
         self.emit_state(from);
         Ok(())
+    }
+
+    /// Enters `resuming` when the session has not started sending yet; an
+    /// upload resumed after a pause is already `uploading` and stays so.
+    pub(crate) fn begin_resuming(&self) -> Result<(), UploadError> {
+        match self.state() {
+            Some(SessionState::Signed) => self.transition(SessionState::Resuming),
+            _ => Ok(()),
+        }
     }
 
     /// A change the client itself observed (bytes started, bytes landed).
@@ -203,6 +248,16 @@ impl Tracker {
         self.progress.borrow_mut().dropped(slot);
     }
 
+    /// Forgets what this run counted before the store is asked again
+    /// (after a pause); what is shown never goes back.
+    fn restart_progress(&self) {
+        self.progress.borrow_mut().restart();
+    }
+
+    fn paused(&self, paused: bool) {
+        (self.events)(Event::Paused(paused));
+    }
+
     pub(crate) fn part_stored(&self, part_number: u32, etag: &str, size: u64) {
         (self.events)(Event::PartStored { part_number, etag, size });
     }
@@ -222,13 +277,13 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         source: &S,
         options: &UploadOptions,
         events: EventSink,
-        cancel: CancelSignal,
+        commands: Commands,
     ) -> Result<Outcome, UploadError>
     where
         S: ByteSource<Slice = T::Body>,
     {
-        let tracker = Tracker::new(source.size(), events);
-        let result = self.run(source, options, &tracker, cancel).await;
+        let tracker = Tracker::new(source.size(), events, options.retry.clone());
+        let result = self.run(source, options, &tracker, commands).await;
         result.map_err(|e| e.in_state(tracker.state()))
     }
 
@@ -237,22 +292,37 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         source: &S,
         options: &UploadOptions,
         tracker: &Tracker,
-        cancel: CancelSignal,
+        mut commands: Commands,
     ) -> Result<Outcome, UploadError>
     where
         S: ByteSource<Slice = T::Body>,
     {
         let plan = check_options(options, source.size())?;
-        // Until the bytes are stored, cancel wins: dropping the transfer
-        // aborts whatever requests are in flight.
-        let transfer = self.transfer(source, options, plan, tracker);
-        let transferred = match future::select(pin!(cancel.requested()), pin!(transfer)).await {
-            Either::Left(_) => None,
-            Either::Right((result, _)) => Some(result),
-        };
-        match transferred {
-            Some(finish) => self.verify(tracker, finish?).await,
-            None => Err(self.abort(tracker).await),
+        loop {
+            // Until the bytes are stored, pause and cancel win: dropping the
+            // transfer aborts whatever requests are in flight.
+            let mut transfer = pin!(self.transfer(source, options, plan, tracker));
+            let command = loop {
+                match future::select(pin!(commands.next()), transfer.as_mut()).await {
+                    Either::Left((Command::Resume, _)) => continue,
+                    Either::Left((command, _)) => break command,
+                    Either::Right((finish, _)) => return self.verify(tracker, finish?).await,
+                }
+            };
+            if command == Command::Pause {
+                tracker.paused(true);
+                let command = loop {
+                    match commands.next().await {
+                        Command::Pause => continue,
+                        command => break command,
+                    }
+                };
+                if command == Command::Resume {
+                    tracker.paused(false);
+                    continue;
+                }
+            }
+            return Err(self.abort(tracker).await);
         }
     }
 
@@ -267,8 +337,15 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         S: ByteSource<Slice = T::Body>,
     {
         let size = source.size();
-        let call = match &options.resume_session_id {
-            Some(session_id) => BrokerCall::Show { session_id: session_id.clone() },
+        // A session this upload already has (it was paused), or the one to
+        // continue, is resumed from what the server holds.
+        let known = tracker.state().map(|_| tracker.session_id());
+        if known.is_some() {
+            tracker.restart_progress();
+        }
+        let resuming = known.is_some() || options.resume_session_id.is_some();
+        let call = match known.or_else(|| options.resume_session_id.clone()) {
+            Some(session_id) => BrokerCall::Show { session_id },
             None => BrokerCall::Initiate(InitiateRequest {
                 filename: options.filename.clone(),
                 content_type: options.content_type.clone(),
@@ -281,9 +358,8 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
                 },
             }),
         };
-        let reply = self.broker.call(&call).await?;
+        let reply = self.call(tracker, &call).await?;
         let session = &reply.session;
-        let resuming = options.resume_session_id.is_some();
         if resuming && (session.upload_strategy != options.strategy || session.upload_length != Some(size)) {
             return Err(UploadError::new(
                 ErrorCode::InvalidRequest,
@@ -296,7 +372,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         tracker.adopt(reply.session)?;
         match plan {
             Plan::PresignedPut => {
-                crate::presigned_put::transfer(self, source, tracker, &options.retry).await?;
+                crate::presigned_put::transfer(self, source, tracker).await?;
                 Ok(Finish::Complete)
             }
             Plan::Multipart(plan) => {
@@ -305,7 +381,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
                 Ok(Finish::CompleteMultipart(parts))
             }
             Plan::Resumable { chunk } => {
-                crate::resumable::transfer(self, source, tracker, chunk, resuming, &options.retry).await?;
+                crate::resumable::transfer(self, source, tracker, chunk, resuming).await?;
                 Ok(Finish::Complete)
             }
             Plan::Tus => {
@@ -315,18 +391,78 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         }
     }
 
+    /// A broker call, tried again after errors that may pass (unreachable,
+    /// 5xx) with the policy's backoff.
+    pub(crate) async fn call(
+        &self,
+        tracker: &Tracker,
+        call: &BrokerCall,
+    ) -> Result<BrokerReply, UploadError> {
+        let mut attempt = 0;
+        loop {
+            match self.broker.call(call).await {
+                Err(e) if self.back_off(tracker, &mut attempt, &e).await => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// Sends one request to the store; one that reports no progress for the
+    /// policy's stall timeout is aborted (dropped) and fails as a timeout.
+    pub(crate) async fn send(
+        &self,
+        tracker: &Tracker,
+        request: HttpRequest<T::Body>,
+        progress: ProgressFn,
+    ) -> Result<HttpResponse, TransportError> {
+        let stall_ms = tracker.policy().stall_timeout_ms;
+        if stall_ms == 0 {
+            return self.transport.send(request, progress).await;
+        }
+        let reports = Rc::new(Cell::new(0u64));
+        let counted: ProgressFn = {
+            let reports = Rc::clone(&reports);
+            Rc::new(move |sent| {
+                reports.set(reports.get() + 1);
+                progress(sent)
+            })
+        };
+        // Looks a few times per timeout, so a stall is caught within 1.25×.
+        let clock = &self.clock;
+        let watched = Rc::clone(&reports);
+        let watchdog = async move {
+            let (mut seen, mut since) = (0, clock.now_ms());
+            loop {
+                clock.sleep(stall_ms.div_ceil(4)).await;
+                let now = clock.now_ms();
+                if watched.get() != seen {
+                    (seen, since) = (watched.get(), now);
+                } else if now - since >= stall_ms as f64 {
+                    return;
+                }
+            }
+        };
+        match future::select(pin!(self.transport.send(request, counted)), pin!(watchdog)).await {
+            Either::Left((answer, _)) => answer,
+            Either::Right(_) => Err(TransportError::Timeout),
+        }
+    }
+
     /// Sends one request carrying `len` bytes of progress slot `slot`: its
     /// bytes count as sent while it runs; once the store's answer is a
     /// success, `accept` reads it and says how many bytes it acknowledged.
-    pub(crate) async fn put<R>(
+    /// The file is checked first, so a changed file is never sent.
+    pub(crate) async fn put<R, S: ByteSource>(
         &self,
+        source: &S,
         tracker: &Tracker,
         slot: u64,
         len: u64,
         request: HttpRequest<T::Body>,
         accept: impl FnOnce(&HttpResponse) -> Result<(R, u64), UploadError>,
     ) -> Result<R, UploadError> {
-        let answer = self.transport.send(request, tracker.progress_for(slot, len)).await;
+        source.check_unchanged().await?;
+        let answer = self.send(tracker, request, tracker.progress_for(slot, len)).await;
         let retry_after = answer
             .as_ref()
             .ok()
@@ -347,12 +483,12 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     /// `put`, tried again after errors that may pass (network, 5xx, 408,
     /// 429), with the policy's backoff. `request` makes a fresh request per
     /// try (a body is used up by sending it).
-    pub(crate) async fn put_retrying<R, A>(
+    pub(crate) async fn put_retrying<R, A, S: ByteSource>(
         &self,
+        source: &S,
         tracker: &Tracker,
         slot: u64,
         len: u64,
-        policy: &RetryPolicy,
         request: impl Fn() -> HttpRequest<T::Body>,
         accept: A,
     ) -> Result<R, UploadError>
@@ -361,18 +497,25 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     {
         let mut attempt = 0;
         loop {
-            match self.put(tracker, slot, len, request(), &accept).await {
-                Err(e) if self.back_off(attempt, &e, policy).await => attempt += 1,
+            match self.put(source, tracker, slot, len, request(), &accept).await {
+                Err(e) if self.back_off(tracker, &mut attempt, &e).await => {}
                 done => return done,
             }
         }
     }
 
-    /// Waits before retry `attempt` after `error`; `false` when the error is
-    /// final or the retries are spent.
-    pub(crate) async fn back_off(&self, attempt: usize, error: &UploadError, policy: &RetryPolicy) -> bool {
-        match policy.delay(attempt, error, self.clock.random()) {
+    /// Waits before trying again after `error`; `false` when the error is
+    /// final or the retries are spent. A failure while the browser is
+    /// offline spends no retry: it waits until the network is back.
+    pub(crate) async fn back_off(&self, tracker: &Tracker, attempt: &mut usize, error: &UploadError) -> bool {
+        let connection_lost = matches!(error.code, ErrorCode::NetworkError | ErrorCode::BrokerUnreachable);
+        if connection_lost && !self.transport.is_online() {
+            self.transport.online().await;
+            return true;
+        }
+        match tracker.policy().delay(*attempt, error, self.clock.random()) {
             Some(ms) => {
+                *attempt += 1;
                 self.clock.sleep(ms).await;
                 true
             }
@@ -387,7 +530,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             Finish::Complete => BrokerCall::Complete { session_id },
             Finish::CompleteMultipart(parts) => BrokerCall::CompleteMultipart { session_id, parts },
         };
-        let reply = self.broker.call(&call).await?;
+        let reply = self.call(tracker, &call).await?;
         let session = reply.session.clone();
         tracker.adopt(reply.session)?;
         match (session.state, reply.asset) {
@@ -424,9 +567,9 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             } else {
                 HttpRequest { method: "DELETE", url: uri, headers: vec![], body: None }
             };
-            let _ = self.transport.send(delete, Rc::new(|_| {})).await;
+            let _ = self.send(tracker, delete, Rc::new(|_| {})).await;
         }
-        let told = self.broker.call(&BrokerCall::Cancel { session_id: tracker.session_id() }).await;
+        let told = self.call(tracker, &BrokerCall::Cancel { session_id: tracker.session_id() }).await;
         match told.and_then(|reply| tracker.adopt(reply.session)) {
             Ok(()) => cancelled(""),
             Err(e) => cancelled(&format!(", but the broker was not told: {}", e.message)),

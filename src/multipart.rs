@@ -5,7 +5,7 @@
 use crate::broker::{Broker, BrokerCall, SignedRequest};
 use crate::engine::{Engine, Tracker, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
-use crate::retry::{RetryPolicy, RESIGNS};
+use crate::retry::RESIGNS;
 use crate::session::MultipartPart;
 use crate::state::SessionState;
 use crate::store;
@@ -71,9 +71,8 @@ impl PartPlan {
 }
 
 /// Hands out part URLs, signing them in batches just ahead of need.
-struct PartSigner<'a, B, C> {
-    broker: &'a B,
-    clock: &'a C,
+struct PartSigner<'a, B, T, C> {
+    engine: &'a Engine<B, T, C>,
     tracker: &'a Tracker,
     pending: &'a [u32],
     batch: usize,
@@ -84,14 +83,14 @@ struct PartSigner<'a, B, C> {
     signing: Mutex<()>,
 }
 
-impl<B: Broker, C: Clock> PartSigner<'_, B, C> {
+impl<B: Broker, T: Transport, C: Clock> PartSigner<'_, B, T, C> {
     /// The signed request for a part: from the last batch if still fresh,
     /// otherwise from a new batch starting at this part.
     async fn request_for(&self, part_number: u32) -> Result<SignedRequest, UploadError> {
         let _one_at_a_time = self.signing.lock().await;
         let cached = self.signed.borrow_mut().remove(&part_number);
         match cached {
-            Some((request, use_before)) if self.clock.now_ms() < use_before => Ok(request),
+            Some((request, use_before)) if self.engine.clock.now_ms() < use_before => Ok(request),
             _ => {
                 self.sign_batch_from(part_number).await?;
                 let signed = self.signed.borrow_mut().remove(&part_number);
@@ -115,8 +114,9 @@ impl<B: Broker, C: Clock> PartSigner<'_, B, C> {
             .take(self.batch)
             .collect();
         let session_id = self.tracker.session_id();
-        let reply = self.broker.call(&BrokerCall::SignParts { session_id, part_numbers }).await?;
-        let signed_at = self.clock.now_ms();
+        let reply =
+            self.engine.call(self.tracker, &BrokerCall::SignParts { session_id, part_numbers }).await?;
+        let signed_at = self.engine.clock.now_ms();
         self.tracker.adopt(reply.session)?;
         let mut signed = self.signed.borrow_mut();
         for part in reply.parts {
@@ -151,8 +151,7 @@ where
     tracker.acked(0, stored.keys().map(|&n| plan.len(n)).sum());
     let pending: Vec<u32> = (1..=plan.count()).filter(|n| !stored.contains_key(n)).collect();
     let signer = PartSigner {
-        broker: &engine.broker,
-        clock: &engine.clock,
+        engine,
         tracker,
         pending: &pending,
         batch: (options.concurrency * 2).clamp(1, 100),
@@ -165,7 +164,7 @@ where
     tracker.transition(SessionState::Uploading)?;
 
     let sent: Vec<MultipartPart> = futures::stream::iter(pending.iter().copied())
-        .map(|part_number| send_part(engine, source, tracker, &signer, plan, part_number, &options.retry))
+        .map(|part_number| send_part(engine, source, tracker, &signer, plan, part_number))
         .buffer_unordered(options.concurrency.max(1))
         .try_collect()
         .await?;
@@ -177,16 +176,13 @@ where
 
 /// On resume: the parts the store already holds (ListParts through the
 /// broker), kept only where they match this file's plan.
-async fn stored_parts<B: Broker, T, C>(
+async fn stored_parts<B: Broker, T: Transport, C: Clock>(
     engine: &Engine<B, T, C>,
     tracker: &Tracker,
     plan: PartPlan,
 ) -> Result<BTreeMap<u32, MultipartPart>, UploadError> {
-    if tracker.state() != Some(SessionState::Signed) {
-        return Ok(BTreeMap::new());
-    }
-    tracker.transition(SessionState::Resuming)?;
-    let reply = engine.broker.call(&BrokerCall::ListParts { session_id: tracker.session_id() }).await?;
+    tracker.begin_resuming()?;
+    let reply = engine.call(tracker, &BrokerCall::ListParts { session_id: tracker.session_id() }).await?;
     let listed = reply.session.multipart_parts.clone();
     tracker.adopt(reply.session)?;
     Ok(listed
@@ -201,10 +197,9 @@ async fn send_part<B, T, C, S>(
     engine: &Engine<B, T, C>,
     source: &S,
     tracker: &Tracker,
-    signer: &PartSigner<'_, B, C>,
+    signer: &PartSigner<'_, B, T, C>,
     plan: PartPlan,
     part_number: u32,
-    retry: &RetryPolicy,
 ) -> Result<MultipartPart, UploadError>
 where
     B: Broker,
@@ -231,7 +226,7 @@ where
     let etag = loop {
         let signed = signer.request_for(part_number).await?;
         let request = || signed.request_with(source.slice(start, end));
-        match engine.put_retrying(tracker, u64::from(part_number), end - start, retry, request, accept).await
+        match engine.put_retrying(source, tracker, u64::from(part_number), end - start, request, accept).await
         {
             Err(e) if e.code == ErrorCode::UrlExpired && resigned < RESIGNS => resigned += 1,
             done => break done?,

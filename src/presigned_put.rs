@@ -3,7 +3,7 @@
 use crate::broker::{Broker, BrokerCall, SignedRequest};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
-use crate::retry::{RetryPolicy, RESIGNS};
+use crate::retry::RESIGNS;
 use crate::state::SessionState;
 use crate::store;
 use crate::transport::{ByteSource, Clock, Transport};
@@ -15,7 +15,6 @@ pub(crate) async fn transfer<B, T, C, S>(
     engine: &Engine<B, T, C>,
     source: &S,
     tracker: &Tracker,
-    retry: &RetryPolicy,
 ) -> Result<(), UploadError>
 where
     B: Broker,
@@ -35,7 +34,7 @@ where
         } else {
             let request = || signed.request_with(source.slice(0, total));
             let accept = |response: &_| store::check_answer(response).map(|()| ((), total));
-            engine.put_retrying(tracker, SLOT, total, retry, request, accept).await
+            engine.put_retrying(source, tracker, SLOT, total, request, accept).await
         };
         match sent {
             Err(e) if e.code == ErrorCode::UrlExpired && resigned < RESIGNS => resigned += 1,
@@ -45,11 +44,11 @@ where
     }
 }
 
-async fn sign<B: Broker, T, C: Clock>(
+async fn sign<B: Broker, T: Transport, C: Clock>(
     engine: &Engine<B, T, C>,
     tracker: &Tracker,
 ) -> Result<(SignedRequest, f64), UploadError> {
-    let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
+    let reply = engine.call(tracker, &BrokerCall::Sign { session_id: tracker.session_id() }).await?;
     let signed_at = engine.clock.now_ms();
     tracker.adopt(reply.session)?;
     let signed = reply.upload.ok_or_else(|| {

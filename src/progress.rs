@@ -54,6 +54,13 @@ impl Progress {
         self.in_flight.remove(&slot);
     }
 
+    /// Starts counting afresh (the store will be asked what it holds);
+    /// what was shown stays the floor, so progress never goes back.
+    pub fn restart(&mut self) {
+        self.in_flight.clear();
+        self.acked = 0;
+    }
+
     fn refresh(&mut self) -> Option<ProgressSnapshot> {
         let in_flight: u64 = self.in_flight.values().sum();
         let sent = (self.acked + in_flight).min(self.total);
@@ -96,6 +103,21 @@ mod tests {
         p.acked(1, 50);
         p.acked(2, 50);
         assert_eq!(p.snapshot(), ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 });
+    }
+
+    #[test]
+    fn a_restart_counts_afresh_without_going_back() {
+        let mut p = Progress::new(100);
+        p.acked(1, 40);
+        p.sent(2, 30, 60);
+        p.restart();
+        assert_eq!(p.acked(0, 40), None, "the store holds what was acknowledged: nothing new");
+        assert_eq!(p.sent(2, 20, 60), None, "below what was shown");
+        assert_eq!(p.sent(2, 50, 60).unwrap().bytes_sent, 90);
+        assert_eq!(
+            p.acked(2, 60).unwrap(),
+            ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 }
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::MIB;
-use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
@@ -129,7 +128,6 @@ pub(crate) async fn transfer<B, T, C, S>(
     tracker: &Tracker,
     chunk: u64,
     resuming: bool,
-    retry: &RetryPolicy,
 ) -> Result<(), UploadError>
 where
     B: Broker,
@@ -139,7 +137,7 @@ where
 {
     if tracker.state() == Some(SessionState::Initialized) {
         // For a resumable session, signing opens the session at the store.
-        let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
+        let reply = engine.call(tracker, &BrokerCall::Sign { session_id: tracker.session_id() }).await?;
         tracker.adopt(reply.session)?;
     }
     let (uri, expires_at) =
@@ -158,7 +156,7 @@ where
     let total = source.size();
     let mut offset = 0;
     if resuming {
-        tracker.transition(SessionState::Resuming)?;
+        tracker.begin_resuming()?;
         match query_offset(engine, tracker, &uri, total).await? {
             ChunkAnswer::Complete => offset = total,
             ChunkAnswer::Committed(committed) => offset = committed,
@@ -176,7 +174,7 @@ where
         let request = chunk_request(&uri, range, Some(source.slice(offset, end)));
         let sent_from = offset;
         let answer = engine
-            .put(tracker, sent_from + 1, end - offset, request, |response| {
+            .put(source, tracker, sent_from + 1, end - offset, request, |response| {
                 let answer = read_answer(response, total)?;
                 let committed = match answer {
                     ChunkAnswer::Complete => end,
@@ -203,7 +201,8 @@ where
                 // A failing store is given the policy's backoff first; a
                 // refused overlap is asked about at once.
                 let refused = e.code == ErrorCode::StoreRejected && !e.retryable;
-                if stalled >= MAX_STALLED_ATTEMPTS || !(refused || engine.back_off(stalled, &e, retry).await)
+                if stalled >= MAX_STALLED_ATTEMPTS
+                    || !(refused || engine.back_off(tracker, &mut stalled.clone(), &e).await)
                 {
                     return Err(e);
                 }
@@ -242,16 +241,14 @@ where
     C: Clock,
 {
     let request = chunk_request(uri, ContentRange::Status { total }, None);
-    let response = engine.transport.send(request, std::rc::Rc::new(|_| {})).await?;
+    let response = engine.send(tracker, request, std::rc::Rc::new(|_| {})).await?;
     let answer = read_answer(&response, total)?;
     let offset = match answer {
         ChunkAnswer::Complete => total,
         ChunkAnswer::Committed(committed) => committed,
     };
-    let reply = engine
-        .broker
-        .call(&BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None })
-        .await?;
+    let status = BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None };
+    let reply = engine.call(tracker, &status).await?;
     tracker.adopt(reply.session)?;
     Ok(answer)
 }

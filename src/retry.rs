@@ -8,16 +8,20 @@ use std::time::UNIX_EPOCH;
 /// `url_expired` is reported (it is not a backoff: the broker answers at once).
 pub(crate) const RESIGNS: usize = 1;
 
+/// When a request has failed and when it is tried again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The scheduled wait before each retry, in milliseconds; as many
     /// retries as entries.
     pub delays_ms: Vec<u64>,
+    /// A request that reports no progress for this long is aborted and
+    /// counts as a network failure; 0 never gives up on a request.
+    pub stall_timeout_ms: u64,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { delays_ms: vec![1_000, 3_000, 5_000, 10_000, 20_000] }
+        RetryPolicy { delays_ms: vec![1_000, 3_000, 5_000, 10_000, 20_000], stall_timeout_ms: 30_000 }
     }
 }
 
@@ -58,7 +62,7 @@ mod tests {
 
     #[test]
     fn backoff_with_full_jitter_and_a_bounded_count() {
-        let policy = RetryPolicy { delays_ms: vec![1_000, 4_000] };
+        let policy = RetryPolicy { delays_ms: vec![1_000, 4_000], ..RetryPolicy::default() };
         let network = error(ErrorCode::NetworkError);
         assert_eq!(policy.delay(0, &network, 0.5), Some(500));
         assert_eq!(policy.delay(1, &network, 0.25), Some(1_000));

@@ -16,6 +16,17 @@ pub enum UploadStrategy {
     Resumable,
 }
 
+impl UploadStrategy {
+    /// The wire name, as the broker protocol spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStrategy::PresignedPut => "presigned_put",
+            UploadStrategy::Multipart => "multipart",
+            UploadStrategy::Resumable => "resumable",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultipartPart {
     pub part_number: u32,

@@ -60,6 +60,14 @@ pub trait Transport {
         request: HttpRequest<Self::Body>,
         progress: ProgressFn,
     ) -> Result<HttpResponse, TransportError>;
+
+    /// Whether the network may be reachable (the browser's `navigator.onLine`).
+    fn is_online(&self) -> bool {
+        true
+    }
+
+    /// Resolves once the network is back (the browser's `online` event).
+    async fn online(&self) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +103,12 @@ pub trait ByteSource {
         end: u64,
         algorithm: ChecksumAlgorithm,
     ) -> Result<Vec<u8>, UploadError>;
+
+    /// Fails with `file_changed` if the file can no longer be read as it
+    /// was when the upload began; checked before each request's bytes.
+    async fn check_unchanged(&self) -> Result<(), UploadError> {
+        Ok(())
+    }
 }
 
 /// Time, timers and the randomness retries spread out with.

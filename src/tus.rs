@@ -7,7 +7,6 @@
 use crate::broker::{Broker, BrokerCall};
 use crate::engine::{Engine, Tracker, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
-use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
@@ -176,7 +175,6 @@ struct TusUpload<'a, B, T, C, S> {
     discovery: Discovery,
     url: Secret,
     total: u64,
-    retry: &'a RetryPolicy,
 }
 
 impl<B, T, C, S> TusUpload<'_, B, T, C, S>
@@ -187,7 +185,7 @@ where
     S: ByteSource<Slice = T::Body>,
 {
     async fn send(&self, request: HttpRequest<T::Body>) -> Result<HttpResponse, UploadError> {
-        Ok(self.engine.transport.send(request, Rc::new(|_| {})).await?)
+        Ok(self.engine.send(self.tracker, request, Rc::new(|_| {})).await?)
     }
 
     /// Ends the upload as `expired` if the server says its time is up.
@@ -217,7 +215,7 @@ where
             offset,
             session_uri: Some(self.url.clone()),
         };
-        let reply = self.engine.broker.call(&call).await?;
+        let reply = self.engine.call(self.tracker, &call).await?;
         self.tracker.adopt(reply.session)
     }
 
@@ -236,7 +234,7 @@ where
         }
         let request = tus_request("PATCH", &self.url, headers, Some(self.source.slice(offset, end)));
         self.engine
-            .put(self.tracker, offset + 1, end - offset, request, |response| {
+            .put(self.source, self.tracker, offset + 1, end - offset, request, |response| {
                 check(response)?;
                 self.check_expiry(response)?;
                 let committed = parse_size("Upload-Offset", response.header("upload-offset"))?;
@@ -265,7 +263,7 @@ where
     if tracker.state() == Some(SessionState::Initialized) {
         // The broker either pre-creates the upload (session_uri) or hands
         // out the creation endpoint (`upload`, a POST).
-        let reply = engine.broker.call(&BrokerCall::Sign { session_id: tracker.session_id() }).await?;
+        let reply = engine.call(tracker, &BrokerCall::Sign { session_id: tracker.session_id() }).await?;
         tracker.adopt(reply.session.clone())?;
         if reply.session.session_uri.is_none() {
             let endpoint = reply.upload.map(|u| u.url).ok_or_else(|| {
@@ -280,18 +278,11 @@ where
     let url = tracker.with_session(|s| s.session_uri.clone()).ok_or_else(|| {
         UploadError::new(ErrorCode::BrokerMalformedResponse, "a tus session came without its upload URL")
     })?;
-    let upload = TusUpload {
-        engine,
-        source,
-        tracker,
-        discovery: discover(engine, &url).await?,
-        url,
-        total,
-        retry: &options.retry,
-    };
+    let upload =
+        TusUpload { engine, source, tracker, discovery: discover(engine, tracker, &url).await?, url, total };
     check_size(&upload.discovery, total)?;
     if resuming {
-        tracker.transition(SessionState::Resuming)?;
+        tracker.begin_resuming()?;
     }
     let offset = upload.server_offset().await?;
     // Progress slot 0 holds what the server had before this run.
@@ -299,11 +290,12 @@ where
     send_from(upload, offset, chunk, false).await
 }
 
-async fn discover<B, T: Transport, C>(
+async fn discover<B: Broker, T: Transport, C: Clock>(
     engine: &Engine<B, T, C>,
+    tracker: &Tracker,
     url: &Secret,
 ) -> Result<Discovery, UploadError> {
-    let response = engine.transport.send(tus_request("OPTIONS", url, vec![], None), Rc::new(|_| {})).await?;
+    let response = engine.send(tracker, tus_request("OPTIONS", url, vec![], None), Rc::new(|_| {})).await?;
     store::check_answer(&response)?;
     let discovery = Discovery::from_response(&response)?;
     if !discovery.versions.iter().any(|v| v == TUS_VERSION) {
@@ -339,7 +331,7 @@ where
 {
     let total = source.size();
     let chunk = crate::resumable::chunk_size(options.chunk_size);
-    let discovery = discover(engine, &endpoint).await?;
+    let discovery = discover(engine, tracker, &endpoint).await?;
     check_size(&discovery, total)?;
     let defer = options.defer_length && discovery.supports("creation-defer-length");
     let metadata = encode_metadata(&[("filename", &options.filename), ("filetype", &options.content_type)]);
@@ -358,7 +350,7 @@ where
     tracker.transition(SessionState::Uploading)?;
     let request = tus_request("POST", &endpoint, headers, body);
     let created = engine
-        .put(tracker, 1, first_end, request, |response| {
+        .put(source, tracker, 1, first_end, request, |response| {
             store::check_answer(response)?;
             let location = response.header("location").ok_or_else(|| {
                 UploadError::new(ErrorCode::StoreMalformedResponse, "the tus server created no Location")
@@ -372,7 +364,7 @@ where
         })
         .await?;
     let (url, offset) = created;
-    let upload = TusUpload { engine, source, tracker, discovery, url, total, retry: &options.retry };
+    let upload = TusUpload { engine, source, tracker, discovery, url, total };
     upload.report(offset).await?;
     send_from(upload, offset, chunk, defer).await
 }
@@ -411,7 +403,7 @@ where
                 // server is given the policy's backoff first.
                 let conflict = e.code == ErrorCode::OffsetConflict;
                 if attempts + 1 >= MAX_ATTEMPTS_PER_CHUNK
-                    || !(conflict || upload.engine.back_off(attempts, &e, upload.retry).await)
+                    || !(conflict || upload.engine.back_off(tracker, &mut attempts.clone(), &e).await)
                 {
                     return Err(e);
                 }

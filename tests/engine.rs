@@ -5,7 +5,7 @@
 mod support;
 
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
-use rindle_upload::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
+use rindle_upload::engine::{controls, Control, Engine, Event, EventSink, Outcome, UploadOptions};
 use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
 use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
@@ -95,7 +95,17 @@ enum Answer {
         most_in_flight: Cell<usize>,
     },
     /// Fire the cancel handle and never answer, like a slow upload.
-    CancelAndHang(RefCell<Option<CancelHandle>>),
+    CancelAndHang(RefCell<Option<Control>>),
+    /// The `hang_at`-th request (from 1) never answers and reports no
+    /// progress; if a control is given, it asks for pause and resume then.
+    /// Every other request is stored like `StoreParts` (sequentially).
+    HangAt {
+        hang_at: usize,
+        control: RefCell<Option<Control>>,
+    },
+    /// Requests fail as the network would while offline, until the engine
+    /// waits for the network to come back.
+    Offline(Cell<bool>),
 }
 
 struct ScriptedTransport {
@@ -133,6 +143,24 @@ impl Transport for &ScriptedTransport {
         let body = request.body.unwrap_or_default();
         let url = request.url.expose().to_owned();
         let request_method = request.method;
+        if let Answer::HangAt { hang_at, control } = &self.answer {
+            if self.requests.borrow().len() + 1 == *hang_at {
+                self.requests.borrow_mut().push(SentRequest {
+                    method: request.method,
+                    url: url.clone(),
+                    headers: request.headers,
+                    body,
+                });
+                let guard = InFlight(Rc::clone(&self.dropped_in_flight));
+                if let Some(control) = control.borrow_mut().take() {
+                    control.pause();
+                    control.resume();
+                }
+                futures::future::pending::<()>().await;
+                drop(guard);
+                unreachable!()
+            }
+        }
         // Progress in thirds, with one repeated report, as XHR may send.
         let len = body.len() as u64;
         for sent in [len / 3, len / 3, 2 * len / 3, len] {
@@ -147,18 +175,15 @@ impl Transport for &ScriptedTransport {
         match &self.answer {
             Answer::Respond(response) => Ok(response.clone()),
             Answer::Script(script) => script(self.requests.borrow().last().unwrap()),
+            Answer::Offline(offline) if offline.get() => Err(TransportError::Network),
+            Answer::Offline(_) => Ok(HttpResponse { status: 200, headers: vec![], body: String::new() }),
+            Answer::HangAt { .. } => Ok(stored_part(&url)),
             Answer::StoreParts { in_flight, most_in_flight } => {
                 in_flight.set(in_flight.get() + 1);
                 most_in_flight.set(most_in_flight.get().max(in_flight.get()));
                 YieldOnce(false).await;
                 in_flight.set(in_flight.get() - 1);
-                let part =
-                    url.split("part=").nth(1).unwrap_or_default().split('&').next().unwrap_or_default();
-                Ok(HttpResponse {
-                    status: 200,
-                    headers: vec![("etag".into(), format!("\"etag-{part}\""))],
-                    body: String::new(),
-                })
+                Ok(stored_part(&url))
             }
             Answer::CancelAndHang(_) if request_method == "DELETE" => {
                 Ok(HttpResponse { status: 499, headers: vec![], body: String::new() })
@@ -173,6 +198,26 @@ impl Transport for &ScriptedTransport {
                 unreachable!()
             }
         }
+    }
+
+    fn is_online(&self) -> bool {
+        !matches!(&self.answer, Answer::Offline(offline) if offline.get())
+    }
+
+    async fn online(&self) {
+        if let Answer::Offline(offline) = &self.answer {
+            offline.set(false);
+        }
+    }
+}
+
+/// A store's answer to a part PUT: 200 with an ETag naming the part.
+fn stored_part(url: &str) -> HttpResponse {
+    let part = url.split("part=").nth(1).unwrap_or_default().split('&').next().unwrap_or_default();
+    HttpResponse {
+        status: 200,
+        headers: vec![("etag".into(), format!("\"etag-{part}\""))],
+        body: String::new(),
     }
 }
 
@@ -191,8 +236,9 @@ impl std::future::Future for YieldOnce {
     }
 }
 
-/// Advances `step` milliseconds each time it is read; sleeps are recorded
-/// and return at once; "random" is always one half.
+/// Advances `step` milliseconds each time it is read; sleeps are recorded,
+/// move the time on by their length and return after letting the executor
+/// poll everything else once; "random" is always one half.
 struct SteppingClock {
     now: Cell<f64>,
     step: f64,
@@ -205,6 +251,8 @@ impl Clock for SteppingClock {
     }
     async fn sleep(&self, ms: u64) {
         self.slept.borrow_mut().push(ms);
+        self.now.set(self.now.get() + ms as f64);
+        YieldOnce(false).await;
     }
     fn random(&self) -> f64 {
         0.5
@@ -216,6 +264,7 @@ enum Seen {
     State(Option<SessionState>, SessionState),
     Progress(ProgressSnapshot),
     Part(u32, String, u64),
+    Paused(bool),
 }
 
 struct Run {
@@ -251,7 +300,7 @@ fn run_upload(
     transport: &ScriptedTransport,
     clock_step: f64,
     strategy: UploadStrategy,
-    cancel_slot: Option<&RefCell<Option<CancelHandle>>>,
+    cancel_slot: Option<&RefCell<Option<Control>>>,
 ) -> Run {
     let options = UploadOptions::new("a.txt", "text/plain", strategy);
     run_with(broker, transport, clock_step, &options, b"0123456789".to_vec(), cancel_slot)
@@ -263,7 +312,7 @@ fn run_with(
     clock_step: f64,
     options: &UploadOptions,
     data: Vec<u8>,
-    cancel_slot: Option<&RefCell<Option<CancelHandle>>>,
+    cancel_slot: Option<&RefCell<Option<Control>>>,
 ) -> Run {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let sink_seen = Rc::clone(&seen);
@@ -275,9 +324,10 @@ fn run_with(
             }
             Event::Progress(p) => Seen::Progress(p),
             Event::PartStored { part_number, etag, size } => Seen::Part(part_number, etag.to_owned(), size),
+            Event::Paused(paused) => Seen::Paused(paused),
         })
     });
-    let (handle, signal) = cancellation();
+    let (handle, signal) = controls();
     if let Some(slot) = cancel_slot {
         *slot.borrow_mut() = Some(handle);
     }
@@ -470,14 +520,37 @@ fn an_illegal_server_state_is_refused_and_nothing_is_sent() {
 }
 
 #[test]
-fn broker_errors_surface_with_the_state_they_happened_in() {
-    let broker = ScriptedBroker::new(vec![
-        Ok(reply("initialized")),
-        Err(UploadError::new(ErrorCode::BrokerUnreachable, "fetch failed")),
-    ]);
+fn broker_calls_are_retried_then_surface_with_the_state_they_happened_in() {
+    let unreachable = || Err(UploadError::new(ErrorCode::BrokerUnreachable, "fetch failed"));
+    let mut script = vec![Ok(reply("initialized"))];
+    script.extend((0..6).map(|_| unreachable()));
+    let broker = ScriptedBroker::new(script);
     let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
     let err = run.result.clone().unwrap_err();
     assert_eq!((err.code, err.state, err.retryable), (ErrorCode::BrokerUnreachable, Some(Initialized), true));
+    assert_eq!(broker.calls.borrow().len(), 7, "initiate, then sign tried once and retried five times");
+    assert_eq!(run.slept, vec![500, 1_500, 2_500, 5_000, 10_000], "the default backoff with jitter 0.5");
+}
+
+#[test]
+fn a_broker_that_recovers_is_not_an_error_and_refusals_are_not_retried() {
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Err(UploadError::new(ErrorCode::BrokerServerError, "502")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    assert_eq!(run.result.unwrap().session.state, Completed);
+    assert_eq!(run.slept, vec![500]);
+
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Err(UploadError::new(ErrorCode::SessionNotFound, "gone")),
+    ]);
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::SessionNotFound);
+    assert!(run.slept.is_empty());
 }
 
 // ---- multipart ----
@@ -1117,4 +1190,156 @@ fn a_failed_part_is_retried_alone_and_counted_once() {
     assert_eq!(parts, ["1", "2", "2", "3"], "only the failed part is sent again");
     assert_eq!(run.slept, [500]);
     assert_eq!(run.progress().last().unwrap().bytes_sent, total as u64);
+}
+
+// ---- reliability: stalls, offline, pause and resume, changed files ----
+
+#[test]
+fn a_stalled_request_is_aborted_and_retried() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+
+    assert_eq!(run.result.unwrap().session.state, Completed);
+    assert!(transport.dropped_in_flight.get(), "the stalled request was aborted");
+    assert_eq!(transport.requests.borrow().len(), 2);
+    assert_eq!(
+        run.slept,
+        vec![7_500, 7_500, 7_500, 7_500, 500],
+        "the watchdog looks four times per 30 s timeout, then the first retry's backoff"
+    );
+}
+
+#[test]
+fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = ScriptedTransport::new(Answer::Offline(Cell::new(true)));
+    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+
+    assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
+    assert_eq!(transport.requests.borrow().len(), 2);
+    assert!(run.slept.is_empty());
+}
+
+#[test]
+fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(reply("signed")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
+    let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, Some(control));
+
+    assert_eq!(run.result.as_ref().unwrap().session.state, Completed);
+    assert!(transport.dropped_in_flight.get(), "pause aborted the request in flight");
+    assert_eq!(
+        *broker.calls.borrow(),
+        vec!["initiate ", "sign /s1/sign", "show /s1", "sign /s1/sign", "complete /s1/complete"],
+        "nothing was cancelled; resume asked the broker again"
+    );
+    assert_eq!(transport.requests.borrow().iter().filter(|r| r.method == "PUT").count(), 2);
+    assert!(transport.requests.borrow().iter().all(|r| r.method != "DELETE"));
+    let pauses: Vec<&Seen> = run.seen.iter().filter(|s| matches!(s, Seen::Paused(_))).collect();
+    assert_eq!(pauses, [&Seen::Paused(true), &Seen::Paused(false)]);
+    assert_eq!(
+        run.states(),
+        vec![
+            (None, Initialized),
+            (Some(Initialized), Signed),
+            (Some(Signed), Uploading),
+            (Some(Uploading), Uploaded),
+            (Some(Uploaded), Verifying),
+            (Some(Verifying), Completed),
+        ],
+        "the session stays uploading while paused"
+    );
+}
+
+#[test]
+fn multipart_resumed_after_a_pause_sends_only_the_parts_the_store_lacks() {
+    let total = 21 * MIB;
+    let broker = multipart_broker(total, r#"{"part_number":1,"etag":"\"etag-1\"","size":5242880}"#);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 2, control: RefCell::new(None) });
+    let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(1), pattern(total), Some(control));
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let calls = broker.calls.borrow();
+    assert_eq!(calls[..4], ["initiate ", "signParts /s1/parts/sign", "show /s1", "listParts /s1/parts"]);
+    let parts_sent: Vec<String> = transport.requests.borrow().iter().map(|r| r.url.clone()).collect();
+    let numbers: Vec<&str> =
+        parts_sent.iter().map(|u| u.split("part=").nth(1).unwrap().split('&').next().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        ["1", "2", "2", "3", "4", "5"],
+        "part 2 was cut by the pause and sent again; 1 was not"
+    );
+    let progress = run.progress();
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_sent <= w[1].bytes_sent && w[0].bytes_acked <= w[1].bytes_acked));
+    assert_eq!(progress.last().unwrap().bytes_acked, total as u64);
+    let body = &broker.bodies.borrow()[calls.len() - 1];
+    assert_eq!(body["parts"].as_array().unwrap().len(), 5);
+}
+
+/// A file that becomes unreadable after `readable` checks, as a file
+/// changed on disk does in a browser.
+struct ChangingFile {
+    bytes: support::Bytes,
+    readable: Cell<usize>,
+}
+
+impl rindle_upload::transport::ByteSource for ChangingFile {
+    type Slice = Vec<u8>;
+    fn size(&self) -> u64 {
+        self.bytes.size()
+    }
+    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
+        self.bytes.slice(start, end)
+    }
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: rindle_upload::transport::ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError> {
+        self.bytes.digest(start, end, algorithm).await
+    }
+    async fn check_unchanged(&self) -> Result<(), UploadError> {
+        match self.readable.get() {
+            0 => Err(UploadError::new(ErrorCode::FileChanged, "changed")),
+            left => {
+                self.readable.set(left - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_file_that_changes_mid_upload_ends_file_changed_before_mixed_bytes_are_sent() {
+    use rindle_upload::transport::ByteSource;
+    let total = 21 * MIB;
+    let broker = multipart_broker(total, "");
+    let transport = parts_transport();
+    let file = ChangingFile { bytes: Bytes(pattern(total)), readable: Cell::new(2) };
+    let (_control, commands) = controls();
+    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
+    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let options = multipart_options(1);
+    assert_eq!(file.size(), total as u64);
+    let err =
+        futures::executor::block_on(engine.upload(&file, &options, Rc::new(|_| {}), commands)).unwrap_err();
+
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::FileChanged, Some(Uploading), false));
+    assert_eq!(transport.requests.borrow().len(), 2, "no byte was sent after the change was seen");
 }

@@ -6,7 +6,7 @@
 
 mod support;
 
-use rindle_upload::engine::{cancellation, Engine, Event, EventSink, UploadOptions};
+use rindle_upload::engine::{controls, Engine, Event, EventSink, UploadOptions};
 use rindle_upload::{SessionState, UploadStrategy};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -39,7 +39,7 @@ fn sixty_four_mib_in_eight_mib_parts_lands_byte_identical() {
         Rc::new(move |event| match event {
             Event::PartStored { part_number, .. } => parts.borrow_mut().push(part_number),
             Event::StateChanged { to, .. } => states.borrow_mut().push(to),
-            Event::Progress(_) => {}
+            Event::Progress(_) | Event::Paused(_) => {}
         })
     };
     let engine = Engine {
@@ -48,8 +48,9 @@ fn sixty_four_mib_in_eight_mib_parts_lands_byte_identical() {
         clock: SystemClock,
     };
     let options = UploadOptions::new("garage.bin", "application/octet-stream", UploadStrategy::Multipart);
-    let (_cancel, signal) = cancellation();
-    let outcome = futures::executor::block_on(engine.upload(&Bytes(data), &options, events, signal)).unwrap();
+    let (_control, commands) = controls();
+    let outcome =
+        futures::executor::block_on(engine.upload(&Bytes(data), &options, events, commands)).unwrap();
 
     assert_eq!(outcome.session.state, SessionState::Completed);
     assert_eq!(outcome.session.multipart_parts.len(), 8);

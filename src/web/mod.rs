@@ -2,22 +2,24 @@
 //! `#[wasm_bindgen]` API (`Uploader`, `Upload`) with its TypeScript types.
 
 mod broker;
+mod records;
 mod xhr;
 
 pub use broker::WebBroker;
 pub use xhr::{BlobSource, DateClock, XhrTransport};
 
 use crate::broker::Asset;
-use crate::engine::{cancellation, CancelHandle, Engine, Event, EventSink, Outcome, UploadOptions};
+use crate::engine::{controls, Control, Engine, Event, EventSink, Outcome, UploadOptions};
 use crate::error::{ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::session::{Session, UploadStrategy};
+use crate::state::SessionState;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::Blob;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -127,9 +129,19 @@ export interface UploadOptions {
   sessionId?: string;
   /** resumable, tus: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
   chunkSize?: number;
-  /** Waits (ms) before each retry of a failed store request (network, 5xx, 408, 429), with full jitter;
-   * `Retry-After` is honoured. Default [1000, 3000, 5000, 10000, 20000]; [] disables retries. */
+  /** Waits (ms) before each retry of a failed store request or broker call (network, 5xx, 408, 429),
+   * with full jitter; `Retry-After` is honoured; a failure while offline waits for the network and
+   * spends no retry. Default [1000, 3000, 5000, 10000, 20000]; [] disables retries. */
   retryDelays?: number[];
+  /** A store request with no progress for this long (ms) is aborted and retried. Default 30000; 0 never. */
+  stallTimeout?: number;
+  /** Keep a resume record in IndexedDB so `findPreviousUploads` finds this upload after a reload
+   * (default true; only for a `File`). */
+  resume?: boolean;
+  /** Continue an upload `findPreviousUploads` listed (the store is asked what it holds). */
+  resumeFrom?: PreviousUpload;
+  /** Called with true when the upload pauses and false when it resumes. */
+  onPausedChange?: (paused: boolean) => void;
   /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */
   deferLength?: boolean;
   /** multipart: called once per stored part. */
@@ -144,6 +156,21 @@ export interface UploadOptions {
 }
 
 export interface UploadResult { session: Session; asset: Asset; }
+
+/** An unfinished upload of the same file to the same broker, from an earlier page. */
+export interface PreviousUpload {
+  sessionId: string;
+  strategy: "presigned_put" | "multipart" | "resumable" | "tus";
+  partSize: number;
+  chunkSize: number;
+  filename: string;
+  size: number;
+  lastModified: number;
+  type: string;
+  endpoint: string;
+  createdAt: number;
+  expiresAt: number | null;
+}
 "#;
 
 #[wasm_bindgen]
@@ -175,6 +202,20 @@ impl Uploader {
         Ok(Uploader { endpoint, headers, callbacks: get(&options, "broker").unwrap_or(JsValue::UNDEFINED) })
     }
 
+    /// Unfinished uploads of this file to this broker, recorded by earlier
+    /// pages (expired ones are pruned).
+    #[wasm_bindgen(js_name = findPreviousUploads, unchecked_return_type = "Promise<PreviousUpload[]>")]
+    pub fn find_previous_uploads(&self, file: Blob) -> js_sys::Promise {
+        let key = file.dyn_ref::<web_sys::File>().map(|file| records::fingerprint(&self.endpoint, file));
+        future_to_promise(async move {
+            let found = match key {
+                Some(key) => records::find(&key).await?,
+                None => None,
+            };
+            Ok(found.into_iter().collect::<js_sys::Array>().into())
+        })
+    }
+
     /// Starts uploading `file`; the returned `Upload` reports and controls it.
     pub fn upload(
         &self,
@@ -183,7 +224,10 @@ impl Uploader {
     ) -> Result<Upload, JsValue> {
         let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
         let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
-        let strategy_name = string_option(&options_value, "strategy")?;
+        // A previous upload's record supplies what must match its session.
+        let previous = get(&options_value, "resumeFrom").unwrap_or(JsValue::UNDEFINED);
+        let strategy_name =
+            string_option(&options_value, "strategy")?.or(string_option(&previous, "strategy")?);
         let defaults = UploadOptions::new(
             string_option(&options_value, "filename")?.or(file_name).unwrap_or_else(|| "blob".into()),
             string_option(&options_value, "contentType")?
@@ -192,31 +236,53 @@ impl Uploader {
             parse_strategy(strategy_name.as_deref(), file.size() as u64)?,
         );
         let options = UploadOptions {
-            part_size: number_option(&options_value, "partSize")?.unwrap_or(defaults.part_size),
+            part_size: number_option(&options_value, "partSize")?
+                .or(number_option(&previous, "partSize")?)
+                .unwrap_or(defaults.part_size),
             concurrency: number_option(&options_value, "concurrency")?
                 .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
-            chunk_size: number_option(&options_value, "chunkSize")?.unwrap_or(defaults.chunk_size),
+            chunk_size: number_option(&options_value, "chunkSize")?
+                .or(number_option(&previous, "chunkSize")?)
+                .unwrap_or(defaults.chunk_size),
             // tus is the `resumable` strategy over the tus protocol.
             tus: strategy_name.as_deref() == Some("tus"),
             defer_length: get(&options_value, "deferLength").is_some_and(|v| v.is_truthy()),
-            resume_session_id: string_option(&options_value, "sessionId")?,
-            retry: match get(&options_value, "retryDelays") {
-                None => defaults.retry.clone(),
-                Some(delays) => crate::retry::RetryPolicy { delays_ms: delays_option(&delays)? },
+            resume_session_id: string_option(&options_value, "sessionId")?
+                .or(string_option(&previous, "sessionId")?),
+            retry: crate::retry::RetryPolicy {
+                delays_ms: match get(&options_value, "retryDelays") {
+                    None => defaults.retry.delays_ms.clone(),
+                    Some(delays) => delays_option(&delays)?,
+                },
+                stall_timeout_ms: number_option(&options_value, "stallTimeout")?
+                    .unwrap_or(defaults.retry.stall_timeout_ms),
             },
             ..defaults
         };
+        let record_key = file
+            .dyn_ref::<web_sys::File>()
+            .filter(|_| get(&options_value, "resume").is_none_or(|v| v.is_truthy()))
+            .map(|f| records::fingerprint(&self.endpoint, f));
+        let record = record_key.as_ref().map(|_| {
+            let strategy = if options.tus { "tus" } else { options.strategy.as_str() };
+            resume_record(&file, &self.endpoint, strategy, &options)
+        });
         let on_progress = function_option(&options_value, "onProgress")?;
         let on_state_change = function_option(&options_value, "onStateChange")?;
         let on_error = function_option(&options_value, "onError")?;
         let on_part = function_option(&options_value, "onPart")?;
+        let on_paused_change = function_option(&options_value, "onPausedChange")?;
 
         let latest: Rc<RefCell<Option<Session>>> = Rc::default();
+        let paused: Rc<Cell<bool>> = Rc::default();
         let events: EventSink = {
-            let latest = Rc::clone(&latest);
+            let (latest, paused) = (Rc::clone(&latest), Rc::clone(&paused));
             Rc::new(move |event| match event {
                 Event::StateChanged { from, to, session } => {
                     *latest.borrow_mut() = Some(session.clone());
+                    if let (Some(key), Some(record)) = (&record_key, &record) {
+                        keep_record(key, record, from, session);
+                    }
                     if let Some(callback) = &on_state_change {
                         let change = object(&[
                             ("from", from.map_or(JsValue::NULL, |s| s.as_str().into())),
@@ -246,6 +312,12 @@ impl Uploader {
                         let _ = callback.call1(&JsValue::NULL, &part);
                     }
                 }
+                Event::Paused(now_paused) => {
+                    paused.set(now_paused);
+                    if let Some(callback) = &on_paused_change {
+                        let _ = callback.call1(&JsValue::NULL, &now_paused.into());
+                    }
+                }
             })
         };
 
@@ -258,9 +330,9 @@ impl Uploader {
             transport: XhrTransport,
             clock: DateClock,
         };
-        let (cancel, signal) = cancellation();
+        let (control, commands) = controls();
         let run = async move {
-            match engine.upload(&BlobSource(file), &options, events, signal).await {
+            match engine.upload(&BlobSource(file), &options, events, commands).await {
                 Ok(outcome) => Ok(outcome_to_js(&outcome)),
                 Err(error) => {
                     let error = error_to_js(&error);
@@ -274,7 +346,7 @@ impl Uploader {
         .boxed_local()
         .shared();
         let done = future_to_promise(run.clone());
-        Ok(Upload { latest, run, done, cancel: RefCell::new(Some(cancel)) })
+        Ok(Upload { latest, paused, run, done, control })
     }
 }
 
@@ -282,9 +354,10 @@ impl Uploader {
 #[wasm_bindgen]
 pub struct Upload {
     latest: Rc<RefCell<Option<Session>>>,
+    paused: Rc<Cell<bool>>,
     run: Shared<LocalBoxFuture<'static, Result<JsValue, JsValue>>>,
     done: js_sys::Promise,
-    cancel: RefCell<Option<CancelHandle>>,
+    control: Control,
 }
 
 #[wasm_bindgen]
@@ -308,14 +381,29 @@ impl Upload {
         self.done.clone()
     }
 
+    /// Whether the upload is paused.
+    #[wasm_bindgen(getter)]
+    pub fn paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Stops sending: requests in flight are aborted, nothing the store
+    /// holds is discarded. Once the bytes are all stored it has no effect.
+    pub fn pause(&self) {
+        self.control.pause();
+    }
+
+    /// Continues a paused upload from what the store reports it holds.
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
     /// Stops the upload and tells the broker to discard it. Resolves with
     /// the final state once the upload has ended ("aborted", or the state
     /// it reached if it was already past the point of cancelling).
     #[wasm_bindgen(unchecked_return_type = "Promise<SessionState | null>")]
     pub fn cancel(&self) -> js_sys::Promise {
-        if let Some(handle) = self.cancel.borrow_mut().take() {
-            handle.cancel();
-        }
+        self.control.cancel();
         let run = self.run.clone();
         let latest = Rc::clone(&self.latest);
         future_to_promise(async move {
@@ -323,6 +411,47 @@ impl Upload {
             let state = latest.borrow().as_ref().map_or(JsValue::NULL, |s| s.state.as_str().into());
             Ok(state)
         })
+    }
+}
+
+/// What `findPreviousUploads` returns for this upload (the session id is
+/// filled in once the broker created it).
+fn resume_record(file: &Blob, endpoint: &str, strategy: &str, options: &UploadOptions) -> js_sys::Object {
+    let file: &web_sys::File = file.unchecked_ref();
+    object(&[
+        ("strategy", strategy.into()),
+        ("partSize", (options.part_size as f64).into()),
+        ("chunkSize", (options.chunk_size as f64).into()),
+        ("filename", options.filename.as_str().into()),
+        ("size", file.size().into()),
+        ("lastModified", file.last_modified().into()),
+        ("type", file.type_().into()),
+        ("endpoint", endpoint.into()),
+        ("createdAt", js_sys::Date::now().into()),
+    ])
+    .unchecked_into()
+}
+
+/// Writes the record when the session appears, deletes it when the session
+/// ends (completed, aborted, expired, failed).
+fn keep_record(key: &str, record: &js_sys::Object, from: Option<SessionState>, session: &Session) {
+    let key = key.to_owned();
+    if session.state.is_terminal() {
+        spawn_local(async move {
+            let _ = records::remove(&key).await;
+        });
+    } else if from.is_none() {
+        let expires_at = session.expires_at.as_deref().and_then(crate::time::parse_ms);
+        let _ = js_sys::Reflect::set(record, &"sessionId".into(), &session.id.as_str().into());
+        let _ = js_sys::Reflect::set(
+            record,
+            &"expiresAt".into(),
+            &expires_at.map_or(JsValue::NULL, JsValue::from),
+        );
+        let record = record.clone();
+        spawn_local(async move {
+            let _ = records::save(&key, &record).await;
+        });
     }
 }
 

@@ -101,6 +101,32 @@ impl Transport for XhrTransport {
             Ending::Timeout => Err(TransportError::Timeout),
         }
     }
+
+    fn is_online(&self) -> bool {
+        navigator_on_line().unwrap_or(true)
+    }
+
+    async fn online(&self) {
+        let back = js_sys::Promise::new(&mut |resolve, _| {
+            let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+            let options = web_sys::AddEventListenerOptions::new();
+            options.set_once(true);
+            let _ = global.add_event_listener_with_callback_and_add_event_listener_options(
+                "online", &resolve, &options,
+            );
+            // The network may have come back before the listener was added.
+            if navigator_on_line() != Some(false) {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
+        });
+        let _ = JsFuture::from(back).await;
+    }
+}
+
+/// `navigator.onLine` of the window or worker, if there is one.
+fn navigator_on_line() -> Option<bool> {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    js_sys::Reflect::get(&navigator, &"onLine".into()).ok()?.as_bool()
 }
 
 /// A `File` or `Blob`; slicing it costs no copy.
@@ -143,6 +169,21 @@ impl ByteSource for BlobSource {
             .await
             .map_err(|_| UploadError::new(ErrorCode::Internal, "Web Crypto failed the digest"))?;
         Ok(js_sys::Uint8Array::new(&digest).to_vec())
+    }
+
+    /// A file changed on disk since it was picked can no longer be read
+    /// (`NotReadableError`): reading one byte finds out before its bytes
+    /// are sent, where XHR would only report a network error.
+    async fn check_unchanged(&self) -> Result<(), UploadError> {
+        if self.0.size() == 0.0 {
+            return Ok(());
+        }
+        JsFuture::from(self.slice(0, 1).array_buffer()).await.map(|_| ()).map_err(|_| {
+            UploadError::new(
+                ErrorCode::FileChanged,
+                "the file changed or became unreadable since the upload began",
+            )
+        })
     }
 }
 

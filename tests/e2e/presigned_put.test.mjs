@@ -92,7 +92,11 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
       res.end(JSON.stringify({ session: { id: "s1", state: "half-done", upload_strategy: "presigned_put" } }));
     });
     try {
-      const unreachable = await uploadInPage(page, { size: 1024, endpoint: "http://127.0.0.1:9/api/uploads" });
+      const unreachable = await uploadInPage(page, {
+        size: 1024,
+        endpoint: "http://127.0.0.1:9/api/uploads",
+        options: { retryDelays: [10, 10] },
+      });
       const expired = await uploadInPage(page, { size: 1024, endpoint: `${shortUrlBroker.url}/api/uploads`, brokerMode: "lateSign" });
       const garbled = await uploadInPage(page, { size: 1024, endpoint: `${malformed.url}/api/uploads` });
 

@@ -158,6 +158,7 @@ export async function uploadInPage(page, scenario) {
       partSize: scenario.partSize,
       concurrency: scenario.concurrency,
       sessionId: scenario.sessionId,
+      ...scenario.options,
       filename: "random.bin",
       onStateChange: ({ from, to, session }) => {
         live.states.push([from, to]);
