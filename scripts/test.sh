@@ -30,18 +30,13 @@ cleanup
 trap - EXIT
 
 echo "== Garage (S3-compatible store) for the suites that need it"
-while kill -0 "$(cat .data/garage-install.pid 2>/dev/null)" 2>/dev/null; do sleep 5; done
-command -v garage >/dev/null || { tail -20 .data/garage-install.log; echo "Garage is not installed"; exit 1; }
-garage_dir=$(mktemp -d)
-stop_garage() { kill "$(cat "$garage_dir/garage.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$garage_dir"; }
-trap stop_garage EXIT
-NODE_NO_WARNINGS=1 bash scripts/garage.sh "$garage_dir"
-set -a
-. "$garage_dir/env"
-set +a
+. scripts/start-garage.sh
 
 echo "== native: the engine against Garage"
 cargo test --test garage -- --ignored
+
+echo "== fault trials: ${FAULT_TRIALS:-20} uploads per strategy through the fault-injecting proxy"
+NODE_NO_WARNINGS=1 cargo test --test faults -- --ignored --nocapture
 
 echo "== bench smoke run (a small file; no timing is asserted)"
 NODE_NO_WARNINGS=1 node bench/run.mjs --sizes 8 --repeat 1 --check >/dev/null

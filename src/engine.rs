@@ -16,6 +16,7 @@ use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::StreamExt;
 use std::cell::{Cell, Ref, RefCell};
+use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
 
@@ -398,10 +399,23 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         tracker: &Tracker,
         call: &BrokerCall,
     ) -> Result<BrokerReply, UploadError> {
-        let mut attempt = 0;
+        self.retrying(tracker, || self.broker.call(call)).await
+    }
+
+    /// Runs `attempt` again after errors that may pass (network, 5xx, 408,
+    /// 429), with the policy's backoff, until it succeeds or fails for good.
+    pub(crate) async fn retrying<R, F>(
+        &self,
+        tracker: &Tracker,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<R, UploadError>
+    where
+        F: Future<Output = Result<R, UploadError>>,
+    {
+        let mut tries = 0;
         loop {
-            match self.broker.call(call).await {
-                Err(e) if self.back_off(tracker, &mut attempt, &e).await => {}
+            match attempt().await {
+                Err(e) if self.back_off(tracker, &mut tries, &e).await => {}
                 done => return done,
             }
         }
@@ -495,13 +509,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     where
         A: Fn(&HttpResponse) -> Result<(R, u64), UploadError>,
     {
-        let mut attempt = 0;
-        loop {
-            match self.put(source, tracker, slot, len, request(), &accept).await {
-                Err(e) if self.back_off(tracker, &mut attempt, &e).await => {}
-                done => return done,
-            }
-        }
+        self.retrying(tracker, || self.put(source, tracker, slot, len, request(), &accept)).await
     }
 
     /// Waits before trying again after `error`; `false` when the error is

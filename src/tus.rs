@@ -199,8 +199,13 @@ where
         Ok(())
     }
 
-    /// HEAD: the offset the server holds, told to the broker too.
+    /// HEAD: the offset the server holds, told to the broker too; asked
+    /// again after failures that may pass.
     async fn server_offset(&self) -> Result<u64, UploadError> {
+        self.engine.retrying(self.tracker, || self.head_offset()).await
+    }
+
+    async fn head_offset(&self) -> Result<u64, UploadError> {
         let response = self.send(tus_request("HEAD", &self.url, vec![], None)).await?;
         check(&response)?;
         self.check_expiry(&response)?;
@@ -295,8 +300,13 @@ async fn discover<B: Broker, T: Transport, C: Clock>(
     tracker: &Tracker,
     url: &Secret,
 ) -> Result<Discovery, UploadError> {
-    let response = engine.send(tracker, tus_request("OPTIONS", url, vec![], None), Rc::new(|_| {})).await?;
-    store::check_answer(&response)?;
+    let options = || async {
+        let response =
+            engine.send(tracker, tus_request("OPTIONS", url, vec![], None), Rc::new(|_| {})).await?;
+        store::check_answer(&response)?;
+        Ok(response)
+    };
+    let response = engine.retrying(tracker, options).await?;
     let discovery = Discovery::from_response(&response)?;
     if !discovery.versions.iter().any(|v| v == TUS_VERSION) {
         return Err(UploadError::new(ErrorCode::StoreRejected, "the tus server does not speak tus 1.0.0"));

@@ -4,6 +4,8 @@
 //! reference broker started as a child process.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod faults;
+
 use rindle_upload::broker::{read_http_answer, Broker, BrokerCall, BrokerReply};
 use rindle_upload::transport::{
     ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
@@ -13,8 +15,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Answers come back as they are: no status is an error and no redirect
+/// is followed (GCS answers 308 for "resume incomplete").
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into()
 }
 
 /// Each request runs on its own thread, so parts really go concurrently.
@@ -117,8 +121,15 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> f64 {
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
     }
+    /// A timer thread, so other futures (requests, the stall watchdog) run
+    /// meanwhile.
     async fn sleep(&self, ms: u64) {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let (done, elapsed) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let _ = done.send(());
+        });
+        let _ = elapsed.await;
     }
     fn random(&self) -> f64 {
         0.5
@@ -153,7 +164,12 @@ impl BrokerProcess {
         let binary = format!("{root}/target/release/rindle-broker");
         let data_dir =
             std::env::temp_dir().join(format!("rindle-native-{}-{}", std::process::id(), rand_suffix()));
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        // The store is what `env` says, not what the test run inherited.
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("S3_") || n.starts_with("GCS_")) {
+            command.env_remove(name);
+        }
+        let mut child = command
             .current_dir(root)
             .env("PORT", "0")
             .env("DATA_DIR", &data_dir)
