@@ -302,13 +302,16 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         loop {
             // Until the bytes are stored, pause and cancel win: dropping the
             // transfer aborts whatever requests are in flight.
-            let mut transfer = pin!(self.transfer(source, options, plan, tracker));
-            let command = loop {
-                match future::select(pin!(commands.next()), transfer.as_mut()).await {
-                    Either::Left((Command::Resume, _)) => continue,
-                    Either::Left((command, _)) => break command,
-                    Either::Right((finish, _)) => return self.verify(tracker, finish?).await,
+            let command = {
+                let mut transfer = pin!(self.transfer(source, options, plan, tracker));
+                loop {
+                    match future::select(pin!(commands.next()), transfer.as_mut()).await {
+                        Either::Left((Command::Resume, _)) => continue,
+                        Either::Left((command, _)) => break command,
+                        Either::Right((finish, _)) => return self.verify(tracker, finish?).await,
+                    }
                 }
+                // The transfer is dropped here, before waiting to resume.
             };
             if command == Command::Pause {
                 tracker.paused(true);

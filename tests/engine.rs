@@ -1236,10 +1236,43 @@ fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
     ]);
     let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
     let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
-    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, Some(control));
+    let (handle, commands) = controls();
+    *control.borrow_mut() = Some(handle);
+    let dropped = Rc::clone(&transport.dropped_in_flight);
+    let pauses = Rc::new(RefCell::new(Vec::new()));
+    let events: EventSink = {
+        let pauses = Rc::clone(&pauses);
+        Rc::new(move |event| {
+            if let Event::Paused(paused) = event {
+                pauses.borrow_mut().push((paused, dropped.get()));
+            }
+        })
+    };
+    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
+    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    let source = Bytes(b"0123456789".to_vec());
+    let outcome = futures::executor::block_on(engine.upload(&source, &options, events, commands));
 
+    assert_eq!(outcome.unwrap().session.state, Completed);
+    assert_eq!(
+        *pauses.borrow(),
+        [(true, true), (false, true)],
+        "the request in flight was aborted as the upload paused, before it resumed"
+    );
+
+    // The same run, seen through its events.
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(reply("signed")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
+    let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, Some(control));
     assert_eq!(run.result.as_ref().unwrap().session.state, Completed);
-    assert!(transport.dropped_in_flight.get(), "pause aborted the request in flight");
     assert_eq!(
         *broker.calls.borrow(),
         vec!["initiate ", "sign /s1/sign", "show /s1", "sign /s1/sign", "complete /s1/complete"],

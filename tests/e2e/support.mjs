@@ -40,7 +40,10 @@ export async function startBroker(env = {}) {
     async stop() {
       if (child.exitCode === null) {
         child.kill("SIGTERM");
+        // Graceful shutdown waits for open connections; a test is not.
+        const killer = setTimeout(() => child.kill("SIGKILL"), 3_000);
         await once(child, "exit");
+        clearTimeout(killer);
       }
       rmSync(dataDir, { recursive: true, force: true });
     },
@@ -107,7 +110,7 @@ export const FULL_SEQUENCE = [
  */
 export async function uploadInPage(page, scenario) {
   return page.evaluate(async (scenario) => {
-    const { size, fill, seed, endpoint, brokerMode, cancelAtFraction } = scenario;
+    const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
     const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
     await init();
     const bytes = new Uint8Array(size);
@@ -123,8 +126,12 @@ export async function uploadInPage(page, scenario) {
       for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
     }
     const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
-    const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
-    const blob = new Blob([bytes], { type: "application/octet-stream" });
+    // A File, so the same scenario in another page is the same file to
+    // `findPreviousUploads`; or the file picked in the file input `fromInput` selects.
+    const blob = scenario.fromInput
+      ? document.querySelector(scenario.fromInput).files[0]
+      : new File([bytes], "random.bin", { type: "application/octet-stream", lastModified: 1_700_000_000_000 + (seed ?? 0) });
+    const sha256 = hex(await crypto.subtle.digest("SHA-256", scenario.fromInput ? await blob.arrayBuffer() : bytes));
 
     const post = (path, body) =>
       fetch(endpoint + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
@@ -137,6 +144,20 @@ export async function uploadInPage(page, scenario) {
         complete: (request) => post(`/${request.session_id}/complete`, request),
         cancel: (request) => post(`/${request.session_id}/cancel`, request),
       },
+      // Every call over HTTP as the built-in broker client makes it, each
+      // one recorded in `brokerCalls` ("sign", "parts/sign", ...).
+      counted: Object.fromEntries(
+        [
+          ["initiate", ""], ["show", ""], ["sign", "sign"], ["signParts", "parts/sign"], ["listParts", "parts"],
+          ["resumableStatus", "resumable/status"], ["complete", "complete"],
+          ["completeMultipart", "multipart/complete"], ["cancel", "cancel"],
+        ].map(([name, route]) => [name, (request) => {
+          live.brokerCalls.push(name);
+          if (name === "initiate") return post("", request);
+          if (name === "show") return fetch(`${endpoint}/${request.session_id}`).then((r) => r.json());
+          return post(`/${request.session_id}/${route}`, request);
+        }]),
+      ),
       // Hands over a URL only after its real expiry, claiming it is fresh,
       // so the store itself must refuse it.
       lateSign: {
@@ -148,12 +169,18 @@ export async function uploadInPage(page, scenario) {
       },
     };
 
-    const live = { sha256, states: [], recordsMatchedStates: true, progress: [], parts: [], errorsSeen: [], sessionId: null };
+    const live = {
+      sha256, states: [], recordsMatchedStates: true, progress: [], parts: [], errorsSeen: [], sessionId: null,
+      pausedChanges: [], progressAtPause: null, progressAtResume: null, previous: null, brokerCalls: [],
+    };
     window.__upload = live;
     const uploader = new Uploader({ endpoint, broker: brokers[brokerMode] });
+    if (scenario.resumePrevious) live.previous = await uploader.findPreviousUploads(blob);
     const started = performance.now();
     let cancelled = null;
+    let paused = false;
     const upload = uploader.upload(blob, {
+      resumeFrom: live.previous?.[0],
       strategy: scenario.strategy,
       partSize: scenario.partSize,
       concurrency: scenario.concurrency,
@@ -170,7 +197,17 @@ export async function uploadInPage(page, scenario) {
         if (cancelAtFraction !== undefined && !cancelled && p.bytesSent > cancelAtFraction * size) {
           cancelled = upload.cancel();
         }
+        if (pauseAtFraction !== undefined && !paused && p.bytesSent > pauseAtFraction * size) {
+          paused = true;
+          upload.pause();
+          live.progressAtPause = live.progress.length;
+          setTimeout(() => {
+            live.progressAtResume = live.progress.length;
+            upload.resume();
+          }, pauseMs);
+        }
       },
+      onPausedChange: (now) => live.pausedChanges.push([now, upload.paused]),
       onPart: (part) => live.parts.push(part),
       onError: (error) => live.errorsSeen.push(error.code),
     });
@@ -233,20 +270,26 @@ export async function startProxy(upstream) {
   let target = new URL(upstream);
   const log = [];
   const cut = { after: null, limit: null, range: null };
+  const throttle = { bytesPerSecond: null };
   const server = createServer((req, res) => {
     const cors = {
       "access-control-allow-origin": "*",
-      "access-control-allow-methods": "GET, PUT, POST, DELETE, HEAD, OPTIONS",
+      "access-control-allow-methods": "GET, PUT, POST, PATCH, DELETE, HEAD, OPTIONS",
       "access-control-allow-headers": "*",
-      "access-control-expose-headers": "Range, Location, ETag, Content-Length",
+      "access-control-expose-headers":
+        "Range, Location, ETag, Content-Length, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, "
+        + "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm",
       "access-control-max-age": "600",
     };
-    if (req.method === "OPTIONS") return res.writeHead(204, cors).end();
+    // A preflight is answered here; a tus discovery OPTIONS goes on.
+    if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) return res.writeHead(204, cors).end();
     const contentRange = req.headers["content-range"] ?? null;
-    const entry = { method: req.method, contentRange };
+    const entry = { method: req.method, contentRange, bytes: Number(req.headers["content-length"] ?? 0) };
     log.push(entry);
     const upstreamRequest = httpRequest(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      // A connection per request: no idle upstream connection outlives it
+      // (the broker's graceful shutdown would wait for one).
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (answer) => {
         entry.status = answer.statusCode;
         entry.range = answer.headers.range ?? null;
@@ -287,6 +330,7 @@ export async function startProxy(upstream) {
       req.on("end", () => upstreamRequest.end());
       return;
     }
+    if (throttle.bytesPerSecond) return pipeThrottled(req, upstreamRequest, throttle.bytesPerSecond);
     req.pipe(upstreamRequest);
   });
   server.listen(0, "127.0.0.1");
@@ -298,12 +342,35 @@ export async function startProxy(upstream) {
     retarget(url) {
       target = new URL(url);
     },
+    /** Request bodies are read at most this fast from now on (null: at full speed). */
+    throttle(bytesPerSecond) {
+      throttle.bytesPerSecond = bytesPerSecond;
+    },
+    /** Requests that carried file bytes (PUT, PATCH with a body). */
+    dataRequests: () => log.filter((e) => (e.method === "PUT" || e.method === "PATCH") && e.bytes > 0),
     /** The next chunk PUT is cut after `bytes` of its body. */
     cutNextChunk(bytes) {
       cut.after = bytes;
     },
     stop: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
   };
+}
+
+/** Relays a request body no faster than `rate` bytes per second, so the
+ * browser sees its upload slowed by back-pressure. */
+function pipeThrottled(req, upstreamRequest, rate) {
+  const started = Date.now();
+  let relayed = 0;
+  req.on("data", (data) => {
+    upstreamRequest.write(data);
+    relayed += data.length;
+    const ahead = (relayed / rate) * 1000 - (Date.now() - started);
+    if (ahead > 0) {
+      req.pause();
+      setTimeout(() => req.resume(), ahead);
+    }
+  });
+  req.on("end", () => upstreamRequest.end());
 }
 
 /** gcp-storage-emulator (PyPI) in memory, with one bucket. */
@@ -375,7 +442,9 @@ export async function startTusChecksumProxy(upstream, { verify = true } = {}) {
   };
   const forward = (req, res, body, entry) => {
     const upstreamRequest = httpRequest(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      // A connection per request: no idle upstream connection outlives it
+      // (the broker's graceful shutdown would wait for one).
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
       (answer) => {
         entry.status = answer.statusCode;
         const headers = Object.fromEntries(Object.entries(answer.headers).filter(([n]) => !n.startsWith("access-control-")));

@@ -1,0 +1,189 @@
+// End to end: reliability in headless Chromium against the reference
+// broker's embedded store, every strategy: a page reloaded at ~50 % picks
+// the upload up again through its IndexedDB record, pause for 5 s then
+// resume, offline then online, a file replaced on disk mid-upload, and
+// URLs that expire mid-upload. The store is reached through a proxy that
+// slows the bytes down (so each moment can be caught) and counts the
+// requests that carry them.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { assertProgressSound, launchBrowser, MiB, sha256OfUrl, startBroker, startProxy, uploadInPage, waitInPage } from "./support.mjs";
+
+const RATE = 24 * MiB;
+
+const STRATEGIES = [
+  { strategy: "presigned_put", size: 24 * MiB, pieces: 1 },
+  { strategy: "multipart", size: 40 * MiB, pieces: 8, partSize: 5 * MiB, concurrency: 1 },
+  { strategy: "resumable", size: 24 * MiB, pieces: 6, options: { chunkSize: 4 * MiB } },
+  { strategy: "tus", size: 24 * MiB, pieces: 6, options: { chunkSize: 4 * MiB } },
+];
+
+/** A broker whose store URLs point at a throttling, counting proxy. */
+async function startProxiedBroker(env = {}) {
+  const proxy = await startProxy("http://127.0.0.1:1");
+  const broker = await startBroker({ PUBLIC_URL: proxy.url, MAX_BYTES: String(64 * MiB), ...env });
+  proxy.retarget(broker.url);
+  proxy.throttle(RATE);
+  return { broker, proxy, endpoint: `${broker.url}/api/uploads` };
+}
+
+describe("reliability end to end (embedded store, every strategy)", () => {
+  let browser;
+  let context;
+  let broker;
+  let proxy;
+  let endpoint;
+
+  before(async () => {
+    [browser, { broker, proxy, endpoint }] = await Promise.all([launchBrowser(), startProxiedBroker()]);
+    context = await browser.newContext();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await broker?.stop();
+    await proxy?.stop();
+  });
+
+  async function openPage() {
+    const page = await context.newPage();
+    await page.goto(`${broker.url}/`);
+    return page;
+  }
+
+  for (const [index, { strategy, size, pieces, ...rest }] of STRATEGIES.entries()) {
+    const scenario = { endpoint, size, strategy, seed: 100 + index, ...rest };
+
+    test(`${strategy}: a page reloaded at ~50 % resumes from its IndexedDB record, re-sending at most one piece`, async () => {
+      scenario.endpoint = endpoint;
+      const before = proxy.dataRequests().length;
+      const first = await openPage();
+      await uploadInPage(first, { ...scenario, background: true });
+      await waitInPage(first, (half) => (window.__upload.progress.at(-1)?.bytesSent ?? 0) >= half, size / 2);
+      const sessionId = await first.evaluate(() => window.__upload.sessionId);
+      await first.close();
+
+      const second = await openPage();
+      const run = await uploadInPage(second, { ...scenario, resumePrevious: true });
+      assert.equal(run.ok, true, JSON.stringify(run.error));
+      assert.equal(run.previous.length, 1, "findPreviousUploads found the upload");
+      assert.equal(run.previous[0].sessionId, sessionId);
+      assert.equal(run.previous[0].strategy, strategy);
+      assert.deepEqual(run.states[0], [null, "signed"], "the session was shown again, not started anew");
+      assert.equal(run.result.session.id, sessionId);
+      assert.equal(run.result.asset.sha256, run.sha256);
+      assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+      assertProgressSound(run.progress, size);
+      const sent = proxy.dataRequests().length - before;
+      assert.ok(sent <= pieces + 1, `${sent} requests carried bytes for ${pieces} pieces: at most one was sent again`);
+
+      // A completed upload's record is gone.
+      await second.waitForFunction(
+        async ({ endpoint, size, seed }) => {
+          const { Uploader } = await import("/pkg/rindle_upload.js");
+          const file = new File([new Uint8Array(size)], "random.bin", {
+            type: "application/octet-stream", lastModified: 1_700_000_000_000 + seed,
+          });
+          return (await new Uploader({ endpoint }).findPreviousUploads(file)).length === 0;
+        },
+        scenario,
+        { polling: 50, timeout: 5_000 },
+      );
+      await second.close();
+    });
+
+    test(`${strategy}: pause for 5 s sends nothing, resume completes from the store's truth`, async () => {
+      scenario.endpoint = endpoint;
+      const before = proxy.dataRequests().length;
+      const page = await openPage();
+      const run = await uploadInPage(page, { ...scenario, seed: 200 + index, pauseAtFraction: 0.3, pauseMs: 5_000 });
+      await page.close();
+      assert.equal(run.ok, true, JSON.stringify(run.error));
+      assert.deepEqual(run.pausedChanges, [[true, true], [false, false]]);
+      assert.ok(run.progressAtResume - run.progressAtPause <= 1, "no progress while paused");
+      assert.ok(run.ms >= 5_000);
+      assert.ok(run.states.every(([, to]) => to !== "aborted"), "pause discards nothing");
+      assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+      assertProgressSound(run.progress, size);
+      const sent = proxy.dataRequests().length - before;
+      assert.ok(sent <= pieces + 1, `${sent} requests carried bytes for ${pieces} pieces`);
+    });
+  }
+
+  test("offline then online: the upload waits without spending a retry, then completes", async () => {
+    const size = 40 * MiB;
+    const page = await openPage();
+    await uploadInPage(page, {
+      endpoint, size, seed: 300, strategy: "multipart", partSize: 5 * MiB, concurrency: 1,
+      options: { retryDelays: [] }, background: true,
+    });
+    await waitInPage(page, (part) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= part, 10 * MiB);
+    await context.setOffline(true);
+    const sentBefore = proxy.dataRequests().length;
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const whileOffline = await page.evaluate(() => ({ online: navigator.onLine, errors: window.__upload.errorsSeen }));
+    const sentWhileOffline = proxy.dataRequests().length - sentBefore;
+    await context.setOffline(false);
+    const run = await page.evaluate(() => window.__finished);
+    await page.close();
+
+    assert.deepEqual(whileOffline, { online: false, errors: [] });
+    assert.ok(sentWhileOffline <= 1, "at most the request in flight when the network went reached the store");
+    assert.equal(run.ok, true, JSON.stringify(run.error));
+    assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+  });
+
+  test("a file replaced on disk mid-upload ends file_changed, and no mixed object is stored", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "rindle-changed-"));
+    const path = join(directory, "picked.bin");
+    const size = 30 * MiB;
+    writeFileSync(path, randomBytes(size));
+    try {
+      const page = await openPage();
+      await page.evaluate(() => document.body.insertAdjacentHTML("beforeend", '<input type="file" id="picked">'));
+      await page.setInputFiles("#picked", path);
+      await uploadInPage(page, {
+        endpoint, size, strategy: "multipart", partSize: 5 * MiB, concurrency: 1, fromInput: "#picked", background: true,
+      });
+      await waitInPage(page, (part) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= part, 5 * MiB);
+      writeFileSync(path, randomBytes(size));
+      const run = await page.evaluate(() => window.__finished);
+      await page.close();
+
+      assert.equal(run.ok, false);
+      assert.deepEqual([run.error.code, run.error.state, run.error.retryable], ["file_changed", "uploading", false]);
+      const shown = await (await fetch(`${endpoint}/${run.session.id}`)).json();
+      assert.notEqual(shown.session.state, "completed");
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
+  test("URLs that expire mid-upload are signed again, never reported", async () => {
+    const short = await startProxiedBroker({ URL_TTL_SECS: "1" });
+    short.proxy.throttle(8 * MiB);
+    try {
+      const page = await context.newPage();
+      await page.goto(`${short.broker.url}/`);
+      const size = 24 * MiB;
+      const run = await uploadInPage(page, {
+        endpoint: short.endpoint, size, seed: 400, strategy: "multipart", partSize: 5 * MiB, concurrency: 1,
+        brokerMode: "counted",
+      });
+      await page.close();
+      assert.equal(run.ok, true, JSON.stringify(run.error));
+      assert.ok(run.ms > 2_000, "the upload outlived its first URLs");
+      const signings = run.brokerCalls.filter((name) => name === "signParts").length;
+      assert.ok(signings >= 3, `part URLs were signed ${signings} times for 5 parts`);
+      assert.deepEqual(run.errorsSeen, []);
+      assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+    } finally {
+      await short.broker.stop();
+      await short.proxy.stop();
+    }
+  });
+});
