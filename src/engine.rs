@@ -152,6 +152,8 @@ pub(crate) struct Tracker {
     progress: Rc<RefCell<Progress>>,
     events: EventSink,
     policy: RetryPolicy,
+    /// Retries spent so far, against the policy's budget.
+    retries: Cell<usize>,
 }
 
 impl Tracker {
@@ -161,6 +163,7 @@ impl Tracker {
             progress: Rc::new(RefCell::new(Progress::new(total))),
             events,
             policy,
+            retries: Cell::new(0),
         }
     }
 
@@ -524,9 +527,13 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             self.transport.online().await;
             return true;
         }
+        if tracker.retries.get() >= tracker.policy().budget {
+            return false;
+        }
         match tracker.policy().delay(*attempt, error, self.clock.random()) {
             Some(ms) => {
                 *attempt += 1;
+                tracker.retries.set(tracker.retries.get() + 1);
                 self.clock.sleep(ms).await;
                 true
             }

@@ -17,11 +17,18 @@ pub struct RetryPolicy {
     /// A request that reports no progress for this long is aborted and
     /// counts as a network failure; 0 never gives up on a request.
     pub stall_timeout_ms: u64,
+    /// Retries allowed over the whole upload, whatever request they are
+    /// for: a connection that keeps failing ends the upload.
+    pub budget: usize,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { delays_ms: vec![1_000, 3_000, 5_000, 10_000, 20_000], stall_timeout_ms: 30_000 }
+        RetryPolicy {
+            delays_ms: vec![1_000, 3_000, 5_000, 10_000, 20_000],
+            stall_timeout_ms: 30_000,
+            budget: 100,
+        }
     }
 }
 

@@ -1376,3 +1376,29 @@ fn a_file_that_changes_mid_upload_ends_file_changed_before_mixed_bytes_are_sent(
     assert_eq!((err.code, err.state, err.retryable), (ErrorCode::FileChanged, Some(Uploading), false));
     assert_eq!(transport.requests.borrow().len(), 2, "no byte was sent after the change was seen");
 }
+
+#[test]
+fn the_retry_budget_bounds_retries_across_the_whole_upload() {
+    let total = 15 * MIB;
+    let broker = multipart_broker(total, "");
+    let tried = RefCell::new(std::collections::HashSet::new());
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |request| {
+        if tried.borrow_mut().insert(request.url.clone()) {
+            Ok(HttpResponse { status: 502, headers: vec![], body: String::new() })
+        } else {
+            Ok(stored_part(&request.url))
+        }
+    })));
+    let mut options = multipart_options(1);
+    options.retry.budget = 2;
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
+
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::StoreServerError, Some(Uploading)));
+    assert_eq!(
+        transport.requests.borrow().len(),
+        5,
+        "parts 1 and 2 failed once and were retried; part 3's failure found the budget spent"
+    );
+    assert_eq!(run.slept, [500, 500], "each part's retry counter starts afresh; the budget does not");
+}

@@ -11,10 +11,12 @@
 
 mod support;
 
-use rindle_upload::engine::{controls, Engine, Outcome, UploadOptions};
+use rindle_upload::engine::{controls, Engine, Event, EventSink, Outcome, UploadOptions};
+use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::retry::RetryPolicy;
 use rindle_upload::UploadStrategy;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +35,7 @@ fn trial_policy() -> RetryPolicy {
     RetryPolicy {
         delays_ms: vec![20, 50, 100, 200, 400, 800, 1_600, 3_200],
         stall_timeout_ms: STALL_TIMEOUT_MS,
+        ..RetryPolicy::default()
     }
 }
 
@@ -135,8 +138,13 @@ fn run_trials(
         options.concurrency = 3;
         options.retry = trial_policy();
         let (_control, commands) = controls();
-        let result =
-            futures::executor::block_on(engine.upload(&Bytes(data), &options, Rc::new(|_| {}), commands));
+        let progress = Rc::new(RefCell::new(Vec::new()));
+        let result = futures::executor::block_on(engine.upload(
+            &Bytes(data),
+            &options,
+            progress_checker(&progress),
+            commands,
+        ));
         let (injected, seen) = proxy.report();
         let outcome: Outcome = result.unwrap_or_else(|e| {
             panic!(
@@ -145,6 +153,7 @@ fn run_trials(
             )
         });
         assert!(!injected.is_empty(), "{} trial {i}: no fault was injected ({faults:?})", trial.name);
+        assert_progress_sound(&progress.borrow(), size, &format!("{} trial {i}", trial.name));
         assert_eq!(
             (outcome.asset.byte_size, &outcome.asset.sha256),
             (size, &expected),
@@ -168,6 +177,30 @@ fn run_trials(
     }
     tally.seconds = started.elapsed().as_secs_f64();
     tally
+}
+
+/// Records every progress report.
+fn progress_checker(seen: &Rc<RefCell<Vec<ProgressSnapshot>>>) -> EventSink {
+    let seen = Rc::clone(seen);
+    Rc::new(move |event| {
+        if let Event::Progress(snapshot) = event {
+            seen.borrow_mut().push(snapshot);
+        }
+    })
+}
+
+/// Retried and resent bytes are never counted twice: progress only grows,
+/// acknowledged never passes sent, and both end at the size.
+fn assert_progress_sound(seen: &[ProgressSnapshot], size: u64, trial: &str) {
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].bytes_sent >= pair[0].bytes_sent && pair[1].bytes_acked >= pair[0].bytes_acked,
+            "{trial}: progress went back: {pair:?}"
+        );
+    }
+    assert!(seen.iter().all(|p| p.bytes_acked <= p.bytes_sent && p.bytes_sent <= size), "{trial}: {seen:?}");
+    let last = seen.last().expect("progress was reported");
+    assert_eq!((last.bytes_sent, last.bytes_acked), (size, size), "{trial}: progress ends at the size");
 }
 
 fn trial_count() -> usize {

@@ -135,6 +135,8 @@ export interface UploadOptions {
   retryDelays?: number[];
   /** A store request with no progress for this long (ms) is aborted and retried. Default 30000; 0 never. */
   stallTimeout?: number;
+  /** Retries allowed over the whole upload, all requests together (default 100). */
+  retryBudget?: number;
   /** Keep a resume record in IndexedDB so `findPreviousUploads` finds this upload after a reload
    * (default true; only for a `File`). */
   resume?: boolean;
@@ -256,6 +258,8 @@ impl Uploader {
                 },
                 stall_timeout_ms: number_option(&options_value, "stallTimeout")?
                     .unwrap_or(defaults.retry.stall_timeout_ms),
+                budget: number_option(&options_value, "retryBudget")?
+                    .map_or(defaults.retry.budget, |n| n as usize),
             },
             ..defaults
         };
