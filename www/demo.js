@@ -13,16 +13,21 @@ function formatBytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
-function start(file) {
+async function start(file) {
   const row = rowTemplate.content.firstElementChild.cloneNode(true);
-  const [name, state, bar, bytes, rate, cancel, detail] =
-    [".name", ".state", "progress", ".bytes", ".rate", ".cancel", ".detail"].map((s) => row.querySelector(s));
+  const [name, state, bar, bytes, rate, pause, cancel, detail] =
+    [".name", ".state", "progress", ".bytes", ".rate", ".pause", ".cancel", ".detail"].map((s) => row.querySelector(s));
   name.textContent = file.name;
   list.prepend(row);
   const started = performance.now();
 
+  // The same file picked again after a reload continues where it stopped.
+  const [previous] = await uploader.findPreviousUploads(file);
+  if (previous) detail.textContent = `continuing the ${previous.strategy} upload started ${new Date(previous.createdAt).toLocaleString()}`;
   const upload = uploader.upload(file, {
-    strategy: document.getElementById("strategy").value,
+    strategy: previous ? undefined : document.getElementById("strategy").value,
+    resumeFrom: previous,
+    onPausedChange: (paused) => { pause.textContent = paused ? "Resume" : "Pause"; },
     onStateChange: ({ to }) => { state.textContent = to; state.dataset.state = to; },
     onProgress: ({ bytesSent, bytesAcked, bytesTotal }) => {
       bar.value = bytesTotal ? bytesSent / bytesTotal : 1;
@@ -31,11 +36,12 @@ function start(file) {
       if (seconds > 0) rate.textContent = `${formatBytes(bytesSent / seconds)}/s`;
     },
   });
+  pause.addEventListener("click", () => (upload.paused ? upload.resume() : upload.pause()));
   cancel.addEventListener("click", () => upload.cancel());
   upload.done.then(
     ({ asset }) => {
       bar.value = 1;
-      cancel.disabled = true;
+      pause.disabled = cancel.disabled = true;
       detail.innerHTML = "";
       const link = document.createElement("a");
       link.href = asset.url;
@@ -43,7 +49,7 @@ function start(file) {
       detail.append(link);
     },
     (error) => {
-      cancel.disabled = true;
+      pause.disabled = cancel.disabled = true;
       detail.textContent = `${error.code}: ${error.message}`;
     },
   );
