@@ -183,15 +183,13 @@ where
                 Ok((answer, committed.saturating_sub(sent_from)))
             })
             .await;
-        let progressed = match answer {
-            Ok(ChunkAnswer::Complete) => {
-                complete = true;
-                true
-            }
+        // `stalled` counts tries in a row that moved nothing (a failure
+        // while offline counts none: `back_off` waits for the network).
+        match answer {
+            Ok(ChunkAnswer::Complete) => complete = true,
             Ok(ChunkAnswer::Committed(committed)) => {
-                let moved = committed > offset;
+                stalled = if committed > offset { 0 } else { stalled + 1 };
                 offset = committed;
-                moved
             }
             // The connection dropped, the store failed mid-chunk, or it
             // refused a chunk that overlaps what it already kept (a browser
@@ -200,10 +198,12 @@ where
             Err(e) if e.retryable || e.code == ErrorCode::StoreRejected => {
                 // A failing store is given the policy's backoff first; a
                 // refused overlap is asked about at once.
-                let refused = e.code == ErrorCode::StoreRejected && !e.retryable;
-                if stalled >= MAX_STALLED_ATTEMPTS
-                    || !(refused || engine.back_off(tracker, &mut stalled.clone(), &e).await)
-                {
+                if e.code == ErrorCode::StoreRejected && !e.retryable {
+                    stalled += 1;
+                } else if !engine.back_off(tracker, &mut stalled, &e).await {
+                    return Err(e);
+                }
+                if stalled > MAX_STALLED_ATTEMPTS {
                     return Err(e);
                 }
                 let before = offset;
@@ -220,11 +220,12 @@ where
                     Err(e) => return Err(e),
                 }
                 tracker.acked(0, offset.saturating_sub(before));
-                complete || offset > before
+                if offset > before {
+                    stalled = 0;
+                }
             }
             Err(e) => return Err(e),
-        };
-        stalled = if progressed { 0 } else { stalled + 1 };
+        }
         if stalled > MAX_STALLED_ATTEMPTS {
             return Err(UploadError::new(
                 ErrorCode::StoreRejected,

@@ -411,13 +411,16 @@ where
             Err(e) if e.retryable => {
                 // An offset conflict is asked about at once; a failing
                 // server is given the policy's backoff first.
-                let conflict = e.code == ErrorCode::OffsetConflict;
-                if attempts + 1 >= MAX_ATTEMPTS_PER_CHUNK
-                    || !(conflict || upload.engine.back_off(tracker, &mut attempts.clone(), &e).await)
-                {
+                // A failure while offline counts no attempt (`back_off`
+                // waits for the network).
+                if e.code == ErrorCode::OffsetConflict {
+                    attempts += 1;
+                } else if !upload.engine.back_off(tracker, &mut attempts, &e).await {
                     return Err(e);
                 }
-                attempts += 1;
+                if attempts >= MAX_ATTEMPTS_PER_CHUNK {
+                    return Err(e);
+                }
                 let before = offset;
                 offset = upload.server_offset().await?;
                 tracker.acked(0, offset.saturating_sub(before));

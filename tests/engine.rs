@@ -104,8 +104,11 @@ enum Answer {
         control: RefCell<Option<Control>>,
     },
     /// Requests fail as the network would while offline, until the engine
-    /// waits for the network to come back.
-    Offline(Cell<bool>),
+    /// waits for the network to come back; then `online` answers them.
+    Offline {
+        offline: Cell<bool>,
+        online: StoreScript,
+    },
 }
 
 struct ScriptedTransport {
@@ -175,8 +178,8 @@ impl Transport for &ScriptedTransport {
         match &self.answer {
             Answer::Respond(response) => Ok(response.clone()),
             Answer::Script(script) => script(self.requests.borrow().last().unwrap()),
-            Answer::Offline(offline) if offline.get() => Err(TransportError::Network),
-            Answer::Offline(_) => Ok(HttpResponse { status: 200, headers: vec![], body: String::new() }),
+            Answer::Offline { offline, .. } if offline.get() => Err(TransportError::Network),
+            Answer::Offline { online, .. } => online(self.requests.borrow().last().unwrap()),
             Answer::HangAt { .. } => Ok(stored_part(&url)),
             Answer::StoreParts { in_flight, most_in_flight } => {
                 in_flight.set(in_flight.get() + 1);
@@ -201,11 +204,11 @@ impl Transport for &ScriptedTransport {
     }
 
     fn is_online(&self) -> bool {
-        !matches!(&self.answer, Answer::Offline(offline) if offline.get())
+        !matches!(&self.answer, Answer::Offline { offline, .. } if offline.get())
     }
 
     async fn online(&self) {
-        if let Answer::Offline(offline) = &self.answer {
+        if let Answer::Offline { offline, .. } = &self.answer {
             offline.set(false);
         }
     }
@@ -1215,7 +1218,10 @@ fn a_stalled_request_is_aborted_and_retried() {
 fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
     let broker =
         ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
-    let transport = ScriptedTransport::new(Answer::Offline(Cell::new(true)));
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
+    });
     let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
     options.retry.delays_ms = vec![];
     let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
@@ -1401,4 +1407,34 @@ fn the_retry_budget_bounds_retries_across_the_whole_upload() {
         "parts 1 and 2 failed once and were retried; part 3's failure found the budget spent"
     );
     assert_eq!(run.slept, [500, 500], "each part's retry counter starts afresh; the budget does not");
+}
+
+#[test]
+fn resumable_waits_out_an_offline_spell_without_spending_a_retry() {
+    let broker = resumable_broker("");
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        online: Box::new(|request| match request.headers[0].1.as_str() {
+            "bytes */1048576" => gcs_answer(308, None),
+            "bytes 0-524287/1048576" => gcs_answer(308, Some("bytes=0-524287")),
+            "bytes 524288-1048575/1048576" => gcs_answer(201, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }),
+    });
+    let mut options = resumable_options();
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(1 << 20), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        content_ranges(&transport),
+        [
+            "PUT bytes 0-524287/1048576",
+            "PUT bytes */1048576",
+            "PUT bytes 0-524287/1048576",
+            "PUT bytes 524288-1048575/1048576"
+        ],
+        "the chunk failed offline; once online the store was asked, then the chunk went again"
+    );
+    assert!(run.slept.is_empty());
 }
