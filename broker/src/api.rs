@@ -950,6 +950,18 @@ mod tests {
     }
 
     fn app_with(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> Router {
+        app_on(url_ttl, session_ttl, tus_ttl, |dir| {
+            Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap())
+        })
+    }
+
+    /// The broker on the store `open` makes (given the data directory).
+    fn app_on(
+        url_ttl: u64,
+        session_ttl: u64,
+        tus_ttl: u64,
+        open: impl FnOnce(&std::path::Path) -> Store,
+    ) -> Router {
         let dir = std::env::temp_dir().join(format!("rindle-api-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config {
@@ -970,7 +982,7 @@ mod tests {
         };
         let state = AppState {
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
-            store: Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap()),
+            store: open(&dir),
             remote_tus: None,
             config,
         };
@@ -1058,6 +1070,42 @@ mod tests {
             (status, refused["error"]["code"].as_str()),
             (StatusCode::CONFLICT, Some("illegal_transition"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_strategy_the_store_does_not_offer_is_refused_at_initiate() {
+        // Nothing listens on port 9: refusing must not need the store.
+        let s3 = app_on(900, 3_600, 3_600, |_| {
+            Store::S3(
+                crate::store::s3::S3Store::new(crate::store::s3::S3Config {
+                    endpoint: "http://127.0.0.1:9".into(),
+                    region: "r".into(),
+                    bucket: "b".into(),
+                    access_key_id: "GK0123456789abcdef01234567".into(),
+                    secret_access_key: "0".repeat(64),
+                    path_style: true,
+                })
+                .unwrap(),
+            )
+        });
+        let gcs = app_on(900, 3_600, 3_600, |_| {
+            Store::Gcs(
+                crate::store::gcs::GcsStore::new(crate::store::gcs::GcsConfig {
+                    base_url: "http://127.0.0.1:9".into(),
+                    bucket: "b".into(),
+                    credentials: None,
+                })
+                .unwrap(),
+            )
+        });
+        for (app, strategy) in [(&s3, "resumable"), (&gcs, "presigned_put"), (&gcs, "multipart")] {
+            let body = serde_json::json!({
+                "filename": "a.txt", "content_type": "text/plain", "byte_size": 10, "upload_strategy": strategy,
+            });
+            let (status, reply) = call(app, "/api/uploads", body).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{strategy}");
+            assert_eq!(reply["error"]["code"], "unsupported_strategy", "{strategy}");
+        }
     }
 
     #[tokio::test]

@@ -193,3 +193,50 @@ impl GcsStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::RawQuery;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    /// A GCS stand-in on a loopback port answering one object's metadata
+    /// (JSON API) and media (`/download…?alt=media`).
+    async fn serve(metadata: serde_json::Value, bytes: &'static [u8]) -> GcsStore {
+        let app = axum::Router::new().fallback(get(move |RawQuery(query): RawQuery| async move {
+            if query.as_deref() == Some("alt=media") {
+                bytes.to_vec().into_response()
+            } else {
+                axum::Json(metadata.clone()).into_response()
+            }
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        GcsStore::new(GcsConfig { base_url, bucket: "b".into(), credentials: None }).unwrap()
+    }
+
+    const BYTES: &[u8] = b"hello, gcs";
+
+    fn metadata(size: &str, md5: &[u8], crc: u32) -> serde_json::Value {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        serde_json::json!({ "size": size, "md5Hash": b64(md5), "crc32c": b64(&crc.to_be_bytes()) })
+    }
+
+    #[tokio::test]
+    async fn an_object_is_checked_against_its_md5_crc32c_and_size() {
+        let md5 = Md5::digest(BYTES);
+        let crc = crc32c::crc32c(BYTES);
+        let good = serve(metadata("10", &md5, crc), BYTES).await;
+        let (size, sha256) = good.inspect("k").await.unwrap().unwrap();
+        assert_eq!((size, sha256), (10, hex::encode(Sha256::digest(BYTES))));
+
+        let bad_md5 = serve(metadata("10", &Md5::digest(b"other bytes"), crc), BYTES).await;
+        assert!(bad_md5.inspect("k").await.unwrap_err().0.contains("MD5 does not match"));
+        let bad_crc = serve(metadata("10", &md5, crc ^ 1), BYTES).await;
+        assert!(bad_crc.inspect("k").await.unwrap_err().0.contains("CRC32C does not match"));
+        let bad_size = serve(metadata("11", &md5, crc), BYTES).await;
+        assert!(bad_size.inspect("k").await.unwrap_err().0.contains("metadata says 11"));
+    }
+}
