@@ -183,6 +183,7 @@ export async function uploadInPage(page, scenario) {
       resumeFrom: live.previous?.[0],
       strategy: scenario.strategy,
       partSize: scenario.partSize,
+      chunkSize: scenario.chunkSize,
       concurrency: scenario.concurrency,
       sessionId: scenario.sessionId,
       ...scenario.options,
@@ -404,21 +405,31 @@ export async function startGcsEmulator(bucket) {
   };
 }
 
-/** @tus/server with @tus/file-store in this process, on a free port. */
+/** @tus/server with @tus/file-store (tests/servers/tus-server.mjs) in a
+ * child process on a free port: its web-stream adapter can throw outside
+ * any handler when a request is cut, which must not reach the test runner. */
 export async function startTusServer() {
-  const { Server } = await import("@tus/server");
-  const { FileStore } = await import("@tus/file-store");
   const directory = mkdtempSync(join(tmpdir(), "rindle-tus-"));
-  const tus = new Server({ path: "/files", datastore: new FileStore({ directory }) });
-  const server = createServer((req, res) => tus.handle(req, res));
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
+  const child = spawn(process.execPath, [join(root, "tests/servers/tus-server.mjs"), directory], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const url = await new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`the tus server exited with ${code} before listening`)));
+    lines.on("line", (line) => {
+      const match = line.match(/listening on (http:\/\/\S+)/);
+      if (match) resolve(match[1]);
+    });
+  });
   return {
-    url: `http://127.0.0.1:${server.address().port}`,
+    url,
     directory,
     async stop() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
       rmSync(directory, { recursive: true, force: true });
     },
   };
@@ -468,7 +479,13 @@ export async function startTusChecksumProxy(upstream, { verify = true } = {}) {
         "access-control-max-age": "600",
       }).end();
     }
-    const entry = { method: req.method, offset: req.headers["upload-offset"] ?? null, checksum: req.headers["upload-checksum"] ?? null };
+    const entry = {
+      method: req.method,
+      offset: req.headers["upload-offset"] ?? null,
+      checksum: req.headers["upload-checksum"] ?? null,
+      length: req.headers["upload-length"] ?? null,
+      deferLength: req.headers["upload-defer-length"] ?? null,
+    };
     log.push(entry);
     const chunks = [];
     try {

@@ -85,6 +85,20 @@ describe("tus end to end", () => {
     assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
   });
 
+  test("deferLength creates the upload without its length and sends it with the first PATCH", async () => {
+    verifying.log.length = 0;
+    const size = 16 * MiB;
+    const run = await uploadInPage(page, {
+      size, seed: 36, endpoint: `${checkingBroker.url}/api/uploads`, strategy: "tus", options: { deferLength: true },
+    });
+    assert.equal(run.ok, true, JSON.stringify(run.error));
+    const [creation] = verifying.log.filter((entry) => entry.method === "POST");
+    assert.deepEqual([creation.deferLength, creation.length], ["1", null]);
+    const patches = verifying.log.filter((entry) => entry.method === "PATCH");
+    assert.deepEqual(patches.map((entry) => entry.length), [String(size), null], "the length goes with the first PATCH only");
+    assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
+  });
+
   test("the embedded tus server refuses a corrupted chunk and the upload completes", async () => {
     embeddedFront.log.length = 0;
     embeddedFront.corruptNextPatch();
