@@ -1,7 +1,8 @@
 // End to end: reliability in headless Chromium against the reference
 // broker's embedded store, every strategy: a page reloaded at ~50 % picks
 // the upload up again through its IndexedDB record, pause for 5 s then
-// resume, offline then online, a file replaced on disk mid-upload, and
+// resume, offline then online, a request that stalls, a file replaced on
+// disk mid-upload, and
 // URLs that expire mid-upload. The store is reached through a proxy that
 // slows the bytes down (so each moment can be caught) and counts the
 // requests that carry them.
@@ -135,6 +136,24 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     assert.ok(sentWhileOffline <= 1, "at most the request in flight when the network went reached the store");
     assert.equal(run.ok, true, JSON.stringify(run.error));
     assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+  });
+
+  test("a request that stalls is given up after stallTimeout and sent again", async () => {
+    const size = 20 * MiB;
+    const before = proxy.log.length;
+    proxy.holdNext();
+    const page = await openPage();
+    const run = await uploadInPage(page, {
+      endpoint, size, seed: 500, strategy: "multipart", partSize: 5 * MiB, concurrency: 1,
+      options: { stallTimeout: 1_000, retryDelays: [0] },
+    });
+    await page.close();
+    assert.equal(run.ok, true, JSON.stringify(run.error));
+    const parts = proxy.log.slice(before).filter((e) => e.method === "PUT" && e.bytes > 0);
+    assert.equal(parts[0].held, true);
+    assert.equal(parts.length, 5, "four parts, the held one sent twice");
+    assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+    assertProgressSound(run.progress, size);
   });
 
   test("a file replaced on disk mid-upload ends file_changed, and no mixed object is stored", async () => {

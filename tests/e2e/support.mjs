@@ -272,6 +272,7 @@ export async function startProxy(upstream) {
   const log = [];
   const cut = { after: null, limit: null, range: null };
   const throttle = { bytesPerSecond: null };
+  const hold = { next: false };
   const server = createServer((req, res) => {
     const cors = {
       "access-control-allow-origin": "*",
@@ -331,6 +332,14 @@ export async function startProxy(upstream) {
       req.on("end", () => upstreamRequest.end());
       return;
     }
+    // A held request: its body is read, no answer ever comes.
+    if (hold.next && (req.method === "PUT" || req.method === "PATCH") && entry.bytes > 0) {
+      hold.next = false;
+      entry.held = true;
+      upstreamRequest.destroy();
+      req.resume();
+      return;
+    }
     if (throttle.bytesPerSecond) return pipeThrottled(req, upstreamRequest, throttle.bytesPerSecond);
     req.pipe(upstreamRequest);
   });
@@ -346,6 +355,10 @@ export async function startProxy(upstream) {
     /** Request bodies are read at most this fast from now on (null: at full speed). */
     throttle(bytesPerSecond) {
       throttle.bytesPerSecond = bytesPerSecond;
+    },
+    /** The next request carrying file bytes is never answered. */
+    holdNext() {
+      hold.next = true;
     },
     /** Requests that carried file bytes (PUT, PATCH with a body). */
     dataRequests: () => log.filter((e) => (e.method === "PUT" || e.method === "PATCH") && e.bytes > 0),
