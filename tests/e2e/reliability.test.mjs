@@ -2,10 +2,9 @@
 // broker's embedded store, every strategy: a page reloaded at ~50 % picks
 // the upload up again through its IndexedDB record, pause for 5 s then
 // resume, offline then online, a request that stalls, a file replaced on
-// disk mid-upload, and
-// URLs that expire mid-upload. The store is reached through a proxy that
-// slows the bytes down (so each moment can be caught) and counts the
-// requests that carry them.
+// disk mid-upload, and URLs that expire mid-upload. The store is reached
+// through a proxy that slows the bytes down (so each moment can be caught)
+// and counts the requests that carry them.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
