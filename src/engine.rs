@@ -146,7 +146,9 @@ pub struct Engine<B, T, C> {
 }
 
 /// The upload's session and progress, and the one place events are emitted
-/// from, so the state seen by callers always matches the record.
+/// from, so the state seen by callers always matches the record; also its
+/// retry policy and the retries spent, which every request of the upload
+/// shares.
 pub(crate) struct Tracker {
     session: RefCell<Option<Session>>,
     progress: Rc<RefCell<Progress>>,
