@@ -5,7 +5,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
+import { ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
+import { bucket, s3 } from "../../scripts/s3.mjs";
 import {
   assertProgressSound,
   launchBrowser,
@@ -37,13 +38,7 @@ function garageEnv() {
 /** Multipart uploads Garage still holds (none may be left at any time
  * between tests: every upload here completes or is aborted). */
 async function garageUploads() {
-  const s3 = new S3Client({
-    endpoint: process.env.S3_ENDPOINT,
-    region: process.env.S3_REGION,
-    forcePathStyle: true,
-    credentials: { accessKeyId: process.env.S3_ACCESS_KEY_ID, secretAccessKey: process.env.S3_SECRET_ACCESS_KEY },
-  });
-  const listed = await s3.send(new ListMultipartUploadsCommand({ Bucket: process.env.S3_BUCKET }));
+  const listed = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
   return (listed.Uploads ?? []).map((upload) => upload.Key);
 }
 
