@@ -451,14 +451,13 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
         };
         // Looks a few times per timeout, so a stall is caught within 1.25×.
         let clock = &self.clock;
-        let watched = Rc::clone(&reports);
         let watchdog = async move {
             let (mut seen, mut since) = (0, clock.now_ms());
             loop {
                 clock.sleep(stall_ms.div_ceil(4)).await;
                 let now = clock.now_ms();
-                if watched.get() != seen {
-                    (seen, since) = (watched.get(), now);
+                if reports.get() != seen {
+                    (seen, since) = (reports.get(), now);
                 } else if now - since >= stall_ms as f64 {
                     return;
                 }

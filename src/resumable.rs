@@ -157,7 +157,7 @@ where
     let mut offset = 0;
     if resuming {
         tracker.begin_resuming()?;
-        match engine.retrying(tracker, || query_offset(engine, tracker, &uri, total)).await? {
+        match query_offset(engine, tracker, &uri, total).await? {
             ChunkAnswer::Complete => offset = total,
             ChunkAnswer::Committed(committed) => offset = committed,
         }
@@ -207,7 +207,7 @@ where
                     return Err(e);
                 }
                 let before = offset;
-                match engine.retrying(tracker, || query_offset(engine, tracker, &uri, total)).await {
+                match query_offset(engine, tracker, &uri, total).await {
                     Ok(ChunkAnswer::Complete) => complete = true,
                     Ok(ChunkAnswer::Committed(committed)) => offset = committed,
                     // Some stores forget a session once they finalized its
@@ -237,8 +237,22 @@ where
 }
 
 /// Asks the store how much it holds, and tells the broker so the session's
-/// `last_known_offset` follows.
+/// `last_known_offset` follows; asked again after failures that may pass.
 async fn query_offset<B, T, C>(
+    engine: &Engine<B, T, C>,
+    tracker: &Tracker,
+    uri: &Secret,
+    total: u64,
+) -> Result<ChunkAnswer, UploadError>
+where
+    B: Broker,
+    T: Transport,
+    C: Clock,
+{
+    engine.retrying(tracker, || ask_offset(engine, tracker, uri, total)).await
+}
+
+async fn ask_offset<B, T, C>(
     engine: &Engine<B, T, C>,
     tracker: &Tracker,
     uri: &Secret,
