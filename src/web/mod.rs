@@ -263,14 +263,17 @@ impl Uploader {
             },
             ..defaults
         };
-        let record_key = file
+        // The resume record's key and value, for a `File` unless `resume: false`.
+        let record = file
             .dyn_ref::<web_sys::File>()
             .filter(|_| get(&options_value, "resume").is_none_or(|v| v.is_truthy()))
-            .map(|f| records::fingerprint(&self.endpoint, f));
-        let record = record_key.as_ref().map(|_| {
-            let strategy = if options.tus { "tus" } else { options.strategy.as_str() };
-            resume_record(&file, &self.endpoint, strategy, &options)
-        });
+            .map(|f| {
+                let strategy = if options.tus { "tus" } else { options.strategy.as_str() };
+                (
+                    records::fingerprint(&self.endpoint, f),
+                    resume_record(f, &self.endpoint, strategy, &options),
+                )
+            });
         let on_progress = function_option(&options_value, "onProgress")?;
         let on_state_change = function_option(&options_value, "onStateChange")?;
         let on_error = function_option(&options_value, "onError")?;
@@ -284,7 +287,7 @@ impl Uploader {
             Rc::new(move |event| match event {
                 Event::StateChanged { from, to, session } => {
                     *latest.borrow_mut() = Some(session.clone());
-                    if let (Some(key), Some(record)) = (&record_key, &record) {
+                    if let Some((key, record)) = &record {
                         keep_record(key, record, from, session);
                     }
                     if let Some(callback) = &on_state_change {
@@ -420,8 +423,12 @@ impl Upload {
 
 /// What `findPreviousUploads` returns for this upload (the session id is
 /// filled in once the broker created it).
-fn resume_record(file: &Blob, endpoint: &str, strategy: &str, options: &UploadOptions) -> js_sys::Object {
-    let file: &web_sys::File = file.unchecked_ref();
+fn resume_record(
+    file: &web_sys::File,
+    endpoint: &str,
+    strategy: &str,
+    options: &UploadOptions,
+) -> js_sys::Object {
     object(&[
         ("strategy", strategy.into()),
         ("partSize", (options.part_size as f64).into()),
