@@ -115,6 +115,31 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     }
   });
 
+  test("retryDelays and retryBudget bound the retries of a failing broker call", async () => {
+    const calls = await page.evaluate(async (endpoint) => {
+      const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+      await init();
+      const attempts = async (options) => {
+        let count = 0;
+        const failing = {
+          initiate: () => {
+            count += 1;
+            throw Object.assign(new Error("busy"), { code: "broker_server_error" });
+          },
+        };
+        const upload = new Uploader({ endpoint, broker: failing }).upload(new Blob(["x"]), options);
+        const code = await upload.done.then(() => "completed", (e) => e.code);
+        return [code, count];
+      };
+      return [
+        await attempts({ retryDelays: [0, 0] }),
+        await attempts({ retryDelays: [0, 0], retryBudget: 1 }),
+        await attempts({ retryDelays: [] }),
+      ];
+    }, endpoint);
+    assert.deepEqual(calls, [["broker_server_error", 3], ["broker_server_error", 2], ["broker_server_error", 1]]);
+  });
+
   test("cancel aborts the upload, tells the broker and leaves no object", async () => {
     const run = await uploadInPage(page, { size: 64 * MiB, endpoint, cancelAtFraction: 0 });
     assert.equal(run.ok, false);
