@@ -249,31 +249,21 @@ where
     T: Transport,
     C: Clock,
 {
-    engine.retrying(tracker, || ask_offset(engine, tracker, uri, total)).await
-}
-
-async fn ask_offset<B, T, C>(
-    engine: &Engine<B, T, C>,
-    tracker: &Tracker,
-    uri: &Secret,
-    total: u64,
-) -> Result<ChunkAnswer, UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-{
-    let request = chunk_request(uri, ContentRange::Status { total }, None);
-    let response = engine.send(tracker, request, std::rc::Rc::new(|_| {})).await?;
-    let answer = read_answer(&response, total)?;
-    let offset = match answer {
-        ChunkAnswer::Complete => total,
-        ChunkAnswer::Committed(committed) => committed,
+    let ask = || async {
+        let request = chunk_request(uri, ContentRange::Status { total }, None);
+        let response = engine.send(tracker, request, std::rc::Rc::new(|_| {})).await?;
+        let answer = read_answer(&response, total)?;
+        let offset = match answer {
+            ChunkAnswer::Complete => total,
+            ChunkAnswer::Committed(committed) => committed,
+        };
+        let status =
+            BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None };
+        let reply = engine.call(tracker, &status).await?;
+        tracker.adopt(reply.session)?;
+        Ok(answer)
     };
-    let status = BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None };
-    let reply = engine.call(tracker, &status).await?;
-    tracker.adopt(reply.session)?;
-    Ok(answer)
+    engine.retrying(tracker, ask).await
 }
 
 #[cfg(test)]
