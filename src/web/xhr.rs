@@ -178,10 +178,14 @@ impl ByteSource for BlobSource {
         if self.0.size() == 0.0 {
             return Ok(());
         }
-        JsFuture::from(self.slice(0, 1).array_buffer()).await.map(|_| ()).map_err(|_| {
+        JsFuture::from(self.slice(0, 1).array_buffer()).await.map(|_| ()).map_err(|thrown| {
+            let name = js_sys::Reflect::get(&thrown, &"name".into()).ok().and_then(|n| n.as_string());
             UploadError::new(
                 ErrorCode::FileChanged,
-                "the file changed or became unreadable since the upload began",
+                format!(
+                    "the file changed or became unreadable since the upload began ({})",
+                    name.as_deref().unwrap_or("read failed")
+                ),
             )
         })
     }

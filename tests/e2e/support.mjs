@@ -75,6 +75,10 @@ export function launchBrowser() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      // uploadInPage collects the files of earlier uploads before making a
+      // new one: Chromium keeps in-memory Blobs within a quota (here about
+      // 400 MiB), and a Blob made past it cannot be read at all.
+      "--js-flags=--expose-gc",
     ],
   });
 }
@@ -113,6 +117,7 @@ export async function uploadInPage(page, scenario) {
     const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
     const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
     await init();
+    globalThis.gc?.();
     const bytes = new Uint8Array(size);
     if (fill === "random") {
       const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
