@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/build.sh
 
+echo "== lint: clippy on the native and browser builds"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+
 echo "== native: core, engine, reference broker"
 cargo test --workspace --lib --bins --tests
 
@@ -42,4 +46,6 @@ echo "== bench smoke run (a small file; no timing is asserted)"
 NODE_NO_WARNINGS=1 node bench/run.mjs --sizes 8 --repeat 1 --check >/dev/null
 
 echo "== end to end: public API and demo page in headless Chromium (embedded store, Garage, GCS emulator)"
-NODE_NO_WARNINGS=1 node --test --test-timeout=300000 tests/e2e/
+# One suite at a time (each starts its own Chromium and servers); files
+# named explicitly (a directory argument fails on Node 21 and later).
+NODE_NO_WARNINGS=1 node --test --test-concurrency=1 --test-timeout=300000 tests/e2e/*.test.mjs

@@ -161,10 +161,10 @@ impl BrokerCall {
             return Err(malformed(format!("{}: reply is for another session", self.name())));
         }
         match self {
-            BrokerCall::Initiate(request) => {
-                if reply.session.upload_length.is_some_and(|len| len != request.byte_size) {
-                    return Err(malformed("initiate: session upload_length differs from the file size"));
-                }
+            BrokerCall::Initiate(request)
+                if reply.session.upload_length.is_some_and(|len| len != request.byte_size) =>
+            {
+                return Err(malformed("initiate: session upload_length differs from the file size"));
             }
             // A presigned upload comes as `upload`; a resumable session's
             // URI comes in the session record.
@@ -267,16 +267,14 @@ pub struct Asset {
     pub url: String,
 }
 
-/// Reads a decoded reply body (from HTTP or from a JavaScript callback):
-/// it must have the protocol's shape and pass the call's checks.
+/// Reads a decoded reply body (from HTTP or from a JavaScript callback): it
+/// must have the protocol's shape. What it says is checked by the engine
+/// (`check_reply`), whatever `Broker` brought it.
 pub fn read_reply<E: std::fmt::Display>(
     call: &BrokerCall,
     parsed: Result<BrokerReply, E>,
 ) -> Result<BrokerReply, UploadError> {
-    let reply = parsed
-        .map_err(|e| malformed(format!("{}: {}", call.name(), without_quoted_values(&e.to_string()))))?;
-    call.check_reply(&reply)?;
-    Ok(reply)
+    parsed.map_err(|e| malformed(format!("{}: {}", call.name(), without_quoted_values(&e.to_string()))))
 }
 
 /// Reads a broker's HTTP answer. `parse_reply` and `parse_error` decode the
@@ -327,8 +325,12 @@ mod tests {
     use super::*;
     use crate::state::SessionState;
 
+    /// An HTTP answer read and checked as the engine does.
     fn json_answer(call: &BrokerCall, status: u16, body: &str) -> Result<BrokerReply, UploadError> {
-        read_http_answer(call, status, || serde_json::from_str(body), || serde_json::from_str(body))
+        let reply =
+            read_http_answer(call, status, || serde_json::from_str(body), || serde_json::from_str(body))?;
+        call.check_reply(&reply)?;
+        Ok(reply)
     }
 
     const SIGNED: &str = r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put","upload_length":3},

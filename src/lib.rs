@@ -8,13 +8,16 @@ pub mod error;
 pub mod multipart;
 mod presigned_put;
 pub mod progress;
+mod recovery;
 pub mod resumable;
 pub mod retry;
 pub mod secret;
 pub mod session;
 pub mod state;
 pub mod store;
+mod strategy;
 pub mod time;
+mod toolbox;
 pub mod transport;
 pub mod tus;
 

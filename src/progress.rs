@@ -10,9 +10,28 @@ pub struct ProgressSnapshot {
     pub bytes_total: u64,
 }
 
-/// Requests in flight are identified by a slot (a part number, a chunk
-/// offset); each reports its own bytes sent, which restart at zero when the
-/// request is retried.
+/// The bytes `start..start + len` of the file that one request carries (a
+/// whole file, a part, a chunk). A piece in flight is known by its start,
+/// which no two requests in flight share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub start: u64,
+    pub len: u64,
+}
+
+impl Piece {
+    /// The piece of bytes `start..end`.
+    pub fn between(start: u64, end: u64) -> Piece {
+        Piece { start, len: end - start }
+    }
+
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// Each piece in flight reports its own bytes sent, which restart at zero
+/// when its request is tried again.
 #[derive(Debug)]
 pub struct Progress {
     total: u64,
@@ -35,23 +54,30 @@ impl Progress {
         self.shown
     }
 
-    /// A request reports `sent` body bytes so far (of `len`). Returns the new
+    /// A piece's request reports `sent` body bytes so far. Returns the new
     /// snapshot if anything visible changed.
-    pub fn sent(&mut self, slot: u64, sent: u64, len: u64) -> Option<ProgressSnapshot> {
-        self.in_flight.insert(slot, sent.min(len));
+    pub fn sent(&mut self, piece: Piece, sent: u64) -> Option<ProgressSnapshot> {
+        self.in_flight.insert(piece.start, sent.min(piece.len));
         self.refresh()
     }
 
-    /// The server confirmed `len` bytes of this slot.
-    pub fn acked(&mut self, slot: u64, len: u64) -> Option<ProgressSnapshot> {
-        self.in_flight.remove(&slot);
-        self.acked = (self.acked + len).min(self.total);
+    /// The server confirmed `bytes` of this piece (a resumable store may
+    /// keep less than the whole piece).
+    pub fn acked(&mut self, piece: Piece, bytes: u64) -> Option<ProgressSnapshot> {
+        self.in_flight.remove(&piece.start);
+        self.already_stored(bytes)
+    }
+
+    /// The store holds `bytes` more that no request of this run sent (what
+    /// a resumed upload finds stored).
+    pub fn already_stored(&mut self, bytes: u64) -> Option<ProgressSnapshot> {
+        self.acked = (self.acked + bytes).min(self.total);
         self.refresh()
     }
 
-    /// The request failed; its bytes will be sent again.
-    pub fn dropped(&mut self, slot: u64) {
-        self.in_flight.remove(&slot);
+    /// The piece's request failed; its bytes will be sent again.
+    pub fn dropped(&mut self, piece: Piece) {
+        self.in_flight.remove(&piece.start);
     }
 
     /// Starts counting afresh (the store will be asked what it holds);
@@ -80,42 +106,47 @@ impl Progress {
 mod tests {
     use super::*;
 
+    fn piece(start: u64, len: u64) -> Piece {
+        Piece { start, len }
+    }
+
     #[test]
     fn sent_and_acked_are_separate_and_end_at_the_total() {
         let mut p = Progress::new(100);
-        assert_eq!(p.sent(0, 40, 100).unwrap().bytes_sent, 40);
+        assert_eq!(p.sent(piece(0, 100), 40).unwrap().bytes_sent, 40);
         assert_eq!(p.snapshot().bytes_acked, 0);
-        let end = p.acked(0, 100).unwrap();
+        let end = p.acked(piece(0, 100), 100).unwrap();
         assert_eq!(end, ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 });
     }
 
     #[test]
     fn a_retried_request_is_not_counted_twice_and_never_goes_back() {
         let mut p = Progress::new(100);
-        p.sent(1, 50, 50);
-        p.sent(2, 30, 50);
+        let (first, second) = (piece(0, 50), piece(50, 50));
+        p.sent(first, 50);
+        p.sent(second, 30);
         assert_eq!(p.snapshot().bytes_sent, 80);
-        p.dropped(2);
-        assert_eq!(p.sent(2, 10, 50), None, "the retry restarts at 0: nothing new to show");
+        p.dropped(second);
+        assert_eq!(p.sent(second, 10), None, "the retry restarts at 0: nothing new to show");
         assert_eq!(p.snapshot().bytes_sent, 80);
-        p.sent(2, 40, 50);
+        p.sent(second, 40);
         assert_eq!(p.snapshot().bytes_sent, 90);
-        p.acked(1, 50);
-        p.acked(2, 50);
+        p.acked(first, 50);
+        p.acked(second, 50);
         assert_eq!(p.snapshot(), ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 });
     }
 
     #[test]
     fn a_restart_counts_afresh_without_going_back() {
         let mut p = Progress::new(100);
-        p.acked(1, 40);
-        p.sent(2, 30, 60);
+        p.acked(piece(0, 40), 40);
+        p.sent(piece(40, 60), 30);
         p.restart();
-        assert_eq!(p.acked(0, 40), None, "the store holds what was acknowledged: nothing new");
-        assert_eq!(p.sent(2, 20, 60), None, "below what was shown");
-        assert_eq!(p.sent(2, 50, 60).unwrap().bytes_sent, 90);
+        assert_eq!(p.already_stored(40), None, "the store holds what was acknowledged: nothing new");
+        assert_eq!(p.sent(piece(40, 60), 20), None, "below what was shown");
+        assert_eq!(p.sent(piece(40, 60), 50).unwrap().bytes_sent, 90);
         assert_eq!(
-            p.acked(2, 60).unwrap(),
+            p.acked(piece(40, 60), 60).unwrap(),
             ProgressSnapshot { bytes_sent: 100, bytes_acked: 100, bytes_total: 100 }
         );
     }
@@ -123,9 +154,9 @@ mod tests {
     #[test]
     fn reports_past_the_length_are_clamped() {
         let mut p = Progress::new(10);
-        p.sent(0, 1_000, 10);
+        p.sent(piece(0, 10), 1_000);
         assert_eq!(p.snapshot().bytes_sent, 10);
-        p.acked(0, 1_000);
+        p.acked(piece(0, 10), 1_000);
         assert_eq!(p.snapshot().bytes_acked, 10);
     }
 }

@@ -4,21 +4,20 @@
 //! interruption. The header codec here serves the client and the embedded
 //! store alike.
 
-use crate::broker::{Broker, BrokerCall};
-use crate::engine::{Engine, Tracker};
+use crate::broker::BrokerCall;
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::MIB;
+use crate::progress::Piece;
+use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
-use crate::transport::{ByteSource, Clock, HttpRequest, HttpResponse, Transport};
+use crate::toolbox::{ActiveUpload, Io};
+use crate::transport::{HttpRequest, HttpResponse};
 
 /// Every chunk but the last is a whole number of these.
 pub const CHUNK_UNIT: u64 = 256 * 1024;
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;
-/// Interruptions in a row without the committed offset moving, before the
-/// upload gives up.
-const MAX_STALLED_ATTEMPTS: usize = 5;
 
 /// The chunk size used for a requested one: rounded down to whole 256 KiB
 /// units, at least one unit.
@@ -121,149 +120,95 @@ fn chunk_request<B>(uri: &Secret, range: ContentRange, body: Option<B>) -> HttpR
     }
 }
 
+impl ChunkAnswer {
+    fn committed(self, total: u64) -> Committed {
+        match self {
+            ChunkAnswer::Complete => Committed { offset: total, complete: true },
+            ChunkAnswer::Committed(offset) => Committed { offset, complete: false },
+        }
+    }
+}
+
+/// A GCS resumable session: chunks and status queries to its URI.
+struct GcsSession<'a, I: Io> {
+    upload: &'a ActiveUpload<'a, I>,
+    uri: Secret,
+}
+
+impl<I: Io> OffsetStore for GcsSession<'_, I> {
+    async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
+        let total = self.upload.total();
+        let range = ContentRange::for_bytes(piece.start, piece.end(), total);
+        let body = self.upload.body(piece);
+        let request = chunk_request(&self.uri, range, Some(body));
+        self.upload
+            .put(piece, request, |response| {
+                let committed = read_answer(response, total)?.committed(total);
+                let kept =
+                    if committed.complete { piece.len } else { committed.offset.saturating_sub(piece.start) };
+                Ok((committed, kept))
+            })
+            .await
+    }
+
+    /// The status query (`Content-Range: bytes */total`); the broker is
+    /// told the offset so the session's `last_known_offset` follows.
+    async fn committed(&self) -> Result<Committed, UploadError> {
+        let total = self.upload.total();
+        self.upload
+            .tools
+            .retrying(|| async {
+                let request = chunk_request(&self.uri, ContentRange::Status { total }, None);
+                let response = self.upload.tools.send_bodiless(request).await?;
+                let committed = read_answer(&response, total)?.committed(total);
+                let status = BrokerCall::ResumableStatus {
+                    session_id: self.upload.session_id(),
+                    offset: committed.offset,
+                    session_uri: None,
+                };
+                self.upload.ask(&status).await?;
+                Ok(committed)
+            })
+            .await
+    }
+}
+
 /// Sends the file's bytes from the store's committed offset to the end.
-pub(crate) async fn transfer<B, T, C, S>(
-    engine: &Engine<B, T, C>,
-    source: &S,
-    tracker: &Tracker,
+pub(crate) async fn transfer<I: Io>(
+    upload: &ActiveUpload<'_, I>,
     chunk: u64,
     resuming: bool,
-) -> Result<(), UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-    S: ByteSource<Slice = T::Body>,
-{
-    if tracker.state() == Some(SessionState::Initialized) {
+) -> Result<(), UploadError> {
+    if upload.state() == SessionState::Initialized {
         // For a resumable session, signing opens the session at the store.
-        let reply = engine.call(tracker, &BrokerCall::Sign { session_id: tracker.session_id() }).await?;
-        tracker.adopt(reply.session)?;
+        upload.ask(&BrokerCall::Sign { session_id: upload.session_id() }).await?;
     }
-    let (uri, expires_at) =
-        tracker.with_session(|s| (s.session_uri.clone(), s.session_uri_expires_at.clone()));
+    let (uri, expires_at) = {
+        let session = upload.session();
+        (session.session_uri.clone(), session.session_uri_expires_at.clone())
+    };
     let uri = uri.ok_or_else(|| {
         UploadError::new(
             ErrorCode::BrokerMalformedResponse,
             "sign: a resumable session came without its session_uri",
         )
     })?;
-    if expires_at.as_deref().and_then(crate::time::parse_ms).is_some_and(|at| at <= engine.clock.now_ms()) {
-        tracker.transition(SessionState::Expired)?;
+    if expires_at.as_deref().and_then(crate::time::parse_ms).is_some_and(|at| at <= upload.tools.now_ms()) {
+        upload.transition(SessionState::Expired)?;
         return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
     }
-
-    let total = source.size();
-    let mut offset = 0;
+    let session = GcsSession { upload, uri };
+    let mut at = Committed { offset: 0, complete: false };
     if resuming {
-        tracker.begin_resuming()?;
-        match query_offset(engine, tracker, &uri, total).await? {
-            ChunkAnswer::Complete => offset = total,
-            ChunkAnswer::Committed(committed) => offset = committed,
-        }
+        upload.begin_resuming()?;
+        at = session.committed().await?;
+        // Every byte already there (the answer to the last chunk was lost).
+        at.complete |= at.offset == upload.total() && at.offset > 0;
     }
-    // Progress slot 0 holds everything committed before this run.
-    tracker.acked(0, offset);
-    tracker.transition(SessionState::Uploading)?;
-
-    let mut stalled = 0;
-    let mut complete = resuming && offset == total && total > 0;
-    while !complete {
-        let end = (offset + chunk).min(total);
-        let range = ContentRange::for_bytes(offset, end, total);
-        let request = chunk_request(&uri, range, Some(source.slice(offset, end)));
-        let sent_from = offset;
-        let answer = engine
-            .put(source, tracker, sent_from + 1, end - offset, request, |response| {
-                let answer = read_answer(response, total)?;
-                let committed = match answer {
-                    ChunkAnswer::Complete => end,
-                    ChunkAnswer::Committed(committed) => committed,
-                };
-                Ok((answer, committed.saturating_sub(sent_from)))
-            })
-            .await;
-        // `stalled` counts tries in a row that moved nothing (a failure
-        // while offline counts none: `back_off` waits for the network).
-        match answer {
-            Ok(ChunkAnswer::Complete) => complete = true,
-            Ok(ChunkAnswer::Committed(committed)) => {
-                stalled = if committed > offset { 0 } else { stalled + 1 };
-                offset = committed;
-            }
-            // The connection dropped, the store failed mid-chunk, or it
-            // refused a chunk that overlaps what it already kept (a browser
-            // may resend a PUT on its own after a reset): ask the store what
-            // it kept, then go on from there.
-            Err(e) if e.retryable || e.code == ErrorCode::StoreRejected => {
-                // A failing store is given the policy's backoff first; a
-                // refused overlap is asked about at once.
-                if e.code == ErrorCode::StoreRejected && !e.retryable {
-                    stalled += 1;
-                } else if !engine.back_off(tracker, &mut stalled, &e).await {
-                    return Err(e);
-                }
-                if stalled > MAX_STALLED_ATTEMPTS {
-                    return Err(e);
-                }
-                let before = offset;
-                match query_offset(engine, tracker, &uri, total).await {
-                    Ok(ChunkAnswer::Complete) => complete = true,
-                    Ok(ChunkAnswer::Committed(committed)) => offset = committed,
-                    // Some stores forget a session once they finalized its
-                    // object: after the last byte went out unanswered, the
-                    // broker's verification judges whether it landed.
-                    Err(gone) if gone.code == ErrorCode::SessionExpired && end == total => {
-                        tracker.acked(sent_from + 1, end - sent_from);
-                        complete = true;
-                    }
-                    Err(e) => return Err(e),
-                }
-                tracker.acked(0, offset.saturating_sub(before));
-                if offset > before {
-                    stalled = 0;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        if stalled > MAX_STALLED_ATTEMPTS {
-            return Err(UploadError::new(
-                ErrorCode::StoreRejected,
-                "the store keeps refusing to commit more bytes",
-            ));
-        }
-    }
-    tracker.transition(SessionState::Uploaded)
-}
-
-/// Asks the store how much it holds, and tells the broker so the session's
-/// `last_known_offset` follows; asked again after failures that may pass.
-async fn query_offset<B, T, C>(
-    engine: &Engine<B, T, C>,
-    tracker: &Tracker,
-    uri: &Secret,
-    total: u64,
-) -> Result<ChunkAnswer, UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-{
-    let ask = || async {
-        let request = chunk_request(uri, ContentRange::Status { total }, None);
-        let response = engine.send(tracker, request, std::rc::Rc::new(|_| {})).await?;
-        let answer = read_answer(&response, total)?;
-        let offset = match answer {
-            ChunkAnswer::Complete => total,
-            ChunkAnswer::Committed(committed) => committed,
-        };
-        let status =
-            BrokerCall::ResumableStatus { session_id: tracker.session_id(), offset, session_uri: None };
-        let reply = engine.call(tracker, &status).await?;
-        tracker.adopt(reply.session)?;
-        Ok(answer)
-    };
-    engine.retrying(tracker, ask).await
+    upload.already_stored(at.offset);
+    upload.transition(SessionState::Uploading)?;
+    send_from_offset(upload, &session, at, chunk).await?;
+    upload.transition(SessionState::Uploaded)
 }
 
 #[cfg(test)]

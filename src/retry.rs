@@ -4,10 +4,6 @@
 use crate::error::{ErrorCode, UploadError};
 use std::time::UNIX_EPOCH;
 
-/// An expired presigned URL is signed anew this many times before
-/// `url_expired` is reported (it is not a backoff: the broker answers at once).
-pub(crate) const RESIGNS: usize = 1;
-
 /// When a request has failed and when it is tried again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -4,24 +4,24 @@
 //! length), HEAD for the offset, chunked PATCHes with checksums,
 //! expiration and termination.
 
-use crate::broker::{Broker, BrokerCall};
-use crate::engine::{Engine, Tracker, UploadOptions};
+use crate::broker::BrokerCall;
+use crate::engine::UploadOptions;
 use crate::error::{ErrorCode, UploadError};
+use crate::progress::Piece;
+use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::store;
-use crate::transport::{ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, Transport};
+use crate::toolbox::{ActiveUpload, Io};
+use crate::transport::{ByteSource, ChecksumAlgorithm, HttpRequest, HttpResponse};
 use base64::Engine as _;
-use std::rc::Rc;
+use std::cell::Cell;
 use std::time::UNIX_EPOCH;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 /// Status a server answers when `Upload-Checksum` does not match the body.
 pub const CHECKSUM_MISMATCH: u16 = 460;
-/// Attempts at one chunk (checksum mismatches, cut connections, offset
-/// conflicts) before the upload gives up.
-const MAX_ATTEMPTS_PER_CHUNK: usize = 5;
 
 fn malformed(what: &str, value: &str) -> UploadError {
     let shown: String = value.chars().take(40).collect();
@@ -168,108 +168,96 @@ fn check(response: &HttpResponse) -> Result<(), UploadError> {
 
 /// Where the bytes go and how: the upload URL once known, and what the
 /// server offers.
-struct TusUpload<'a, B, T, C, S> {
-    engine: &'a Engine<B, T, C>,
-    source: &'a S,
-    tracker: &'a Tracker,
+struct TusUpload<'a, I: Io> {
+    upload: &'a ActiveUpload<'a, I>,
     discovery: Discovery,
     url: Secret,
-    total: u64,
+    /// creation-defer-length: the next PATCH still has to send the length.
+    length_deferred: Cell<bool>,
 }
 
-impl<B, T, C, S> TusUpload<'_, B, T, C, S>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-    S: ByteSource<Slice = T::Body>,
-{
-    async fn send(&self, request: HttpRequest<T::Body>) -> Result<HttpResponse, UploadError> {
-        Ok(self.engine.send(self.tracker, request, Rc::new(|_| {})).await?)
-    }
-
+impl<I: Io> TusUpload<'_, I> {
     /// Ends the upload as `expired` if the server says its time is up.
     fn check_expiry(&self, response: &HttpResponse) -> Result<(), UploadError> {
         if let Some(value) = response.header("upload-expires") {
-            if parse_expires(value)? <= self.engine.clock.now_ms() {
-                self.tracker.transition(SessionState::Expired)?;
+            if parse_expires(value)? <= self.upload.tools.now_ms() {
+                self.upload.transition(SessionState::Expired)?;
                 return Err(UploadError::new(ErrorCode::SessionExpired, "the tus upload has expired"));
             }
         }
         Ok(())
     }
 
-    /// HEAD: the offset the server holds, told to the broker too; asked
-    /// again after failures that may pass.
-    async fn server_offset(&self) -> Result<u64, UploadError> {
-        self.engine.retrying(self.tracker, || self.head_offset()).await
-    }
-
-    async fn head_offset(&self) -> Result<u64, UploadError> {
-        let response = self.send(tus_request("HEAD", &self.url, vec![], None)).await?;
-        check(&response)?;
-        self.check_expiry(&response)?;
-        let offset = parse_size("Upload-Offset", response.header("upload-offset"))?;
-        self.report(offset).await?;
-        Ok(offset)
+    fn at(&self, offset: u64) -> Committed {
+        Committed { offset, complete: offset >= self.upload.total() && !self.length_deferred.get() }
     }
 
     async fn report(&self, offset: u64) -> Result<(), UploadError> {
         let call = BrokerCall::ResumableStatus {
-            session_id: self.tracker.session_id(),
+            session_id: self.upload.session_id(),
             offset,
             session_uri: Some(self.url.clone()),
         };
-        let reply = self.engine.call(self.tracker, &call).await?;
-        self.tracker.adopt(reply.session)
+        self.upload.ask(&call).await.map(drop)
     }
+}
 
-    /// One PATCH of `[offset, end)`; returns the server's new offset.
-    async fn patch(&self, offset: u64, end: u64, defer_length: bool) -> Result<u64, UploadError> {
+impl<I: Io> OffsetStore for TusUpload<'_, I> {
+    /// One PATCH of the piece.
+    async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
+        let source = self.upload.tools.source;
         let mut headers = vec![
             ("Content-Type".to_owned(), OFFSET_CONTENT_TYPE.to_owned()),
-            ("Upload-Offset".to_owned(), offset.to_string()),
+            ("Upload-Offset".to_owned(), piece.start.to_string()),
         ];
-        if defer_length {
-            headers.push(("Upload-Length".to_owned(), self.total.to_string()));
+        if self.length_deferred.get() {
+            headers.push(("Upload-Length".to_owned(), self.upload.total().to_string()));
         }
         if let Some(algorithm) = self.discovery.checksum() {
-            let digest = self.source.digest(offset, end, algorithm).await?;
+            let digest = source.digest(piece.start, piece.end(), algorithm).await?;
             headers.push(("Upload-Checksum".to_owned(), checksum_header(algorithm, &digest)));
         }
-        let request = tus_request("PATCH", &self.url, headers, Some(self.source.slice(offset, end)));
-        self.engine
-            .put(self.source, self.tracker, offset + 1, end - offset, request, |response| {
+        let request = tus_request("PATCH", &self.url, headers, Some(self.upload.body(piece)));
+        let offset = self
+            .upload
+            .put(piece, request, |response| {
                 check(response)?;
                 self.check_expiry(response)?;
                 let committed = parse_size("Upload-Offset", response.header("upload-offset"))?;
-                Ok((committed, committed.saturating_sub(offset)))
+                Ok((committed, committed.saturating_sub(piece.start)))
             })
-            .await
+            .await?;
+        self.length_deferred.set(false);
+        Ok(self.at(offset))
+    }
+
+    /// HEAD: the offset the server holds, told to the broker too.
+    async fn committed(&self) -> Result<Committed, UploadError> {
+        let head = || async {
+            let response =
+                self.upload.tools.send_bodiless(tus_request("HEAD", &self.url, vec![], None)).await?;
+            check(&response)?;
+            self.check_expiry(&response)?;
+            let offset = parse_size("Upload-Offset", response.header("upload-offset"))?;
+            self.report(offset).await?;
+            Ok(self.at(offset))
+        };
+        self.upload.tools.retrying(head).await
     }
 }
 
 /// Sends the file with tus, from the offset the server holds.
-pub(crate) async fn transfer<B, T, C, S>(
-    engine: &Engine<B, T, C>,
-    source: &S,
-    tracker: &Tracker,
+pub(crate) async fn transfer<I: Io>(
+    upload: &ActiveUpload<'_, I>,
     options: &UploadOptions,
     resuming: bool,
-) -> Result<(), UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-    S: ByteSource<Slice = T::Body>,
-{
-    let total = source.size();
+) -> Result<(), UploadError> {
+    let total = upload.total();
     let chunk = crate::resumable::chunk_size(options.chunk_size);
-    if tracker.state() == Some(SessionState::Initialized) {
+    if upload.state() == SessionState::Initialized {
         // The broker either pre-creates the upload (session_uri) or hands
         // out the creation endpoint (`upload`, a POST).
-        let reply = engine.call(tracker, &BrokerCall::Sign { session_id: tracker.session_id() }).await?;
-        tracker.adopt(reply.session.clone())?;
+        let reply = upload.ask(&BrokerCall::Sign { session_id: upload.session_id() }).await?;
         if reply.session.session_uri.is_none() {
             let endpoint = reply.upload.map(|u| u.url).ok_or_else(|| {
                 UploadError::new(
@@ -277,36 +265,30 @@ where
                     "sign: a tus session came without a tus URL",
                 )
             })?;
-            return create_and_send(engine, source, tracker, endpoint, options).await;
+            return create_and_send(upload, endpoint, options, chunk).await;
         }
     }
-    let url = tracker.with_session(|s| s.session_uri.clone()).ok_or_else(|| {
+    let url = upload.session().session_uri.clone().ok_or_else(|| {
         UploadError::new(ErrorCode::BrokerMalformedResponse, "a tus session came without its upload URL")
     })?;
-    let upload =
-        TusUpload { engine, source, tracker, discovery: discover(engine, tracker, &url).await?, url, total };
-    check_size(&upload.discovery, total)?;
+    let discovery = discover(upload, &url).await?;
+    check_size(&discovery, total)?;
+    let tus = TusUpload { upload, discovery, url, length_deferred: Cell::new(false) };
     if resuming {
-        tracker.begin_resuming()?;
+        upload.begin_resuming()?;
     }
-    let offset = upload.server_offset().await?;
-    // Progress slot 0 holds what the server had before this run.
-    tracker.acked(0, offset);
-    send_from(upload, offset, chunk, false).await
+    let at = tus.committed().await?;
+    upload.already_stored(at.offset);
+    send_from(&tus, at, chunk).await
 }
 
-async fn discover<B: Broker, T: Transport, C: Clock>(
-    engine: &Engine<B, T, C>,
-    tracker: &Tracker,
-    url: &Secret,
-) -> Result<Discovery, UploadError> {
+async fn discover<I: Io>(upload: &ActiveUpload<'_, I>, url: &Secret) -> Result<Discovery, UploadError> {
     let options = || async {
-        let response =
-            engine.send(tracker, tus_request("OPTIONS", url, vec![], None), Rc::new(|_| {})).await?;
+        let response = upload.tools.send_bodiless(tus_request("OPTIONS", url, vec![], None)).await?;
         store::check_answer(&response)?;
         Ok(response)
     };
-    let response = engine.retrying(tracker, options).await?;
+    let response = upload.tools.retrying(options).await?;
     let discovery = Discovery::from_response(&response)?;
     if !discovery.versions.iter().any(|v| v == TUS_VERSION) {
         return Err(UploadError::new(ErrorCode::StoreRejected, "the tus server does not speak tus 1.0.0"));
@@ -326,22 +308,14 @@ fn check_size(discovery: &Discovery, total: u64) -> Result<(), UploadError> {
 
 /// Creation: POST to the endpoint (with the first chunk when the server
 /// offers creation-with-upload), then PATCH the rest.
-async fn create_and_send<B, T, C, S>(
-    engine: &Engine<B, T, C>,
-    source: &S,
-    tracker: &Tracker,
+async fn create_and_send<I: Io>(
+    upload: &ActiveUpload<'_, I>,
     endpoint: Secret,
     options: &UploadOptions,
-) -> Result<(), UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-    S: ByteSource<Slice = T::Body>,
-{
-    let total = source.size();
-    let chunk = crate::resumable::chunk_size(options.chunk_size);
-    let discovery = discover(engine, tracker, &endpoint).await?;
+    chunk: u64,
+) -> Result<(), UploadError> {
+    let total = upload.total();
+    let discovery = discover(upload, &endpoint).await?;
     check_size(&discovery, total)?;
     let defer = options.defer_length && discovery.supports("creation-defer-length");
     let metadata = encode_metadata(&[("filename", &options.filename), ("filetype", &options.content_type)]);
@@ -352,15 +326,15 @@ where
         ("Upload-Length".to_owned(), total.to_string())
     });
     let with_upload = !defer && discovery.supports("creation-with-upload") && total > 0;
-    let first_end = if with_upload { chunk.min(total) } else { 0 };
+    let first = Piece::between(0, if with_upload { chunk.min(total) } else { 0 });
     if with_upload {
         headers.push(("Content-Type".to_owned(), OFFSET_CONTENT_TYPE.to_owned()));
     }
-    let body = with_upload.then(|| source.slice(0, first_end));
-    tracker.transition(SessionState::Uploading)?;
+    let body = with_upload.then(|| upload.body(first));
+    upload.transition(SessionState::Uploading)?;
     let request = tus_request("POST", &endpoint, headers, body);
-    let created = engine
-        .put(source, tracker, 1, first_end, request, |response| {
+    let (url, offset) = upload
+        .put(first, request, |response| {
             store::check_answer(response)?;
             let location = response.header("location").ok_or_else(|| {
                 UploadError::new(ErrorCode::StoreMalformedResponse, "the tus server created no Location")
@@ -373,68 +347,17 @@ where
             Ok(((url, offset), offset))
         })
         .await?;
-    let (url, offset) = created;
-    let upload = TusUpload { engine, source, tracker, discovery, url, total };
-    upload.report(offset).await?;
-    send_from(upload, offset, chunk, defer).await
+    let tus = TusUpload { upload, discovery, url, length_deferred: Cell::new(defer) };
+    tus.report(offset).await?;
+    send_from(&tus, tus.at(offset), chunk).await
 }
 
-async fn send_from<B, T, C, S>(
-    upload: TusUpload<'_, B, T, C, S>,
-    mut offset: u64,
-    chunk: u64,
-    mut defer_length: bool,
-) -> Result<(), UploadError>
-where
-    B: Broker,
-    T: Transport,
-    C: Clock,
-    S: ByteSource<Slice = T::Body>,
-{
-    let tracker = upload.tracker;
-    if tracker.state() != Some(SessionState::Uploading) {
-        tracker.transition(SessionState::Uploading)?;
+async fn send_from<I: Io>(tus: &TusUpload<'_, I>, at: Committed, chunk: u64) -> Result<(), UploadError> {
+    if tus.upload.state() != SessionState::Uploading {
+        tus.upload.transition(SessionState::Uploading)?;
     }
-    let mut attempts = 0;
-    while offset < upload.total || defer_length {
-        let end = (offset + chunk).min(upload.total);
-        match upload.patch(offset, end, defer_length).await {
-            Ok(committed) => {
-                defer_length = false;
-                attempts = if committed > offset { 0 } else { attempts + 1 };
-                offset = committed;
-            }
-            // A chunk corrupted on the way (460): send it again.
-            Err(e) if e.code == ErrorCode::ChecksumMismatch => attempts += 1,
-            // An offset conflict (409), a cut connection, a server failure:
-            // ask the server where it stands.
-            Err(e) if e.retryable => {
-                // An offset conflict is asked about at once; a failing
-                // server is given the policy's backoff first.
-                // A failure while offline counts no attempt (`back_off`
-                // waits for the network).
-                if e.code == ErrorCode::OffsetConflict {
-                    attempts += 1;
-                } else if !upload.engine.back_off(tracker, &mut attempts, &e).await {
-                    return Err(e);
-                }
-                if attempts >= MAX_ATTEMPTS_PER_CHUNK {
-                    return Err(e);
-                }
-                let before = offset;
-                offset = upload.server_offset().await?;
-                tracker.acked(0, offset.saturating_sub(before));
-            }
-            Err(e) => return Err(e),
-        }
-        if attempts >= MAX_ATTEMPTS_PER_CHUNK {
-            return Err(UploadError::new(
-                ErrorCode::StoreRejected,
-                "the tus server keeps refusing the same chunk",
-            ));
-        }
-    }
-    tracker.transition(SessionState::Uploaded)
+    send_from_offset(tus.upload, tus, at, chunk).await?;
+    tus.upload.transition(SessionState::Uploaded)
 }
 
 /// Termination: asks the tus server to discard the upload.

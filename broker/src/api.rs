@@ -790,10 +790,13 @@ fn http_date(unix_seconds: u64) -> String {
 }
 
 /// Every tus request but OPTIONS must speak tus 1.0.0 (412 otherwise).
-fn tus_version(headers: &HeaderMap) -> Result<(), Response> {
+fn tus_version(headers: &HeaderMap) -> Result<(), Box<Response>> {
     match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
         Some(TUS_VERSION) => Ok(()),
-        _ => Err(tus_response(StatusCode::PRECONDITION_FAILED, &[("tus-version", TUS_VERSION.to_owned())])),
+        _ => Err(Box::new(tus_response(
+            StatusCode::PRECONDITION_FAILED,
+            &[("tus-version", TUS_VERSION.to_owned())],
+        ))),
     }
 }
 
@@ -813,7 +816,7 @@ async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
 async fn tus_create(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     if let Err(refused) = tus_version(&headers) {
-        return refused;
+        return *refused;
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Ok(total) = parse_size("Upload-Length", header("upload-length")) else {
@@ -856,7 +859,7 @@ async fn tus_head(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     if let Err(refused) = tus_version(&headers) {
-        return refused;
+        return *refused;
     }
     match local.tus_head(&id, unix(now())).await {
         Ok((offset, total, expires)) => {
@@ -879,7 +882,7 @@ async fn tus_patch(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     if let Err(refused) = tus_version(&headers) {
-        return refused;
+        return *refused;
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("content-type") != Some(OFFSET_CONTENT_TYPE) {
@@ -924,7 +927,7 @@ async fn tus_delete(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     if let Err(refused) = tus_version(&headers) {
-        return refused;
+        return *refused;
     }
     match local.cancel_resumable(&id).await {
         Ok(()) => tus_response(StatusCode::NO_CONTENT, &[]),
@@ -1089,14 +1092,14 @@ mod tests {
             )
         });
         let gcs = app_on(900, 3_600, 3_600, |_| {
-            Store::Gcs(
+            Store::Gcs(Box::new(
                 crate::store::gcs::GcsStore::new(crate::store::gcs::GcsConfig {
                     base_url: "http://127.0.0.1:9".into(),
                     bucket: "b".into(),
                     credentials: None,
                 })
                 .unwrap(),
-            )
+            ))
         });
         for (app, strategy) in [(&s3, "resumable"), (&gcs, "presigned_put"), (&gcs, "multipart")] {
             let body = serde_json::json!({
@@ -1499,22 +1502,25 @@ mod tests {
         assert_eq!(created.status(), StatusCode::CREATED);
         let location = created.headers()["location"].to_str().unwrap().to_owned();
         let path = path_of(&location);
-        assert_eq!(tus(&app, "DELETE", &path, &[v.clone()], vec![]).await.status(), StatusCode::NO_CONTENT);
-        assert_eq!(tus(&app, "HEAD", &path, &[v.clone()], vec![]).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            tus(&app, "DELETE", &path, std::slice::from_ref(&v), vec![]).await.status(),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            tus(&app, "HEAD", &path, std::slice::from_ref(&v), vec![]).await.status(),
+            StatusCode::NOT_FOUND
+        );
         let too_big =
             tus(&app, "POST", "/tus", &[v.clone(), ("upload-length", (65u64 << 20).to_string())], vec![])
                 .await;
         assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-        let mut expired_app_config = app_with_tus_ttl(0);
+        let expired_app_config = app_with_tus_ttl(0);
         let created =
             tus(&expired_app_config, "POST", "/tus", &[v.clone(), ("upload-length", "5".into())], vec![])
                 .await;
         let path = path_of(created.headers()["location"].to_str().unwrap());
         tokio::time::sleep(Duration::from_millis(1_100)).await;
-        assert_eq!(
-            tus(&mut expired_app_config, "HEAD", &path, &[v], vec![]).await.status(),
-            StatusCode::GONE
-        );
+        assert_eq!(tus(&expired_app_config, "HEAD", &path, &[v], vec![]).await.status(), StatusCode::GONE);
     }
 }

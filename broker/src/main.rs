@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = match (config.s3.take(), config.gcs.take()) {
         (Some(_), Some(_)) => return Err("configure S3_ENDPOINT or GCS_BUCKET, not both".into()),
         (Some(s3), None) => store::Store::S3(store::s3::S3Store::new(s3)?),
-        (None, Some(gcs)) => store::Store::Gcs(store::gcs::GcsStore::new(gcs)?),
+        (None, Some(gcs)) => store::Store::Gcs(Box::new(store::gcs::GcsStore::new(gcs)?)),
         (None, None) => store::Store::Local(store::local::LocalStore::open(&config.data_dir.join("store"))?),
     };
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;

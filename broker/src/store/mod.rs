@@ -38,7 +38,8 @@ pub struct Presigned {
 pub enum Store {
     Local(LocalStore),
     S3(S3Store),
-    Gcs(GcsStore),
+    /// Boxed: its authentication state is several times the others' size.
+    Gcs(Box<GcsStore>),
 }
 
 fn unix_after(ttl: Duration) -> u64 {

@@ -1,0 +1,88 @@
+//! The four ways bytes move, as one plan decided before anything is sent:
+//! every per-strategy decision the engine needs (what to ask `initiate`
+//! for, how to transfer, how to finish, how to discard at the store) is
+//! made here, so the engine itself never matches on a strategy.
+
+use crate::broker::{BrokerCall, InitiateRequest};
+use crate::engine::UploadOptions;
+use crate::error::{ErrorCode, UploadError};
+use crate::multipart::PartPlan;
+use crate::session::{Session, UploadStrategy};
+use crate::toolbox::{ActiveUpload, Io};
+use crate::transport::{check_header, HttpRequest};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    PresignedPut,
+    Multipart(PartPlan),
+    Resumable { chunk: u64 },
+    Tus,
+}
+
+impl Plan {
+    /// Refuses what cannot work before anything is sent.
+    pub fn new(options: &UploadOptions, size: u64) -> Result<Plan, UploadError> {
+        if options.filename.is_empty() {
+            return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
+        }
+        check_header("Content-Type", &options.content_type)?;
+        Ok(match options.strategy {
+            UploadStrategy::PresignedPut => Plan::PresignedPut,
+            UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
+            UploadStrategy::Resumable if options.tus => Plan::Tus,
+            UploadStrategy::Resumable => {
+                Plan::Resumable { chunk: crate::resumable::chunk_size(options.chunk_size) }
+            }
+        })
+    }
+
+    /// The `initiate` call that starts a session for this plan.
+    pub fn initiate(&self, options: &UploadOptions, size: u64) -> BrokerCall {
+        BrokerCall::Initiate(InitiateRequest {
+            filename: options.filename.clone(),
+            content_type: options.content_type.clone(),
+            byte_size: size,
+            upload_strategy: options.strategy,
+            resumable_protocol: matches!(self, Plan::Tus).then(|| "tus".to_owned()),
+            part_size: match self {
+                Plan::Multipart(parts) => Some(parts.part_size),
+                _ => None,
+            },
+        })
+    }
+
+    /// Moves the bytes the store does not hold yet; answers the broker call
+    /// that finishes the session.
+    pub async fn transfer<I: Io>(
+        &self,
+        upload: &ActiveUpload<'_, I>,
+        options: &UploadOptions,
+        resuming: bool,
+    ) -> Result<BrokerCall, UploadError> {
+        let session_id = upload.session_id();
+        match *self {
+            Plan::PresignedPut => crate::presigned_put::transfer(upload).await?,
+            Plan::Multipart(plan) => {
+                let parts = crate::multipart::transfer(upload, plan, options.concurrency, resuming).await?;
+                return Ok(BrokerCall::CompleteMultipart { session_id, parts });
+            }
+            Plan::Resumable { chunk } => crate::resumable::transfer(upload, chunk, resuming).await?,
+            Plan::Tus => crate::tus::transfer(upload, options, resuming).await?,
+        }
+        Ok(BrokerCall::Complete { session_id })
+    }
+
+    /// The request that discards a cancelled upload at the store, for the
+    /// strategies whose store keeps an upload URL (GCS: DELETE the session
+    /// URI; tus: termination).
+    pub fn discard_at_store<B>(&self, session: &Session) -> Option<HttpRequest<B>> {
+        let uri = session.session_uri.as_ref()?;
+        match self {
+            Plan::Resumable { .. } => {
+                Some(HttpRequest { method: "DELETE", url: uri.clone(), headers: vec![], body: None })
+            }
+            Plan::Tus => Some(crate::tus::termination(uri)),
+            Plan::PresignedPut | Plan::Multipart(_) => None,
+        }
+    }
+}
