@@ -6,6 +6,7 @@
 use crate::error::{ErrorBody, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::session::{MultipartPart, Session, UploadStrategy};
+use crate::wire::routes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -124,17 +125,17 @@ impl BrokerCall {
     /// The path below the broker endpoint.
     pub fn path(&self) -> String {
         let route = match self {
-            BrokerCall::Initiate(_) => return String::new(),
-            BrokerCall::Show { .. } => "",
-            BrokerCall::Sign { .. } => "/sign",
-            BrokerCall::SignParts { .. } => "/parts/sign",
-            BrokerCall::ListParts { .. } => "/parts",
-            BrokerCall::ResumableStatus { .. } => "/resumable/status",
-            BrokerCall::Complete { .. } => "/complete",
-            BrokerCall::CompleteMultipart { .. } => "/multipart/complete",
-            BrokerCall::Cancel { .. } => "/cancel",
+            BrokerCall::Initiate(_) => routes::INITIATE,
+            BrokerCall::Show { .. } => routes::SHOW,
+            BrokerCall::Sign { .. } => routes::SIGN,
+            BrokerCall::SignParts { .. } => routes::SIGN_PARTS,
+            BrokerCall::ListParts { .. } => routes::LIST_PARTS,
+            BrokerCall::ResumableStatus { .. } => routes::RESUMABLE_STATUS,
+            BrokerCall::Complete { .. } => routes::COMPLETE,
+            BrokerCall::CompleteMultipart { .. } => routes::COMPLETE_MULTIPART,
+            BrokerCall::Cancel { .. } => routes::CANCEL,
         };
-        format!("/{}{route}", self.session_id().unwrap_or_default())
+        routes::path(route, self.session_id().unwrap_or_default())
     }
 
     /// Serializes the request body with the serializer of the caller's

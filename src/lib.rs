@@ -14,14 +14,14 @@ pub mod retry;
 pub mod secret;
 pub mod session;
 pub mod state;
-pub mod store;
 mod strategy;
 pub mod time;
 mod toolbox;
 pub mod transport;
 pub mod tus;
+pub mod wire;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;
 
 pub use error::{ErrorCode, UploadError};

@@ -8,18 +8,12 @@ use crate::progress::Piece;
 use crate::recovery::{send_signed, UrlSigner};
 use crate::session::MultipartPart;
 use crate::state::SessionState;
-use crate::store;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::HttpResponse;
+use crate::wire::s3::{self, MAX_OBJECT_SIZE, MAX_PARTS, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 
-pub const MIB: u64 = 1 << 20;
-/// Every part but the last must be at least this large.
-pub const MIN_PART_SIZE: u64 = 5 * MIB;
-pub const MAX_PART_SIZE: u64 = 5 << 30;
-pub const MAX_PARTS: u64 = 10_000;
-pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 /// Rindle's default.
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -119,7 +113,7 @@ async fn send_part<I: Io>(
 ) -> Result<MultipartPart, UploadError> {
     let piece = plan.piece(part_number);
     let accept = |response: &HttpResponse| {
-        store::check_answer(response)?;
+        s3::check_answer(response)?;
         let etag = response.header("etag").filter(|etag| !etag.is_empty()).map(str::to_owned);
         etag.map(|etag| (etag, piece.len)).ok_or_else(|| {
             UploadError::new(

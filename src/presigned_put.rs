@@ -4,15 +4,15 @@ use crate::error::UploadError;
 use crate::progress::Piece;
 use crate::recovery::{send_signed, UrlSigner};
 use crate::state::SessionState;
-use crate::store;
 use crate::toolbox::{ActiveUpload, Io};
+use crate::wire::s3;
 
 pub(crate) async fn transfer<I: Io>(upload: &ActiveUpload<'_, I>) -> Result<(), UploadError> {
     let whole = Piece { start: 0, len: upload.total() };
     let signer = UrlSigner::single(upload);
     signer.sign_ahead(0).await?;
     upload.transition(SessionState::Uploading)?;
-    let accept = |response: &_| store::check_answer(response).map(|()| ((), whole.len));
+    let accept = |response: &_| s3::check_answer(response).map(|()| ((), whole.len));
     send_signed(&signer, 0, whole, accept).await?;
     upload.transition(SessionState::Uploaded)
 }

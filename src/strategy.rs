@@ -10,13 +10,14 @@ use crate::multipart::PartPlan;
 use crate::session::{Session, UploadStrategy};
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{check_header, HttpRequest};
+use crate::wire::gcs::chunk_size;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
     PresignedPut,
     Multipart(PartPlan),
     Resumable { chunk: u64 },
-    Tus,
+    Tus { chunk: u64 },
 }
 
 impl Plan {
@@ -29,10 +30,8 @@ impl Plan {
         Ok(match options.strategy {
             UploadStrategy::PresignedPut => Plan::PresignedPut,
             UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
-            UploadStrategy::Resumable if options.tus => Plan::Tus,
-            UploadStrategy::Resumable => {
-                Plan::Resumable { chunk: crate::resumable::chunk_size(options.chunk_size) }
-            }
+            UploadStrategy::Resumable if options.tus => Plan::Tus { chunk: chunk_size(options.chunk_size) },
+            UploadStrategy::Resumable => Plan::Resumable { chunk: chunk_size(options.chunk_size) },
         })
     }
 
@@ -43,7 +42,7 @@ impl Plan {
             content_type: options.content_type.clone(),
             byte_size: size,
             upload_strategy: options.strategy,
-            resumable_protocol: matches!(self, Plan::Tus).then(|| "tus".to_owned()),
+            resumable_protocol: matches!(self, Plan::Tus { .. }).then(|| "tus".to_owned()),
             part_size: match self {
                 Plan::Multipart(parts) => Some(parts.part_size),
                 _ => None,
@@ -67,7 +66,7 @@ impl Plan {
                 return Ok(BrokerCall::CompleteMultipart { session_id, parts });
             }
             Plan::Resumable { chunk } => crate::resumable::transfer(upload, chunk, resuming).await?,
-            Plan::Tus => crate::tus::transfer(upload, options, resuming).await?,
+            Plan::Tus { chunk } => crate::tus::transfer(upload, options, chunk, resuming).await?,
         }
         Ok(BrokerCall::Complete { session_id })
     }
@@ -81,7 +80,7 @@ impl Plan {
             Plan::Resumable { .. } => {
                 Some(HttpRequest { method: "DELETE", url: uri.clone(), headers: vec![], body: None })
             }
-            Plan::Tus => Some(crate::tus::termination(uri)),
+            Plan::Tus { .. } => Some(crate::tus::termination(uri)),
             Plan::PresignedPut | Plan::Multipart(_) => None,
         }
     }

@@ -76,19 +76,6 @@ pub enum ChecksumAlgorithm {
     Sha256,
 }
 
-impl ChecksumAlgorithm {
-    pub fn tus_name(self) -> &'static str {
-        match self {
-            ChecksumAlgorithm::Sha1 => "sha1",
-            ChecksumAlgorithm::Sha256 => "sha256",
-        }
-    }
-
-    pub fn from_tus_name(name: &str) -> Option<Self> {
-        [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256].into_iter().find(|a| a.tus_name() == name)
-    }
-}
-
 /// The bytes to upload, handed out as slices the transport can send.
 #[allow(async_fn_in_trait)]
 pub trait ByteSource {

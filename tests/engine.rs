@@ -1150,7 +1150,7 @@ fn tus_answers_a_conflict_with_head_and_resumes_from_the_servers_offset() {
     let first = &requests[2];
     assert_eq!(header(first, "Content-Type"), Some("application/offset+octet-stream"));
     use sha2::Digest;
-    let expected = rindle_upload::tus::checksum_header(
+    let expected = rindle_upload::wire::tus::checksum_header(
         rindle_upload::transport::ChecksumAlgorithm::Sha1,
         &sha1::Sha1::digest(&data[..524_288]),
     );

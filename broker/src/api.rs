@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::db::{Db, Record};
-use crate::store::local::{PutQuery, Refusal, Resumed, SignedQuery};
+use crate::store::local::{PutQuery, Refusal, SignedQuery};
 use crate::store::{Presigned, Store, StoreError};
 use crate::tus::RemoteTus;
 use axum::body::Body;
@@ -17,10 +17,14 @@ use axum::{Json, Router};
 use rindle_upload::broker::{Asset, BrokerReply, InitiateRequest, SignedPart, SignedRequest};
 use rindle_upload::error::ErrorBody;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
-use rindle_upload::resumable::ContentRange;
 use rindle_upload::secret::Secret;
 use rindle_upload::session::MultipartPart;
-use rindle_upload::tus::{decode_metadata, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
+use rindle_upload::transport::ChecksumAlgorithm;
+use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange};
+use rindle_upload::wire::routes;
+use rindle_upload::wire::tus::{
+    algorithm_name, decode_metadata, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION,
+};
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -97,17 +101,24 @@ pub fn router(state: Arc<AppState>) -> Router {
     }))
 }
 
+/// The broker protocol's endpoint on this server.
+pub const API_BASE: &str = "/api/uploads";
+
+fn api(route: &str) -> String {
+    format!("{API_BASE}{route}")
+}
+
 fn routes(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
-        .route("/api/uploads", post(initiate))
-        .route("/api/uploads/{id}", get(show))
-        .route("/api/uploads/{id}/sign", post(sign))
-        .route("/api/uploads/{id}/parts/sign", post(sign_parts))
-        .route("/api/uploads/{id}/parts", post(list_parts))
-        .route("/api/uploads/{id}/complete", post(complete))
-        .route("/api/uploads/{id}/multipart/complete", post(complete_multipart))
-        .route("/api/uploads/{id}/resumable/status", post(resumable_status))
-        .route("/api/uploads/{id}/cancel", post(cancel));
+        .route(&api(routes::INITIATE), post(initiate))
+        .route(&api(routes::SHOW), get(show))
+        .route(&api(routes::SIGN), post(sign))
+        .route(&api(routes::SIGN_PARTS), post(sign_parts))
+        .route(&api(routes::LIST_PARTS), post(list_parts))
+        .route(&api(routes::COMPLETE), post(complete))
+        .route(&api(routes::COMPLETE_MULTIPART), post(complete_multipart))
+        .route(&api(routes::RESUMABLE_STATUS), post(resumable_status))
+        .route(&api(routes::CANCEL), post(cancel));
     if let Some(local) = state.store.local() {
         router = router
             .route("/store/{*key}", put(store_put))
@@ -742,11 +753,15 @@ async fn store_resumable_put(
         },
     };
     match result {
-        Ok(Resumed::Complete) => (StatusCode::OK, Json(serde_json::json!({}))).into_response(),
-        Ok(Resumed::Committed(0)) => StatusCode::PERMANENT_REDIRECT.into_response(),
-        Ok(Resumed::Committed(committed)) => {
-            let range = HeaderValue::from_str(&format!("bytes=0-{}", committed - 1)).expect("digits");
-            (StatusCode::PERMANENT_REDIRECT, [(header::RANGE, range)]).into_response()
+        Ok(ChunkAnswer::Complete) => (StatusCode::OK, Json(serde_json::json!({}))).into_response(),
+        Ok(ChunkAnswer::Committed(committed)) => {
+            let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+            if let Some(range) =
+                ChunkAnswer::range_header(committed).and_then(|r| HeaderValue::from_str(&r).ok())
+            {
+                response.headers_mut().insert(header::RANGE, range);
+            }
+            response
         }
         Err(refusal) => refusal_response(refusal),
     }
@@ -806,7 +821,10 @@ async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
         &[
             ("tus-version", TUS_VERSION.to_owned()),
             ("tus-extension", TUS_EXTENSIONS.to_owned()),
-            ("tus-checksum-algorithm", "sha1,sha256".to_owned()),
+            (
+                "tus-checksum-algorithm",
+                [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256].map(algorithm_name).join(","),
+            ),
             ("tus-max-size", state.config.profile.max_bytes.to_string()),
         ],
     )
@@ -1423,7 +1441,6 @@ mod tests {
 
     #[tokio::test]
     async fn tus_on_the_embedded_server() {
-        use rindle_upload::transport::ChecksumAlgorithm;
         let app = app(900, 3_600);
         let data: Vec<u8> = (0..300_000usize).map(|i| (i % 241) as u8).collect();
         let body = serde_json::json!({"filename": "t.bin", "content_type": "text/plain", "byte_size": data.len(),
@@ -1448,7 +1465,7 @@ mod tests {
         assert_eq!(tus(&app, "HEAD", &path, &[], vec![]).await.status(), StatusCode::PRECONDITION_FAILED);
 
         let sha1 = |bytes: &[u8]| {
-            rindle_upload::tus::checksum_header(ChecksumAlgorithm::Sha1, &sha1::Sha1::digest(bytes))
+            rindle_upload::wire::tus::checksum_header(ChecksumAlgorithm::Sha1, &sha1::Sha1::digest(bytes))
         };
         let wrong =
             tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(b"other"))), data[..100_000].to_vec())
@@ -1494,7 +1511,7 @@ mod tests {
             &[
                 v.clone(),
                 ("upload-length", "5".into()),
-                ("upload-metadata", rindle_upload::tus::encode_metadata(&[("filename", "x.txt")])),
+                ("upload-metadata", rindle_upload::wire::tus::encode_metadata(&[("filename", "x.txt")])),
             ],
             vec![],
         )

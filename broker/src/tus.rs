@@ -4,7 +4,7 @@
 
 use crate::store::local::LocalStore;
 use crate::store::StoreError;
-use rindle_upload::tus::{parse_size, TUS_VERSION};
+use rindle_upload::wire::tus::{parse_size, TUS_VERSION};
 use sha2::{Digest, Sha256};
 
 /// The id at the end of an upload URL (`…/tus/{id}`).

@@ -6,7 +6,7 @@ use super::StoreError;
 use base64::Engine as _;
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 use md5::Md5;
-use rindle_upload::resumable::{committed_offset, ContentRange};
+use rindle_upload::wire::gcs::{committed_offset, ContentRange};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 

@@ -7,10 +7,10 @@ use super::StoreError;
 use axum::body::Body;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use rindle_upload::multipart::{MAX_PART_SIZE, MIN_PART_SIZE};
-use rindle_upload::resumable::{ContentRange, CHUNK_UNIT};
 use rindle_upload::session::MultipartPart;
 use rindle_upload::transport::ChecksumAlgorithm;
+use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
+use rindle_upload::wire::s3::{MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,13 +36,6 @@ struct ResumableMeta {
     /// expire with their signed URI instead.
     #[serde(default)]
     expires_unix: Option<u64>,
-}
-
-/// The store's answer to a resumable chunk or status query.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Resumed {
-    Complete,
-    Committed(u64),
 }
 
 /// What a presigned object PUT promises: all of it is signed.
@@ -210,7 +203,7 @@ impl LocalStore {
         query: &SignedQuery,
         now_unix: u64,
     ) -> Result<PartGrant, Refusal> {
-        if !is_safe_id(upload_id) || !(1..=10_000).contains(&part_number) {
+        if !is_safe_id(upload_id) || !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
             return Err(Refusal::new(400, "InvalidArgument", "invalid upload id or part number"));
         }
         let grant = PartGrant { upload_id: upload_id.to_owned(), part_number, expires_unix: query.expires };
@@ -435,14 +428,19 @@ impl LocalStore {
     /// Answers a chunk (or a status query) by GCS's rules: a chunk starts
     /// at the committed offset, is a whole number of 256 KiB units unless
     /// it is the last, and arrives whole or not at all.
-    pub async fn resumable_put(&self, id: &str, range: ContentRange, body: Body) -> Result<Resumed, Refusal> {
+    pub async fn resumable_put(
+        &self,
+        id: &str,
+        range: ContentRange,
+        body: Body,
+    ) -> Result<ChunkAnswer, Refusal> {
         let meta = self.meta(id).await?;
         let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
         let received = match range {
             ContentRange::Status { total } | ContentRange::Chunk { total, .. } if total != meta.total => {
                 return Err(refuse(format!("the session is for {} bytes, not {total}", meta.total)));
             }
-            _ if meta.complete => return Ok(Resumed::Complete),
+            _ if meta.complete => return Ok(ChunkAnswer::Complete),
             ContentRange::Status { .. } => None,
             ContentRange::Chunk { start, last, total } => {
                 let len = last + 1 - start;
@@ -467,7 +465,7 @@ impl LocalStore {
         body: Body,
         checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
         now_unix: u64,
-    ) -> Result<Resumed, Refusal> {
+    ) -> Result<ChunkAnswer, Refusal> {
         let meta = self.live_tus_meta(id, now_unix).await?;
         let committed = self.committed(id).await?;
         if offset != committed {
@@ -507,7 +505,7 @@ impl LocalStore {
         meta: ResumableMeta,
         received: Option<(u64, PathBuf)>,
         conflict: u16,
-    ) -> Result<Resumed, Refusal> {
+    ) -> Result<ChunkAnswer, Refusal> {
         let data = self.resumable.join(format!("{id}.data"));
         let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
         let _committing = self.committing.lock().await;
@@ -527,7 +525,7 @@ impl LocalStore {
         }
         let committed = self.committed(id).await?;
         if committed < meta.total {
-            return Ok(Resumed::Committed(committed));
+            return Ok(ChunkAnswer::Committed(committed));
         }
         let target = self.objects.join(&meta.key);
         if let Some(parent) = target.parent() {
@@ -539,7 +537,7 @@ impl LocalStore {
         tokio::fs::write(self.meta_path(id), serde_json::to_vec(&done).expect("meta serializes"))
             .await
             .map_err(io)?;
-        Ok(Resumed::Complete)
+        Ok(ChunkAnswer::Complete)
     }
 
     /// Bytes committed so far (the total once complete).

@@ -71,7 +71,7 @@ impl S3Store {
         }
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        let code = body.split("<Code>").nth(1).and_then(|rest| rest.split("</Code>").next()).unwrap_or("");
+        let code = rindle_upload::wire::s3::error_code(&body).unwrap_or_default();
         Err(StoreError(format!("S3 {operation} answered {status} {code}").trim_end().to_owned()))
     }
 

@@ -1,9 +1,22 @@
-//! Reading an object store's answer to a presigned request. Stores speak
-//! S3's XML error dialect (`<Error><Code>..</Code><Message>..</Message>`);
-//! the embedded store of the reference broker speaks it too.
+//! S3's wire rules, shared by the client and the reference broker: the
+//! multipart limits, and reading a store's answer in S3's XML error dialect
+//! (`<Error><Code>..</Code><Message>..</Message>`), which the embedded
+//! store speaks too.
 
 use crate::error::{ErrorCode, UploadError};
 use crate::transport::HttpResponse;
+
+pub const MIB: u64 = 1 << 20;
+/// Every part but the last must be at least this large.
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+pub const MAX_PARTS: u64 = 10_000;
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+/// The `<Code>` of an S3 error body, if it has one.
+pub fn error_code(body: &str) -> Option<&str> {
+    xml_element(body, "Code")
+}
 
 /// `Ok` for 2xx; otherwise the typed error the answer stands for.
 pub fn check_answer(response: &HttpResponse) -> Result<(), UploadError> {
@@ -11,7 +24,7 @@ pub fn check_answer(response: &HttpResponse) -> Result<(), UploadError> {
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let code = xml_element(&response.body, "Code").unwrap_or_default();
+    let code = error_code(&response.body).unwrap_or_default();
     let message = xml_element(&response.body, "Message").unwrap_or_default();
     let lower = message.to_ascii_lowercase();
     let (error_code, retryable) = match (status, code) {
