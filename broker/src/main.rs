@@ -2,9 +2,11 @@
 //! implements broker protocol v1, keeps sessions in SQLite and stores bytes
 //! in an embedded local-disk store with signed, expiring URLs.
 
-mod api;
 mod config;
 mod db;
+mod embedded;
+mod routes;
+mod service;
 mod store;
 mod tus;
 
@@ -29,10 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let address = listener.local_addr()?;
     let remote_tus = config.tus_endpoint.clone().map(tus::RemoteTus::new);
-    let state = Arc::new(api::AppState { config, db, store, remote_tus });
+    let state = Arc::new(service::AppState { config, db, store, remote_tus });
     // Scripts wait for this line.
     println!("rindle-broker listening on http://{address}");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }
 

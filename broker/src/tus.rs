@@ -13,7 +13,7 @@ pub fn upload_id(url: &str) -> &str {
 }
 
 fn failed(operation: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("tus {operation}: {e}"))
+    StoreError::failed(format!("tus {operation}: {e}"))
 }
 
 /// An external tus server, reached over HTTP.

@@ -32,7 +32,7 @@ fn encoded(name: &str) -> String {
 }
 
 fn failed(operation: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("GCS {operation}: {e}"))
+    StoreError::failed(format!("GCS {operation}: {e}"))
 }
 
 #[derive(serde::Deserialize)]
@@ -233,10 +233,10 @@ mod tests {
         assert_eq!((size, sha256), (10, hex::encode(Sha256::digest(BYTES))));
 
         let bad_md5 = serve(metadata("10", &Md5::digest(b"other bytes"), crc), BYTES).await;
-        assert!(bad_md5.inspect("k").await.unwrap_err().0.contains("MD5 does not match"));
+        assert!(bad_md5.inspect("k").await.unwrap_err().message.contains("MD5 does not match"));
         let bad_crc = serve(metadata("10", &md5, crc ^ 1), BYTES).await;
-        assert!(bad_crc.inspect("k").await.unwrap_err().0.contains("CRC32C does not match"));
+        assert!(bad_crc.inspect("k").await.unwrap_err().message.contains("CRC32C does not match"));
         let bad_size = serve(metadata("11", &md5, crc), BYTES).await;
-        assert!(bad_size.inspect("k").await.unwrap_err().0.contains("metadata says 11"));
+        assert!(bad_size.inspect("k").await.unwrap_err().message.contains("metadata says 11"));
     }
 }

@@ -229,7 +229,7 @@ impl LocalStore {
             self.write(body, MAX_PART_SIZE, None, &dir.join(format!("{}.new", grant.part_number))).await?;
         let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
         for (number, old) in
-            self.part_files(&grant.upload_id).await.map_err(|e| io(std::io::Error::other(e.0)))?
+            self.part_files(&grant.upload_id).await.map_err(|e| io(std::io::Error::other(e.message)))?
         {
             if number == grant.part_number {
                 tokio::fs::remove_file(old).await.map_err(io)?;
@@ -298,13 +298,13 @@ impl LocalStore {
     /// The stored parts' files, by part number.
     async fn part_files(&self, upload_id: &str) -> Result<Vec<(u32, PathBuf)>, StoreError> {
         if !is_safe_id(upload_id) {
-            return Err(StoreError("invalid upload id".into()));
+            return Err(StoreError::refused("invalid upload id"));
         }
         let mut files = Vec::new();
         let mut entries = match tokio::fs::read_dir(self.multipart.join(upload_id)).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError("the multipart upload does not exist".into()))
+                return Err(StoreError::not_found("the multipart upload does not exist"))
             }
             Err(e) => return Err(e.into()),
         };
@@ -340,27 +340,27 @@ impl LocalStore {
     ) -> Result<(), StoreError> {
         let stored = self.part_files(upload_id).await?;
         if parts.is_empty() {
-            return Err(StoreError("the part list is empty".into()));
+            return Err(StoreError::refused("the part list is empty"));
         }
         if parts.windows(2).any(|w| w[0].part_number >= w[1].part_number) {
-            return Err(StoreError("the part list is not in ascending part order".into()));
+            return Err(StoreError::refused("the part list is not in ascending part order"));
         }
         let mut files = Vec::with_capacity(parts.len());
         for (index, part) in parts.iter().enumerate() {
             let want = part.etag.trim_matches('"');
             let Some((_, path)) = stored.iter().find(|(n, _)| *n == part.part_number) else {
-                return Err(StoreError(format!("part {} was never stored", part.part_number)));
+                return Err(StoreError::refused(format!("part {} was never stored", part.part_number)));
             };
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             if name.split_once('-').map(|(_, etag)| etag) != Some(want) {
-                return Err(StoreError(format!(
+                return Err(StoreError::failed(format!(
                     "part {}'s ETag does not match the stored part",
                     part.part_number
                 )));
             }
             let size = tokio::fs::metadata(path).await?.len();
             if index + 1 < parts.len() && size < MIN_PART_SIZE {
-                return Err(StoreError(format!("part {} is smaller than 5 MiB", part.part_number)));
+                return Err(StoreError::refused(format!("part {} is smaller than 5 MiB", part.part_number)));
             }
             files.push(path.clone());
         }
@@ -381,7 +381,7 @@ impl LocalStore {
 
     pub async fn abort_multipart(&self, upload_id: &str) -> Result<(), StoreError> {
         if !is_safe_id(upload_id) {
-            return Err(StoreError("invalid upload id".into()));
+            return Err(StoreError::refused("invalid upload id"));
         }
         match tokio::fs::remove_dir_all(self.multipart.join(upload_id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
@@ -591,12 +591,12 @@ impl LocalStore {
 
     /// The committed offset (the total once complete), for the broker.
     pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
-        self.committed(id).await.map_err(|r| StoreError(r.message))
+        self.committed(id).await.map_err(|r| StoreError::failed(r.message))
     }
 
     pub async fn cancel_resumable(&self, id: &str) -> Result<(), StoreError> {
         if !is_safe_id(id) {
-            return Err(StoreError("invalid session id".into()));
+            return Err(StoreError::refused("invalid session id"));
         }
         for file in [self.meta_path(id), self.resumable.join(format!("{id}.data"))] {
             match tokio::fs::remove_file(file).await {
@@ -756,10 +756,15 @@ mod tests {
         );
         let reversed = vec![listed[1].clone(), listed[0].clone()];
         let refused = store.complete_multipart("k/obj", &id, &reversed).await.unwrap_err();
-        assert_eq!(refused.0, "the part list is not in ascending part order");
+        assert_eq!(refused.message, "the part list is not in ascending part order");
         let mut wrong_etag = listed.clone();
         wrong_etag[0].etag = format!("\"{e1}\"");
-        assert!(store.complete_multipart("k/obj", &id, &wrong_etag).await.unwrap_err().0.contains("ETag"));
+        assert!(store
+            .complete_multipart("k/obj", &id, &wrong_etag)
+            .await
+            .unwrap_err()
+            .message
+            .contains("ETag"));
 
         store.complete_multipart("k/obj", &id, &listed).await.unwrap();
         let mut expected = big;
@@ -777,7 +782,7 @@ mod tests {
         store.write_part(&part_grant(&id, 2), Body::from("tail")).await.unwrap();
         let listed = store.list_parts(&id).await.unwrap();
         let refused = store.complete_multipart("k/obj", &id, &listed).await.unwrap_err();
-        assert_eq!(refused.0, "part 1 is smaller than 5 MiB");
+        assert_eq!(refused.message, "part 1 is smaller than 5 MiB");
         assert_eq!(store.open_multipart_uploads(), 1);
         store.abort_multipart(&id).await.unwrap();
         assert_eq!(store.open_multipart_uploads(), 0);

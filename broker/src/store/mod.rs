@@ -12,20 +12,49 @@ use s3::S3Store;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// What kind of failure a store operation met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The object or upload does not exist.
+    NotFound,
+    /// The store refused what it was asked (a bad part list, a strategy it
+    /// does not offer): asking again will not help.
+    Refused,
+    /// The store could not be reached or failed on its side.
+    Failed,
+}
+
 /// A store operation that failed; the message is for people (it may end
 /// up as a session's `failure_reason`) and never carries a credential.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        StoreError { kind: StoreErrorKind::Failed, message: message.into() }
+    }
+
+    pub fn refused(message: impl Into<String>) -> Self {
+        StoreError { kind: StoreErrorKind::Refused, message: message.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        StoreError { kind: StoreErrorKind::NotFound, message: message.into() }
+    }
+}
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError(format!("store I/O failed: {e}"))
+        StoreError::failed(format!("store I/O failed: {e}"))
     }
 }
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -47,7 +76,7 @@ fn unix_after(ttl: Duration) -> u64 {
 }
 
 fn not_offered() -> StoreError {
-    StoreError("this store does not offer that strategy".into())
+    StoreError::refused("this store does not offer that strategy")
 }
 
 impl Store {

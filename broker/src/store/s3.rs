@@ -1,7 +1,7 @@
 //! A real S3-compatible store (AWS S3, Garage, MinIO…): requests are
 //! signed with SigV4 by rusty-s3 and sent with reqwest.
 
-use super::StoreError;
+use super::{StoreError, StoreErrorKind};
 use rindle_upload::session::MultipartPart;
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -62,17 +62,21 @@ impl S3Store {
         operation: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StoreError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| StoreError(format!("S3 {operation}: request failed: {}", e.without_url())))?;
+        let response = request.send().await.map_err(|e| {
+            StoreError::failed(format!("S3 {operation}: request failed: {}", e.without_url()))
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
         let code = rindle_upload::wire::s3::error_code(&body).unwrap_or_default();
-        Err(StoreError(format!("S3 {operation} answered {status} {code}").trim_end().to_owned()))
+        let message = format!("S3 {operation} answered {status} {code}").trim_end().to_owned();
+        Err(match status {
+            404 => StoreError::not_found(message),
+            400..=499 => StoreError::refused(message),
+            _ => StoreError::failed(message),
+        })
     }
 
     pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
@@ -82,9 +86,12 @@ impl S3Store {
         let response = self
             .send("CreateMultipartUpload", self.http.post(url).header("content-type", content_type))
             .await?;
-        let body = response.text().await.map_err(|e| StoreError(format!("S3 CreateMultipartUpload: {e}")))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| StoreError::failed(format!("S3 CreateMultipartUpload: {e}")))?;
         let parsed = CreateMultipartUpload::parse_response(&body)
-            .map_err(|e| StoreError(format!("S3 CreateMultipartUpload: unreadable answer: {e}")))?;
+            .map_err(|e| StoreError::failed(format!("S3 CreateMultipartUpload: unreadable answer: {e}")))?;
         Ok(parsed.upload_id().to_owned())
     }
 
@@ -97,9 +104,9 @@ impl S3Store {
                 action.set_part_number_marker(marker);
             }
             let response = self.send("ListParts", self.http.get(action.sign(CALL_TTL))).await?;
-            let body = response.text().await.map_err(|e| StoreError(format!("S3 ListParts: {e}")))?;
+            let body = response.text().await.map_err(|e| StoreError::failed(format!("S3 ListParts: {e}")))?;
             let page = ListParts::parse_response(&body)
-                .map_err(|e| StoreError(format!("S3 ListParts: unreadable answer: {e}")))?;
+                .map_err(|e| StoreError::failed(format!("S3 ListParts: unreadable answer: {e}")))?;
             parts.extend(page.parts.iter().map(|p| MultipartPart {
                 part_number: u32::from(p.number),
                 etag: p.etag.clone(),
@@ -120,18 +127,20 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         // S3's body numbers ETags from 1; the list must be exactly 1..=n.
         if parts.iter().enumerate().any(|(i, p)| p.part_number as usize != i + 1) {
-            return Err(StoreError("the part list must number parts 1, 2, 3… without gaps".into()));
+            return Err(StoreError::refused("the part list must number parts 1, 2, 3… without gaps"));
         }
         let etags = parts.iter().map(|p| p.etag.as_str());
         let action = self.bucket.complete_multipart_upload(Some(&self.credentials), key, upload_id, etags);
         let url = action.sign(CALL_TTL);
         let response = self.send("CompleteMultipartUpload", self.http.post(url).body(action.body())).await?;
         // S3 may answer 200 and still fail: the body says which.
-        let body =
-            response.text().await.map_err(|e| StoreError(format!("S3 CompleteMultipartUpload: {e}")))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| StoreError::failed(format!("S3 CompleteMultipartUpload: {e}")))?;
         CompleteMultipartUploadResponse::parse(&body)
             .map(|_| ())
-            .map_err(|_| StoreError("S3 CompleteMultipartUpload refused the part list".into()))
+            .map_err(|_| StoreError::refused("S3 CompleteMultipartUpload refused the part list"))
     }
 
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -144,7 +153,7 @@ impl S3Store {
         let url = self.bucket.get_object(Some(&self.credentials), key).sign(CALL_TTL);
         let mut response = match self.send("GetObject", self.http.get(url)).await {
             Ok(response) => response,
-            Err(e) if e.0.contains(" 404") => return Ok(None),
+            Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut hasher = Sha256::new();
@@ -152,7 +161,7 @@ impl S3Store {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| StoreError(format!("S3 GetObject: read failed: {}", e.without_url())))?
+            .map_err(|e| StoreError::failed(format!("S3 GetObject: read failed: {}", e.without_url())))?
         {
             size += chunk.len() as u64;
             hasher.update(&chunk);
