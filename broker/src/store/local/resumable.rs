@@ -1,0 +1,231 @@
+//! The embedded store's resumable uploads: GCS resumable sessions (chunks
+//! with `Content-Range`, status queries) and tus uploads, sharing one
+//! offset-committing core.
+
+use super::{is_safe_id, LocalStore, Refusal, ResumableMeta, SignedQuery};
+use crate::store::StoreError;
+use axum::body::Body;
+use rindle_upload::transport::ChecksumAlgorithm;
+use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+impl LocalStore {
+    fn resumable_canonical(id: &str, expires_unix: u64) -> String {
+        format!("RESUMABLE\n{id}\n{expires_unix}")
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.resumable.join(format!("{id}.json"))
+    }
+
+    /// Opens a resumable session for `total` bytes of `key`; returns the
+    /// session URI's path and query (a bearer credential).
+    pub async fn open_resumable(
+        &self,
+        key: &str,
+        total: u64,
+        expires_unix: u64,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_session(&id, key, total, None).await?;
+        let sig = self.sign(&Self::resumable_canonical(&id, expires_unix));
+        Ok(format!("/store-resumable/{id}?expires={expires_unix}&sig={sig}"))
+    }
+
+    pub fn check_resumable(&self, id: &str, query: &SignedQuery, now_unix: u64) -> Result<(), Refusal> {
+        if !is_safe_id(id) {
+            return Err(Refusal::new(400, "InvalidArgument", "invalid session id"));
+        }
+        self.check(&Self::resumable_canonical(id, query.expires), &query.sig, query.expires, now_unix)
+    }
+
+    async fn meta(&self, id: &str) -> Result<ResumableMeta, Refusal> {
+        let bytes = tokio::fs::read(self.meta_path(id))
+            .await
+            .map_err(|_| Refusal::new(404, "NoSuchUpload", "the resumable session does not exist"))?;
+        serde_json::from_slice(&bytes).map_err(|_| Refusal::new(500, "InternalError", "unreadable session"))
+    }
+
+    /// Answers a chunk (or a status query) by GCS's rules: a chunk starts
+    /// at the committed offset, is a whole number of 256 KiB units unless
+    /// it is the last, and arrives whole or not at all.
+    pub async fn resumable_put(
+        &self,
+        id: &str,
+        range: ContentRange,
+        body: Body,
+    ) -> Result<ChunkAnswer, Refusal> {
+        let meta = self.meta(id).await?;
+        let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
+        let received = match range {
+            ContentRange::Status { total } | ContentRange::Chunk { total, .. } if total != meta.total => {
+                return Err(refuse(format!("the session is for {} bytes, not {total}", meta.total)));
+            }
+            _ if meta.complete => return Ok(ChunkAnswer::Complete),
+            ContentRange::Status { .. } => None,
+            ContentRange::Chunk { start, last, total } => {
+                let len = last + 1 - start;
+                if last + 1 != total && len % CHUNK_UNIT != 0 {
+                    return Err(refuse("every chunk but the last must be a multiple of 256 KiB".into()));
+                }
+                let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
+                self.write(body, len, Some(len), &chunk).await?;
+                Some((start, chunk))
+            }
+        };
+        self.commit(id, meta, received, 400).await
+    }
+
+    /// A tus PATCH: the chunk starts at the committed offset (else 409),
+    /// fits the declared length, and matches its `Upload-Checksum` (else
+    /// 460, and nothing is kept).
+    pub async fn tus_patch(
+        &self,
+        id: &str,
+        offset: u64,
+        body: Body,
+        checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
+        now_unix: u64,
+    ) -> Result<ChunkAnswer, Refusal> {
+        let meta = self.live_tus_meta(id, now_unix).await?;
+        let committed = self.committed(id).await?;
+        if offset != committed {
+            return Err(Refusal::new(
+                409,
+                "Conflict",
+                format!("the upload is at offset {committed}, not {offset}"),
+            ));
+        }
+        let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
+        self.write(body, meta.total - offset, None, &chunk).await?;
+        if let Some((algorithm, expected)) = checksum {
+            let bytes = tokio::fs::read(&chunk)
+                .await
+                .map_err(|e| Refusal::new(500, "InternalError", e.to_string()))?;
+            let actual = match algorithm {
+                ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(&bytes).to_vec(),
+                ChecksumAlgorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
+            };
+            if actual != expected {
+                let _ = tokio::fs::remove_file(&chunk).await;
+                return Err(Refusal::new(
+                    460,
+                    "ChecksumMismatch",
+                    "the chunk does not match Upload-Checksum",
+                ));
+            }
+        }
+        self.commit(id, meta, Some((offset, chunk)), 409).await
+    }
+
+    /// Appends a received chunk if it starts at the committed offset (else
+    /// refuses with `conflict`), and completes the object when whole.
+    async fn commit(
+        &self,
+        id: &str,
+        meta: ResumableMeta,
+        received: Option<(u64, PathBuf)>,
+        conflict: u16,
+    ) -> Result<ChunkAnswer, Refusal> {
+        let data = self.resumable.join(format!("{id}.data"));
+        let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
+        let _committing = self.committing.lock().await;
+        let committed = self.committed(id).await?;
+        if let Some((start, chunk)) = received {
+            if start != committed {
+                let _ = tokio::fs::remove_file(&chunk).await;
+                let message = format!("the chunk starts at {start}, but {committed} bytes are committed");
+                return Err(Refusal::new(conflict, "InvalidRange", message));
+            }
+            let mut appended = tokio::fs::OpenOptions::new().append(true).open(&data).await.map_err(io)?;
+            tokio::io::copy(&mut tokio::fs::File::open(&chunk).await.map_err(io)?, &mut appended)
+                .await
+                .map_err(io)?;
+            appended.sync_all().await.map_err(io)?;
+            tokio::fs::remove_file(&chunk).await.map_err(io)?;
+        }
+        let committed = self.committed(id).await?;
+        if committed < meta.total {
+            return Ok(ChunkAnswer::Committed(committed));
+        }
+        let target = self.objects.join(&meta.key);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::rename(&data, target).await.map_err(io)?;
+        tokio::fs::write(&data, b"").await.map_err(io)?;
+        let done = ResumableMeta { complete: true, ..meta };
+        tokio::fs::write(self.meta_path(id), serde_json::to_vec(&done).expect("meta serializes"))
+            .await
+            .map_err(io)?;
+        Ok(ChunkAnswer::Complete)
+    }
+
+    /// Bytes committed so far (the total once complete).
+    async fn committed(&self, id: &str) -> Result<u64, Refusal> {
+        let meta = self.meta(id).await?;
+        if meta.complete {
+            return Ok(meta.total);
+        }
+        let data = tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await;
+        data.map(|m| m.len()).map_err(|e| Refusal::new(500, "InternalError", e.to_string()))
+    }
+
+    /// Creates a tus upload (the creation extension, or the broker
+    /// pre-creating one); returns its id.
+    pub async fn create_tus(&self, key: &str, total: u64, expires_unix: u64) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_session(&id, key, total, Some(expires_unix)).await?;
+        Ok(id)
+    }
+
+    async fn create_session(
+        &self,
+        id: &str,
+        key: &str,
+        total: u64,
+        expires_unix: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let meta = ResumableMeta { key: key.to_owned(), total, complete: false, expires_unix };
+        tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
+        tokio::fs::write(self.meta_path(id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        Ok(())
+    }
+
+    /// A tus upload that exists and has not expired (410 Gone once it has).
+    async fn live_tus_meta(&self, id: &str, now_unix: u64) -> Result<ResumableMeta, Refusal> {
+        if !is_safe_id(id) {
+            return Err(Refusal::new(404, "NoSuchUpload", "no such upload"));
+        }
+        let meta = self.meta(id).await?;
+        if meta.expires_unix.is_some_and(|at| now_unix > at) {
+            return Err(Refusal::new(410, "Gone", "the upload has expired"));
+        }
+        Ok(meta)
+    }
+
+    /// For tus HEAD: (offset, length, expiry).
+    pub async fn tus_head(&self, id: &str, now_unix: u64) -> Result<(u64, u64, Option<u64>), Refusal> {
+        let meta = self.live_tus_meta(id, now_unix).await?;
+        Ok((self.committed(id).await?, meta.total, meta.expires_unix))
+    }
+
+    /// The committed offset (the total once complete), for the broker.
+    pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
+        self.committed(id).await.map_err(|r| StoreError::failed(r.message))
+    }
+
+    pub async fn cancel_resumable(&self, id: &str) -> Result<(), StoreError> {
+        if !is_safe_id(id) {
+            return Err(StoreError::refused("invalid session id"));
+        }
+        for file in [self.meta_path(id), self.resumable.join(format!("{id}.data"))] {
+            match tokio::fs::remove_file(file).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
