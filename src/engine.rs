@@ -8,8 +8,7 @@
 use crate::broker::{Asset, Broker, BrokerCall};
 use crate::error::{ErrorCode, UploadError};
 use crate::progress::ProgressSnapshot;
-use crate::retry::RetryPolicy;
-use crate::session::{Session, UploadStrategy};
+use crate::session::Session;
 use crate::state::SessionState;
 use crate::strategy::Plan;
 use crate::toolbox::{ActiveUpload, Io, Toolbox};
@@ -21,49 +20,7 @@ use std::cell::OnceCell;
 use std::pin::pin;
 use std::rc::Rc;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UploadOptions {
-    pub filename: String,
-    pub content_type: String,
-    pub strategy: UploadStrategy,
-    /// `multipart`: the requested part size (it grows for huge files).
-    pub part_size: u64,
-    /// `multipart`: parts in flight at once.
-    pub concurrency: usize,
-    /// `resumable`: bytes per chunk (rounded to whole 256 KiB units).
-    pub chunk_size: u64,
-    /// `resumable` over tus 1.0 rather than GCS resumable sessions.
-    pub tus: bool,
-    /// tus: create the upload without its length (creation-defer-length)
-    /// and send the length with the first PATCH.
-    pub defer_length: bool,
-    /// Continue this existing session instead of starting one.
-    pub resume_session_id: Option<String>,
-    /// When a request has failed and when it is tried again (store
-    /// requests and broker calls alike).
-    pub retry: RetryPolicy,
-}
-
-impl UploadOptions {
-    pub fn new(
-        filename: impl Into<String>,
-        content_type: impl Into<String>,
-        strategy: UploadStrategy,
-    ) -> Self {
-        UploadOptions {
-            filename: filename.into(),
-            content_type: content_type.into(),
-            strategy,
-            part_size: crate::multipart::DEFAULT_PART_SIZE,
-            concurrency: crate::multipart::DEFAULT_CONCURRENCY,
-            chunk_size: crate::resumable::DEFAULT_CHUNK_SIZE,
-            tus: false,
-            defer_length: false,
-            resume_session_id: None,
-            retry: RetryPolicy::default(),
-        }
-    }
-}
+pub use crate::options::UploadOptions;
 
 #[derive(Debug)]
 pub enum Event<'a> {

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod engine;
 pub mod error;
 pub mod multipart;
+pub mod options;
 mod presigned_put;
 pub mod progress;
 mod recovery;

@@ -4,9 +4,9 @@
 //! made here, so the engine itself never matches on a strategy.
 
 use crate::broker::{BrokerCall, InitiateRequest};
-use crate::engine::UploadOptions;
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
+use crate::options::{ResumableProtocol, UploadOptions};
 use crate::session::{Session, UploadStrategy};
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{check_header, HttpRequest};
@@ -30,8 +30,10 @@ impl Plan {
         Ok(match options.strategy {
             UploadStrategy::PresignedPut => Plan::PresignedPut,
             UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
-            UploadStrategy::Resumable if options.tus => Plan::Tus { chunk: chunk_size(options.chunk_size) },
-            UploadStrategy::Resumable => Plan::Resumable { chunk: chunk_size(options.chunk_size) },
+            UploadStrategy::Resumable => match options.resumable_protocol {
+                ResumableProtocol::GcsResumable => Plan::Resumable { chunk: chunk_size(options.chunk_size) },
+                ResumableProtocol::Tus => Plan::Tus { chunk: chunk_size(options.chunk_size) },
+            },
         })
     }
 
@@ -42,7 +44,7 @@ impl Plan {
             content_type: options.content_type.clone(),
             byte_size: size,
             upload_strategy: options.strategy,
-            resumable_protocol: matches!(self, Plan::Tus { .. }).then(|| "tus".to_owned()),
+            resumable_protocol: options.resumable_protocol.wire_name().map(str::to_owned),
             part_size: match self {
                 Plan::Multipart(parts) => Some(parts.part_size),
                 _ => None,

@@ -1082,7 +1082,7 @@ fn tus_broker(create: bool) -> ScriptedBroker {
 fn tus_options() -> UploadOptions {
     UploadOptions {
         chunk_size: 512 * KIB,
-        tus: true,
+        resumable_protocol: rindle_upload::options::ResumableProtocol::Tus,
         ..UploadOptions::new("a.txt", "text/plain", UploadStrategy::Resumable)
     }
 }

@@ -134,7 +134,9 @@ fn run_trials(
         );
         options.part_size = trial.piece;
         options.chunk_size = trial.piece;
-        options.tus = trial.tus;
+        if trial.tus {
+            options.resumable_protocol = rindle_upload::options::ResumableProtocol::Tus;
+        }
         options.concurrency = 3;
         options.retry = trial_policy();
         let (_control, commands) = controls();

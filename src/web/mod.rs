@@ -9,10 +9,11 @@ pub use broker::WebBroker;
 pub use xhr::{BlobSource, DateClock, XhrTransport};
 
 use crate::broker::Asset;
-use crate::engine::{controls, Control, Engine, Event, EventSink, Outcome, UploadOptions};
+use crate::engine::{controls, Control, Engine, Event, EventSink, Outcome};
 use crate::error::{ErrorCode, UploadError};
+use crate::options::{FileFacts, GivenOptions, UploadOptions};
 use crate::secret::Secret;
-use crate::session::{Session, UploadStrategy};
+use crate::session::Session;
 use crate::state::SessionState;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use serde::Serialize;
@@ -224,56 +225,21 @@ impl Uploader {
         file: Blob,
         #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: Option<js_sys::Object>,
     ) -> Result<Upload, JsValue> {
-        let file_name = file.dyn_ref::<web_sys::File>().map(|f| f.name());
         let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
         // A previous upload's record supplies what must match its session.
-        let previous = get(&options_value, "resumeFrom").unwrap_or(JsValue::UNDEFINED);
-        let strategy_name =
-            string_option(&options_value, "strategy")?.or(string_option(&previous, "strategy")?);
-        let defaults = UploadOptions::new(
-            string_option(&options_value, "filename")?.or(file_name).unwrap_or_else(|| "blob".into()),
-            string_option(&options_value, "contentType")?
-                .or_else(|| Some(file.type_()).filter(|t| !t.is_empty()))
-                .unwrap_or_else(|| "application/octet-stream".into()),
-            parse_strategy(strategy_name.as_deref(), file.size() as u64)?,
-        );
-        let options = UploadOptions {
-            part_size: number_option(&options_value, "partSize")?
-                .or(number_option(&previous, "partSize")?)
-                .unwrap_or(defaults.part_size),
-            concurrency: number_option(&options_value, "concurrency")?
-                .map_or(defaults.concurrency, |n| n.clamp(1, 64) as usize),
-            chunk_size: number_option(&options_value, "chunkSize")?
-                .or(number_option(&previous, "chunkSize")?)
-                .unwrap_or(defaults.chunk_size),
-            // tus is the `resumable` strategy over the tus protocol.
-            tus: strategy_name.as_deref() == Some("tus"),
-            defer_length: get(&options_value, "deferLength").is_some_and(|v| v.is_truthy()),
-            resume_session_id: string_option(&options_value, "sessionId")?
-                .or(string_option(&previous, "sessionId")?),
-            retry: crate::retry::RetryPolicy {
-                delays_ms: match get(&options_value, "retryDelays") {
-                    None => defaults.retry.delays_ms.clone(),
-                    Some(delays) => delays_option(&delays)?,
-                },
-                stall_timeout_ms: number_option(&options_value, "stallTimeout")?
-                    .unwrap_or(defaults.retry.stall_timeout_ms),
-                budget: number_option(&options_value, "retryBudget")?
-                    .map_or(defaults.retry.budget, |n| n as usize),
-            },
-            ..defaults
+        let previous = given_options(&get(&options_value, "resumeFrom").unwrap_or(JsValue::UNDEFINED))?;
+        let facts = FileFacts {
+            name: file.dyn_ref::<web_sys::File>().map(|f| f.name()),
+            content_type: file.type_(),
+            size: file.size() as u64,
         };
+        let options =
+            given_options(&options_value)?.resolve(&previous, &facts).map_err(|e| error_to_js(&e))?;
         // The resume record's key and value, for a `File` unless `resume: false`.
         let record = file
             .dyn_ref::<web_sys::File>()
             .filter(|_| get(&options_value, "resume").is_none_or(|v| v.is_truthy()))
-            .map(|f| {
-                let strategy = if options.tus { "tus" } else { options.strategy.as_str() };
-                (
-                    records::fingerprint(&self.endpoint, f),
-                    resume_record(f, &self.endpoint, strategy, &options),
-                )
-            });
+            .map(|f| (records::fingerprint(&self.endpoint, f), resume_record(f, &self.endpoint, &options)));
         let on_progress = function_option(&options_value, "onProgress")?;
         let on_state_change = function_option(&options_value, "onStateChange")?;
         let on_error = function_option(&options_value, "onError")?;
@@ -296,7 +262,7 @@ impl Uploader {
                             ("to", to.as_str().into()),
                             ("session", session_to_js(session)),
                         ]);
-                        let _ = callback.call1(&JsValue::NULL, &change);
+                        report_thrown(callback.call1(&JsValue::NULL, &change));
                     }
                 }
                 Event::Progress(p) => {
@@ -306,7 +272,7 @@ impl Uploader {
                             ("bytesAcked", (p.bytes_acked as f64).into()),
                             ("bytesTotal", (p.bytes_total as f64).into()),
                         ]);
-                        let _ = callback.call1(&JsValue::NULL, &progress);
+                        report_thrown(callback.call1(&JsValue::NULL, &progress));
                     }
                 }
                 Event::PartStored { part_number, etag, size } => {
@@ -316,13 +282,13 @@ impl Uploader {
                             ("etag", etag.into()),
                             ("size", (size as f64).into()),
                         ]);
-                        let _ = callback.call1(&JsValue::NULL, &part);
+                        report_thrown(callback.call1(&JsValue::NULL, &part));
                     }
                 }
                 Event::Paused(now_paused) => {
                     paused.set(now_paused);
                     if let Some(callback) = &on_paused_change {
-                        let _ = callback.call1(&JsValue::NULL, &now_paused.into());
+                        report_thrown(callback.call1(&JsValue::NULL, &now_paused.into()));
                     }
                 }
             })
@@ -344,7 +310,7 @@ impl Uploader {
                 Err(error) => {
                     let error = error_to_js(&error);
                     if let Some(callback) = &on_error {
-                        let _ = callback.call1(&JsValue::NULL, &error);
+                        report_thrown(callback.call1(&JsValue::NULL, &error));
                     }
                     Err(error)
                 }
@@ -423,14 +389,9 @@ impl Upload {
 
 /// What `findPreviousUploads` returns for this upload (the session id is
 /// filled in once the broker created it).
-fn resume_record(
-    file: &web_sys::File,
-    endpoint: &str,
-    strategy: &str,
-    options: &UploadOptions,
-) -> js_sys::Object {
+fn resume_record(file: &web_sys::File, endpoint: &str, options: &UploadOptions) -> js_sys::Object {
     object(&[
-        ("strategy", strategy.into()),
+        ("strategy", options.strategy_name().into()),
         ("partSize", (options.part_size as f64).into()),
         ("chunkSize", (options.chunk_size as f64).into()),
         ("filename", options.filename.as_str().into()),
@@ -466,15 +427,22 @@ fn keep_record(key: &str, record: &js_sys::Object, from: Option<SessionState>, s
     }
 }
 
-/// "auto" is presigned PUT below one default part, multipart above.
-fn parse_strategy(name: Option<&str>, size: u64) -> Result<UploadStrategy, JsValue> {
-    match name {
-        None | Some("auto") if size > crate::multipart::DEFAULT_PART_SIZE => Ok(UploadStrategy::Multipart),
-        None | Some("auto") | Some("presigned_put") => Ok(UploadStrategy::PresignedPut),
-        Some("multipart") => Ok(UploadStrategy::Multipart),
-        Some("resumable") | Some("tus") => Ok(UploadStrategy::Resumable),
-        Some(other) => Err(invalid(&format!("unknown strategy {other:?}"))),
-    }
+/// Reads the options object as given (a type error is refused here; every
+/// rule on the values is `GivenOptions::resolve`'s).
+fn given_options(value: &JsValue) -> Result<GivenOptions, JsValue> {
+    Ok(GivenOptions {
+        strategy: string_option(value, "strategy")?,
+        filename: string_option(value, "filename")?,
+        content_type: string_option(value, "contentType")?,
+        part_size: number_option(value, "partSize")?,
+        concurrency: number_option(value, "concurrency")?,
+        chunk_size: number_option(value, "chunkSize")?,
+        session_id: string_option(value, "sessionId")?,
+        retry_delays: get(value, "retryDelays").map(|delays| delays_option(&delays)).transpose()?,
+        stall_timeout: number_option(value, "stallTimeout")?,
+        retry_budget: number_option(value, "retryBudget")?,
+        defer_length: get(value, "deferLength").is_some_and(|v| v.is_truthy()),
+    })
 }
 
 fn get(object: &JsValue, key: &str) -> Option<JsValue> {
@@ -490,28 +458,17 @@ fn string_option(object: &JsValue, key: &str) -> Result<Option<String>, JsValue>
         .transpose()
 }
 
-/// A whole, non-negative number option.
-fn number_option(object: &JsValue, key: &str) -> Result<Option<u64>, JsValue> {
+fn number_option(object: &JsValue, key: &str) -> Result<Option<f64>, JsValue> {
     get(object, key)
-        .map(|v| {
-            v.as_f64()
-                .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n <= 9_007_199_254_740_991.0)
-                .map(|n| n as u64)
-                .ok_or_else(|| invalid(&format!("option `{key}` must be a whole number")))
-        })
+        .map(|v| v.as_f64().ok_or_else(|| invalid(&format!("option `{key}` must be a number"))))
         .transpose()
 }
 
-/// `retryDelays`: an array of whole milliseconds.
-fn delays_option(value: &JsValue) -> Result<Vec<u64>, JsValue> {
+/// `retryDelays`: an array of numbers.
+fn delays_option(value: &JsValue) -> Result<Vec<f64>, JsValue> {
     let invalid_delays = || invalid("option `retryDelays` must be an array of whole milliseconds");
     let array: &js_sys::Array = value.dyn_ref().ok_or_else(invalid_delays)?;
-    array
-        .iter()
-        .map(|v| {
-            v.as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0).map(|n| n as u64).ok_or_else(invalid_delays)
-        })
-        .collect()
+    array.iter().map(|v| v.as_f64().ok_or_else(invalid_delays)).collect()
 }
 
 fn function_option(object: &JsValue, key: &str) -> Result<Option<js_sys::Function>, JsValue> {
@@ -521,6 +478,14 @@ fn function_option(object: &JsValue, key: &str) -> Result<Option<js_sys::Functio
                 .map_err(|_| invalid(&format!("option `{key}` must be a function")))
         })
         .transpose()
+}
+
+/// An event callback that throws does not stop the upload, but is never
+/// silent: the exception goes to the console.
+fn report_thrown(called: Result<JsValue, JsValue>) {
+    if let Err(thrown) = called {
+        web_sys::console::error_2(&"rindle-upload: an event callback threw:".into(), &thrown);
+    }
 }
 
 fn invalid(message: &str) -> JsValue {
