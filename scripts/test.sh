@@ -10,7 +10,7 @@ bash scripts/build.sh
 
 echo "== lint: clippy on the native and browser builds"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
 echo "== native: core, engine, reference broker"
 cargo test --workspace --lib --bins --tests

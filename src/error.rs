@@ -47,8 +47,6 @@ pub enum ErrorCode {
     StoreMalformedResponse,
     /// The connection to the store failed or was cut.
     NetworkError,
-    /// The bytes sent do not match the size the session declared.
-    SizeMismatch,
     /// The file could not be read, or changed since the upload began.
     FileChanged,
     /// The store found the chunk's checksum wrong (corrupted on the way).
@@ -84,7 +82,6 @@ impl ErrorCode {
             ErrorCode::StoreServerError => "store_server_error",
             ErrorCode::StoreMalformedResponse => "store_malformed_response",
             ErrorCode::NetworkError => "network_error",
-            ErrorCode::SizeMismatch => "size_mismatch",
             ErrorCode::FileChanged => "file_changed",
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::OffsetConflict => "offset_conflict",
@@ -231,7 +228,6 @@ mod tests {
             ErrorCode::StoreServerError,
             ErrorCode::StoreMalformedResponse,
             ErrorCode::NetworkError,
-            ErrorCode::SizeMismatch,
             ErrorCode::FileChanged,
             ErrorCode::ChecksumMismatch,
             ErrorCode::OffsetConflict,

@@ -51,7 +51,7 @@ impl SessionState {
         }
     }
 
-    /// The states this one may move to: the transition table of DESIGN.md.
+    /// The states this one may move to: Rindle's transition table (`upload_session_fsm.ex`).
     pub fn successors(self) -> &'static [SessionState] {
         use SessionState::*;
         match self {

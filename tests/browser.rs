@@ -6,7 +6,7 @@
 
 use futures::future::{select, Either};
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply, InitiateRequest};
-use rindle_upload::store;
+use rindle_upload::wire::s3;
 use rindle_upload::transport::{HttpRequest, Transport, TransportError};
 use rindle_upload::web::{WebBroker, XhrTransport};
 use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
@@ -80,7 +80,7 @@ async fn xhr_reports_upload_progress_and_the_store_keeps_the_bytes() {
         response.header("etag").is_some_and(|etag| etag.len() == 66),
         "ETag exposed through CORS: {response:?}"
     );
-    let seen = seen.borrow();
+    let seen = seen.borrow().clone();
     assert!(!seen.is_empty(), "XHR upload progress events arrived");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(*seen.last().unwrap(), LEN as u64);
@@ -122,12 +122,12 @@ async fn non_2xx_answers_are_read_as_typed_store_errors() {
     tampered.url = rindle_upload::secret::Secret::new(tampered.url.expose().replace("len=4", "len=5"));
     let response = XhrTransport.send(tampered, Rc::new(|_| {})).await.unwrap();
     assert_eq!(response.status, 403);
-    let error = store::check_answer(&response).unwrap_err();
+    let error = s3::check_answer(&response).unwrap_err();
     assert_eq!((error.code, error.retryable), (ErrorCode::SignatureInvalid, false));
 
     let wrong_size = XhrTransport.send(put(&signed, blob(3)), Rc::new(|_| {})).await.unwrap();
     assert_eq!(wrong_size.status, 400);
-    assert_eq!(store::check_answer(&wrong_size).unwrap_err().code, ErrorCode::StoreRejected);
+    assert_eq!(s3::check_answer(&wrong_size).unwrap_err().code, ErrorCode::StoreRejected);
 }
 
 #[wasm_bindgen_test]

@@ -35,7 +35,7 @@ export type ErrorCode =
   | "illegal_transition" | "broker_unreachable" | "broker_malformed_response"
   | "broker_rejected" | "broker_server_error" | "url_expired" | "signature_invalid"
   | "store_rejected" | "store_server_error" | "store_malformed_response"
-  | "network_error" | "size_mismatch" | "file_changed" | "checksum_mismatch" | "offset_conflict"
+  | "network_error" | "file_changed" | "checksum_mismatch" | "offset_conflict"
   | "verification_failed" | "aborted" | "internal";
 
 /** A snapshot of the mirrored session record (`session_uri` is redacted). */

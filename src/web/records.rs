@@ -35,9 +35,9 @@ async fn open() -> Result<IdbDatabase, JsValue> {
     let factory = Reflect::get(&js_sys::global(), &"indexedDB".into())?;
     let factory: web_sys::IdbFactory = factory.dyn_into()?;
     let opening = factory.open_with_u32(DATABASE, 1)?;
-    let create = Closure::once(move |event: web_sys::Event| {
-        let request: IdbRequest = event.target().expect("upgradeneeded has a target").unchecked_into();
-        if let Ok(db) = request.result() {
+    let upgrading = opening.clone();
+    let create = Closure::once(move |_: web_sys::Event| {
+        if let Ok(db) = upgrading.result() {
             let _ = db.unchecked_into::<IdbDatabase>().create_object_store(STORE);
         }
     });

@@ -21,7 +21,6 @@ pub struct XhrTransport;
 enum Ending {
     Load,
     Error,
-    Timeout,
 }
 
 /// Keeps the event closures alive while the request runs; dropped early,
@@ -36,7 +35,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.xhr.set_onload(None);
         self.xhr.set_onerror(None);
-        self.xhr.set_ontimeout(None);
         if let Ok(upload) = self.xhr.upload() {
             upload.set_onprogress(None);
         }
@@ -73,19 +71,17 @@ impl Transport for XhrTransport {
         };
         let on_load = ending(Ending::Load);
         let on_error = ending(Ending::Error);
-        let on_timeout = ending(Ending::Timeout);
         let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
             progress(event.unchecked_into::<ProgressEvent>().loaded() as u64);
         });
         xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
         xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        xhr.set_ontimeout(Some(on_timeout.as_ref().unchecked_ref()));
         xhr.upload()
             .map_err(|_| TransportError::Network)?
             .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
 
         let mut in_flight =
-            InFlight { xhr, finished: false, _closures: vec![on_load, on_error, on_timeout, on_progress] };
+            InFlight { xhr, finished: false, _closures: vec![on_load, on_error, on_progress] };
         in_flight.xhr.send_with_opt_blob(request.body.as_ref()).map_err(|_| TransportError::Network)?;
 
         let ending = receiver.await.map_err(|_| TransportError::Network)?;
@@ -98,7 +94,6 @@ impl Transport for XhrTransport {
                 body: xhr.response_text().ok().flatten().unwrap_or_default(),
             }),
             Ending::Error => Err(TransportError::Network),
-            Ending::Timeout => Err(TransportError::Timeout),
         }
     }
 
@@ -142,7 +137,7 @@ impl ByteSource for BlobSource {
     fn slice(&self, start: u64, end: u64) -> Blob {
         self.0
             .slice_with_f64_and_f64(start as f64, end as f64)
-            .expect("Blob.slice does not throw for numeric bounds")
+            .expect_throw("Blob.slice does not throw for numeric bounds")
     }
 
     async fn digest(
