@@ -205,6 +205,10 @@ pub struct BrokerReply {
     /// The stored object, once the session is `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asset: Option<Asset>,
+    /// `multipart`: the part size the broker planned the session with; the
+    /// client plans with it too (a resumed upload may ask for another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,7 +200,7 @@ async fn transfer<'t, I: Io>(
                 None => plan.initiate(options, size),
             };
             let reply = tools.call(&call).await?;
-            let session = reply.session;
+            let session = &reply.session;
             let resuming = options.resume_session_id.is_some();
             if resuming
                 && (session.upload_strategy != options.strategy || session.upload_length != Some(size))
@@ -213,7 +213,7 @@ async fn transfer<'t, I: Io>(
                     ),
                 ));
             }
-            (slot.get_or_init(|| ActiveUpload::new(tools, session)), resuming)
+            (slot.get_or_init(|| ActiveUpload::new(tools, reply)), resuming)
         }
     };
     plan.transfer(upload, options, resuming).await

@@ -46,6 +46,21 @@ impl PartPlan {
         Ok(PartPlan { total, part_size: requested_part_size.max(smallest_fitting) })
     }
 
+    /// This plan with the part size the broker planned the session with, if
+    /// it said one: part numbers mean the same on both sides.
+    pub fn as_planned_by(self, broker_part_size: Option<u64>) -> Result<PartPlan, UploadError> {
+        let Some(part_size) = broker_part_size.filter(|&size| size != self.part_size) else {
+            return Ok(self);
+        };
+        match PartPlan::new(self.total, part_size) {
+            Ok(plan) if plan.part_size == part_size => Ok(plan),
+            _ => Err(UploadError::new(
+                ErrorCode::BrokerMalformedResponse,
+                format!("the broker's part size {part_size} breaks S3's part rules for this file"),
+            )),
+        }
+    }
+
     /// At least one part: an empty file is one empty part.
     pub fn count(&self) -> u32 {
         self.total.div_ceil(self.part_size).max(1) as u32
@@ -66,6 +81,7 @@ pub(crate) async fn transfer<I: Io>(
     concurrency: usize,
     resuming: bool,
 ) -> Result<Vec<MultipartPart>, UploadError> {
+    let plan = plan.as_planned_by(upload.planned_part_size())?;
     let stored = if resuming { stored_parts(upload, plan).await? } else { BTreeMap::new() };
     // What the store holds counts as acknowledged at once, in one report.
     upload.already_stored(stored.keys().map(|&n| plan.piece(n).len).sum());

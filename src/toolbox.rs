@@ -166,16 +166,19 @@ impl<'a, I: Io> Toolbox<'a, I> {
 pub(crate) struct ActiveUpload<'a, I: Io> {
     pub tools: &'a Toolbox<'a, I>,
     session: RefCell<Session>,
+    /// The part size the broker last said it planned with.
+    planned_part_size: Cell<Option<u64>>,
     progress: Rc<RefCell<Progress>>,
 }
 
 impl<'a, I: Io> ActiveUpload<'a, I> {
     /// Starts from the broker's first record (`initialized`, or the stored
     /// state of a session being resumed).
-    pub fn new(tools: &'a Toolbox<'a, I>, first: Session) -> Self {
+    pub fn new(tools: &'a Toolbox<'a, I>, first: BrokerReply) -> Self {
         let upload = ActiveUpload {
             tools,
-            session: RefCell::new(first),
+            session: RefCell::new(first.session),
+            planned_part_size: Cell::new(first.part_size),
             progress: Rc::new(RefCell::new(Progress::new(tools.source.size()))),
         };
         upload.emit_state(None);
@@ -192,6 +195,10 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
 
     pub fn state(&self) -> SessionState {
         self.session.borrow().state
+    }
+
+    pub fn planned_part_size(&self) -> Option<u64> {
+        self.planned_part_size.get()
     }
 
     pub fn total(&self) -> u64 {
@@ -216,6 +223,9 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
     pub async fn ask(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
         let reply = self.tools.call(call).await?;
         self.adopt(reply.session.clone())?;
+        if reply.part_size.is_some() {
+            self.planned_part_size.set(reply.part_size);
+        }
         Ok(reply)
     }
 

@@ -6,9 +6,9 @@
 
 use futures::future::{select, Either};
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply, InitiateRequest};
-use rindle_upload::wire::s3;
 use rindle_upload::transport::{HttpRequest, Transport, TransportError};
 use rindle_upload::web::{WebBroker, XhrTransport};
+use rindle_upload::wire::s3;
 use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
 use std::cell::RefCell;
 use std::pin::pin;

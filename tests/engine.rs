@@ -819,6 +819,33 @@ fn multipart_resume_sends_only_the_parts_the_store_lacks() {
 }
 
 #[test]
+fn a_resumed_multipart_upload_plans_with_the_brokers_part_size() {
+    // The session was planned with 10 MiB parts; the page resuming it asks
+    // for 5 MiB (the default of another page, say).
+    let total = 21 * MIB;
+    let planned = multipart_broker(total, "");
+    let broker = ScriptedBroker::responding(move |call| {
+        let reply = planned.respond.as_ref()(call)?;
+        Ok(BrokerReply { part_size: Some(10 * MIB as u64), ..reply })
+    });
+    let transport = parts_transport();
+    let options = UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(1) };
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let bodies = broker.bodies.borrow();
+    let signed: Vec<u64> = bodies
+        .iter()
+        .filter_map(|b| b.get("part_numbers"))
+        .flat_map(|numbers| numbers.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()))
+        .collect();
+    assert_eq!(signed, [1, 2, 3], "the broker's three parts, not five");
+    let sizes: Vec<usize> = transport.requests.borrow().iter().map(|r| r.body.len()).collect();
+    assert_eq!(sizes, [10 * MIB, 10 * MIB, MIB]);
+    let completed = &bodies.last().unwrap()["parts"];
+    assert_eq!(completed.as_array().unwrap().len(), 3);
+}
+
+#[test]
 fn multipart_refuses_to_resume_with_another_file() {
     let broker = multipart_broker(21 * MIB, "");
     let options = UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(4) };

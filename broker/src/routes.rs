@@ -487,6 +487,9 @@ mod tests {
         let data: Vec<u8> = (0..(11usize << 20)).map(|i| (i % 253) as u8).collect();
         let (id, created) = initiate_multipart(&app, data.len()).await;
         assert!(created["session"]["multipart_upload_id"].is_string());
+        assert_eq!(created["part_size"], 5 << 20, "the reply carries the broker's plan");
+        let (_, shown) = call(&app, &format!("/api/uploads/{id}/parts"), serde_json::json!({})).await;
+        assert_eq!(shown["part_size"], 5 << 20, "every reply does");
 
         let (status, refused) =
             call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [4]}))

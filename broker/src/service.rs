@@ -102,8 +102,16 @@ fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// The reply every call gives: the session, its asset once completed, and a
+/// multipart session's part size (the client plans with it).
 fn reply(record: Record) -> BrokerReply {
-    BrokerReply { session: record.session, upload: None, parts: vec![], asset: record.asset }
+    BrokerReply {
+        session: record.session,
+        upload: None,
+        parts: vec![],
+        asset: record.asset,
+        part_size: record.part_size,
+    }
 }
 
 fn signed_request(presigned: Presigned, ttl: Duration) -> SignedRequest {
@@ -288,7 +296,7 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
                 (None, None) => return Err(ServiceError::invalid("this broker offers no tus server")),
             };
             save(state, &mut record)?;
-            Ok(BrokerReply { session: record.session, upload: creation, parts: vec![], asset: None })
+            Ok(BrokerReply { upload: creation, ..reply(record) })
         }
         // Signing a resumable session opens it at the store, once.
         UploadStrategy::Resumable => {
@@ -309,7 +317,7 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
             let ttl = state.config.url_ttl;
             let presigned = state.store.presign_put(base, &key, total, &record.content_type, ttl)?;
             let upload = Some(signed_request(presigned, ttl));
-            Ok(BrokerReply { session: record.session, upload, parts: vec![], asset: None })
+            Ok(BrokerReply { upload, ..reply(record) })
         }
     }
 }
@@ -386,7 +394,7 @@ pub async fn sign_parts(state: &AppState, id: &str, base: &str, request: SignPar
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(BrokerReply { session: record.session, upload: None, parts, asset: None })
+    Ok(BrokerReply { parts, ..reply(record) })
 }
 
 pub async fn list_parts(state: &AppState, id: &str) -> Outcome {

@@ -94,6 +94,8 @@ export interface BrokerReply {
   upload?: SignedRequest;
   parts?: { part_number: number; upload: SignedRequest }[];
   asset?: Asset;
+  /** multipart: the part size the broker planned the session with (the client uses it). */
+  part_size?: number;
 }
 
 /** Any call given here replaces the HTTP call of the same name. */
