@@ -187,7 +187,7 @@ pub(crate) async fn send_signed<I: Io, R>(
     loop {
         let attempt = async {
             let signed = signer.url_for(key, refused).await?;
-            upload.put(piece, signed.request_with(upload.body(piece)), &accept).await
+            upload.send_piece(piece, signed.request_with(upload.body(piece)), &accept).await
         };
         let error = match attempt.await {
             Ok(read) => return Ok(read),

@@ -35,7 +35,7 @@ impl<I: Io> OffsetStore for GcsSession<'_, I> {
         let body = self.upload.body(piece);
         let request = chunk_request(&self.uri, range, Some(body));
         self.upload
-            .put(piece, request, |response| {
+            .send_piece(piece, request, |response| {
                 let committed = as_committed(read_answer(response, total)?, total);
                 let kept =
                     if committed.complete { piece.len } else { committed.offset.saturating_sub(piece.start) };

@@ -293,7 +293,7 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
     /// runs; once the store's answer is a success, `accept` reads it and
     /// says how many bytes it acknowledged. The file is checked first, so a
     /// changed file is never sent.
-    pub async fn put<R>(
+    pub async fn send_piece<R>(
         &self,
         piece: Piece,
         request: HttpRequest<I::Body>,

@@ -73,7 +73,7 @@ impl<I: Io> OffsetStore for TusUpload<'_, I> {
         let request = tus_request("PATCH", &self.url, headers, Some(self.upload.body(piece)));
         let offset = self
             .upload
-            .put(piece, request, |response| {
+            .send_piece(piece, request, |response| {
                 check(response)?;
                 self.check_expiry(response)?;
                 let committed = parse_size("Upload-Offset", response.header("upload-offset"))?;
@@ -187,7 +187,7 @@ async fn create_and_send<I: Io>(
     upload.transition(SessionState::Uploading)?;
     let request = tus_request("POST", &endpoint, headers, body);
     let (url, offset) = upload
-        .put(first, request, |response| {
+        .send_piece(first, request, |response| {
             s3::check_answer(response)?;
             let location = response.header("location").ok_or_else(|| {
                 UploadError::new(ErrorCode::StoreMalformedResponse, "the tus server created no Location")

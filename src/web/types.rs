@@ -1,0 +1,159 @@
+//! The TypeScript declarations of the JavaScript API, emitted into the
+//! package's `.d.ts` beside the ones wasm-bindgen derives.
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+export type SessionState =
+  | "initialized" | "signed" | "resuming" | "uploading" | "uploaded"
+  | "verifying" | "completed" | "aborted" | "expired" | "failed";
+
+export type ErrorCode =
+  | "invalid_request" | "unsupported_strategy" | "file_empty" | "file_too_large"
+  | "content_type_not_allowed" | "session_not_found" | "session_expired"
+  | "illegal_transition" | "broker_unreachable" | "broker_malformed_response"
+  | "broker_rejected" | "broker_server_error" | "url_expired" | "signature_invalid"
+  | "store_rejected" | "store_server_error" | "store_malformed_response"
+  | "network_error" | "file_changed" | "checksum_mismatch" | "offset_conflict"
+  | "verification_failed" | "aborted" | "internal";
+
+/** A snapshot of the mirrored session record (`session_uri` is redacted). */
+export interface Session {
+  id: string;
+  asset_id: string | null;
+  state: SessionState;
+  upload_key: string | null;
+  upload_strategy: "presigned_put" | "multipart" | "resumable";
+  upload_length: number | null;
+  resumable_protocol: string | null;
+  multipart_upload_id: string | null;
+  multipart_parts: { part_number: number; etag: string; size: number | null }[];
+  session_uri: string | null;
+  session_uri_expires_at: string | null;
+  last_known_offset: number | null;
+  region_hint: string | null;
+  expires_at: string | null;
+  verified_at: string | null;
+  failure_reason: string | null;
+  inserted_at: string | null;
+  updated_at: string | null;
+}
+
+export interface Asset {
+  id: string;
+  key: string;
+  byte_size: number;
+  content_type: string;
+  sha256: string;
+  url: string;
+}
+
+/** Every failure: `code` to switch on, `message` for people. */
+export interface UploadError extends Error {
+  code: ErrorCode;
+  retryable: boolean;
+  /** The session state it happened in; null before the session existed. */
+  state: SessionState | null;
+}
+
+export interface Progress { bytesSent: number; bytesAcked: number; bytesTotal: number; }
+export interface StateChange { from: SessionState | null; to: SessionState; session: Session; }
+
+/** The broker protocol's bodies (docs/broker-protocol.md). */
+export interface InitiateRequest {
+  filename: string; content_type: string; byte_size: number; upload_strategy: string;
+  resumable_protocol?: "tus"; part_size?: number;
+}
+export interface SessionRequest { session_id: string; }
+export interface SignedRequest {
+  method: "PUT" | "POST"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
+}
+export interface BrokerReply {
+  session: Session;
+  upload?: SignedRequest;
+  parts?: { part_number: number; upload: SignedRequest }[];
+  asset?: Asset;
+  /** multipart: the part size the broker planned the session with (the client uses it). */
+  part_size?: number;
+}
+
+/** Any call given here replaces the HTTP call of the same name. */
+export interface BrokerCallbacks {
+  initiate?(request: InitiateRequest): BrokerReply | Promise<BrokerReply>;
+  show?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  sign?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  signParts?(request: SessionRequest & { part_numbers: number[] }): BrokerReply | Promise<BrokerReply>;
+  listParts?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+  resumableStatus?(request: SessionRequest & { offset: number; session_uri?: string }): BrokerReply | Promise<BrokerReply>;
+  completeMultipart?(
+    request: SessionRequest & { parts: { part_number: number; etag: string; size: number | null }[] },
+  ): BrokerReply | Promise<BrokerReply>;
+  cancel?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+}
+
+export interface UploaderOptions {
+  /** The broker protocol's base URL, e.g. "/api/uploads". */
+  endpoint: string;
+  /** Sent with every broker call (CSRF token, authorization). */
+  headers?: Record<string, string>;
+  broker?: BrokerCallbacks;
+}
+
+export interface UploadOptions {
+  /** "auto" (default): presigned_put up to 8 MiB, multipart above. */
+  strategy?: "presigned_put" | "multipart" | "resumable" | "tus" | "auto";
+  /** multipart: bytes per part, 5 MiB to 5 GiB (default 8 MiB; grows past 10,000 parts). */
+  partSize?: number;
+  /** multipart: parts in flight at once (default 4). */
+  concurrency?: number;
+  /** Continue this existing session (e.g. after a page reload): the store is asked what it holds. */
+  sessionId?: string;
+  /** resumable, tus: bytes per chunk, rounded down to whole 256 KiB (default 8 MiB). */
+  chunkSize?: number;
+  /** Waits (ms) before each retry of a failed store request or broker call (network, 5xx, 408, 429),
+   * with full jitter; `Retry-After` is honoured; a failure while offline waits for the network and
+   * spends no retry. Default [1000, 3000, 5000, 10000, 20000]; [] disables retries. */
+  retryDelays?: number[];
+  /** A store request with no progress for this long (ms) is aborted and retried. Default 30000; 0 never. */
+  stallTimeout?: number;
+  /** Retries allowed over the whole upload, all requests together (default 100). */
+  retryBudget?: number;
+  /** Keep a resume record in IndexedDB so `findPreviousUploads` finds this upload after a reload
+   * (default true; only for a `File`). */
+  resume?: boolean;
+  /** Continue an upload `findPreviousUploads` listed (the store is asked what it holds). */
+  resumeFrom?: PreviousUpload;
+  /** Called with true when the upload pauses and false when it resumes. */
+  onPausedChange?: (paused: boolean) => void;
+  /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */
+  deferLength?: boolean;
+  /** multipart: called once per stored part. */
+  onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
+  /** Defaults to the File's name, or "blob". */
+  filename?: string;
+  /** Defaults to the File's type, or "application/octet-stream". */
+  contentType?: string;
+  onProgress?: (progress: Progress) => void;
+  onStateChange?: (change: StateChange) => void;
+  onError?: (error: UploadError) => void;
+}
+
+export interface UploadResult { session: Session; asset: Asset; }
+
+/** An unfinished upload of the same file to the same broker, from an earlier page. */
+export interface PreviousUpload {
+  sessionId: string;
+  strategy: "presigned_put" | "multipart" | "resumable" | "tus";
+  partSize: number;
+  chunkSize: number;
+  filename: string;
+  size: number;
+  lastModified: number;
+  type: string;
+  endpoint: string;
+  createdAt: number;
+  expiresAt: number | null;
+}
+"#;

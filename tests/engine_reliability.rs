@@ -1,0 +1,204 @@
+//! The engine under trouble: stalls, offline spells, pause and resume, files changing on disk, the retry budget.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod engine_harness;
+mod support;
+
+use engine_harness::*;
+use rindle_upload::engine::{controls, Engine, Event, EventSink, UploadOptions};
+use rindle_upload::transport::HttpResponse;
+use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use support::Bytes;
+
+use serde_json::json;
+use SessionState::*;
+
+#[test]
+fn a_stalled_request_is_aborted_and_retried() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
+    let run = run_upload(&broker, &transport, 1.0, UploadStrategy::PresignedPut, None);
+
+    assert_eq!(run.result.unwrap().session.state, Completed);
+    assert!(transport.dropped_in_flight.get(), "the stalled request was aborted");
+    assert_eq!(transport.requests.borrow().len(), 2);
+    assert_eq!(
+        run.slept,
+        vec![7_500, 7_500, 7_500, 7_500, 500],
+        "the watchdog looks four times per 30 s timeout, then the first retry's backoff"
+    );
+}
+
+#[test]
+fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
+    });
+    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+
+    assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
+    assert_eq!(transport.requests.borrow().len(), 2);
+    assert!(run.slept.is_empty());
+}
+
+#[test]
+fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
+    let broker = ScriptedBroker::new(vec![
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(reply("signed")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 1, control: RefCell::new(None) });
+    let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
+    let (handle, commands) = controls();
+    *control.borrow_mut() = Some(handle);
+    // Each pause event notes whether the request in flight was dropped by then.
+    let dropped = Rc::clone(&transport.dropped_in_flight);
+    let (pauses, states) = (Rc::new(RefCell::new(Vec::new())), Rc::new(RefCell::new(Vec::new())));
+    let events: EventSink = {
+        let (pauses, states) = (Rc::clone(&pauses), Rc::clone(&states));
+        Rc::new(move |event| match event {
+            Event::Paused(paused) => pauses.borrow_mut().push((paused, dropped.get())),
+            Event::StateChanged { from, to, .. } => states.borrow_mut().push((from, to)),
+            _ => {}
+        })
+    };
+    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
+    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    let source = Bytes(b"0123456789".to_vec());
+    let outcome = futures::executor::block_on(engine.upload(&source, &options, events, commands));
+
+    assert_eq!(outcome.unwrap().session.state, Completed);
+    assert_eq!(
+        *pauses.borrow(),
+        [(true, true), (false, true)],
+        "the request in flight was aborted as the upload paused, before it resumed"
+    );
+    assert_eq!(
+        *broker.calls.borrow(),
+        vec!["initiate ", "sign /s1/sign", "show /s1", "sign /s1/sign", "complete /s1/complete"],
+        "nothing was cancelled; resume asked the broker again"
+    );
+    assert_eq!(transport.requests.borrow().iter().filter(|r| r.method == "PUT").count(), 2);
+    assert!(transport.requests.borrow().iter().all(|r| r.method != "DELETE"));
+    assert_eq!(*states.borrow(), FULL_SEQUENCE, "the session stays uploading while paused");
+}
+
+#[test]
+fn multipart_resumed_after_a_pause_sends_only_the_parts_the_store_lacks() {
+    let total = 21 * MIB;
+    let broker =
+        multipart_broker(total, json!([{"part_number": 1, "etag": "\"etag-1\"", "size": 5_242_880}]));
+    let transport = ScriptedTransport::new(Answer::HangAt { hang_at: 2, control: RefCell::new(None) });
+    let Answer::HangAt { control, .. } = &transport.answer else { unreachable!() };
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(1), pattern(total), Some(control));
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let calls = broker.calls.borrow();
+    assert_eq!(calls[..4], ["initiate ", "signParts /s1/parts/sign", "show /s1", "listParts /s1/parts"]);
+    let parts_sent: Vec<String> = transport.requests.borrow().iter().map(|r| r.url.clone()).collect();
+    let numbers: Vec<&str> =
+        parts_sent.iter().map(|u| u.split("part=").nth(1).unwrap().split('&').next().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        ["1", "2", "2", "3", "4", "5"],
+        "part 2 was cut by the pause and sent again; 1 was not"
+    );
+    let progress = run.progress();
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_sent <= w[1].bytes_sent && w[0].bytes_acked <= w[1].bytes_acked));
+    assert_eq!(progress.last().unwrap().bytes_acked, total as u64);
+    let body = &broker.bodies.borrow()[calls.len() - 1];
+    assert_eq!(body["parts"].as_array().unwrap().len(), 5);
+}
+
+/// A file that becomes unreadable after `readable` checks, as a file
+/// changed on disk does in a browser.
+struct ChangingFile {
+    bytes: support::Bytes,
+    readable: Cell<usize>,
+}
+
+impl rindle_upload::transport::ByteSource for ChangingFile {
+    type Slice = Vec<u8>;
+    fn size(&self) -> u64 {
+        self.bytes.size()
+    }
+    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
+        self.bytes.slice(start, end)
+    }
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: rindle_upload::transport::ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError> {
+        self.bytes.digest(start, end, algorithm).await
+    }
+    async fn check_unchanged(&self) -> Result<(), UploadError> {
+        match self.readable.get() {
+            0 => Err(UploadError::new(ErrorCode::FileChanged, "changed")),
+            left => {
+                self.readable.set(left - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_file_that_changes_mid_upload_ends_file_changed_before_mixed_bytes_are_sent() {
+    use rindle_upload::transport::ByteSource;
+    let total = 21 * MIB;
+    let broker = multipart_broker(total, json!([]));
+    let transport = parts_transport();
+    let file = ChangingFile { bytes: Bytes(pattern(total)), readable: Cell::new(2) };
+    let (_control, commands) = controls();
+    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
+    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let options = multipart_options(1);
+    assert_eq!(file.size(), total as u64);
+    let err =
+        futures::executor::block_on(engine.upload(&file, &options, Rc::new(|_| {}), commands)).unwrap_err();
+
+    assert_eq!((err.code, err.state, err.retryable), (ErrorCode::FileChanged, Some(Uploading), false));
+    assert_eq!(transport.requests.borrow().len(), 2, "no byte was sent after the change was seen");
+}
+
+#[test]
+fn the_retry_budget_bounds_retries_across_the_whole_upload() {
+    let total = 15 * MIB;
+    let broker = multipart_broker(total, json!([]));
+    let tried = RefCell::new(std::collections::HashSet::new());
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |request| {
+        if tried.borrow_mut().insert(request.url.clone()) {
+            Ok(HttpResponse { status: 502, headers: vec![], body: String::new() })
+        } else {
+            Ok(stored_part(&request.url))
+        }
+    })));
+    let mut options = multipart_options(1);
+    options.retry.budget = 2;
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
+
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::StoreServerError, Some(Uploading)));
+    assert_eq!(
+        transport.requests.borrow().len(),
+        5,
+        "parts 1 and 2 failed once and were retried; part 3's failure found the budget spent"
+    );
+    assert_eq!(run.slept, [500, 500], "each part's retry counter starts afresh; the budget does not");
+}

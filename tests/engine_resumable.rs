@@ -1,0 +1,166 @@
+//! The engine over GCS resumable sessions: Content-Range chunks, 308 offsets, status queries, expiry, cancel.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod engine_harness;
+mod support;
+
+use engine_harness::*;
+use rindle_upload::engine::UploadOptions;
+use rindle_upload::progress::ProgressSnapshot;
+use rindle_upload::transport::TransportError;
+use rindle_upload::{ErrorCode, SessionState};
+use std::cell::{Cell, RefCell};
+
+use SessionState::*;
+
+#[test]
+fn resumable_continues_from_what_the_store_committed() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(|request| {
+        let range = &request.headers[0].1;
+        match range.as_str() {
+            // The store kept only half of the first chunk.
+            "bytes 0-524287/1048576" => gcs_answer(308, Some("bytes=0-262143")),
+            "bytes 262144-786431/1048576" => gcs_answer(308, Some("bytes=0-786431")),
+            "bytes 786432-1048575/1048576" => gcs_answer(200, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }
+    })));
+    let data = pattern(1 << 20);
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), data.clone(), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        content_ranges(&transport),
+        ["PUT bytes 0-524287/1048576", "PUT bytes 262144-786431/1048576", "PUT bytes 786432-1048575/1048576"]
+    );
+    let requests = transport.requests.borrow();
+    assert_eq!(requests[1].body, data[262_144..786_432]);
+    assert!(requests.iter().all(|r| r.url == "http://gcs.test/upload?upload_id=SECRET"));
+    assert_eq!(*broker.calls.borrow(), ["initiate ", "sign /s1/sign", "complete /s1/complete"]);
+    let progress = run.progress();
+    assert!(progress
+        .windows(2)
+        .all(|w| w[0].bytes_sent <= w[1].bytes_sent && w[0].bytes_acked <= w[1].bytes_acked));
+    let acked: Vec<u64> = progress.iter().map(|p| p.bytes_acked).collect();
+    assert!(
+        acked.contains(&262_144) && acked.contains(&786_432),
+        "acknowledged = committed offset: {acked:?}"
+    );
+    assert_eq!(
+        *progress.last().unwrap(),
+        ProgressSnapshot { bytes_sent: 1 << 20, bytes_acked: 1 << 20, bytes_total: 1 << 20 }
+    );
+}
+
+#[test]
+fn resumable_asks_for_the_offset_after_a_dropped_response() {
+    let broker = resumable_broker();
+    let dropped_once = Cell::new(false);
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(move |request| {
+        match request.headers[0].1.as_str() {
+            // The store got the chunk, the client never heard back.
+            "bytes 0-524287/1048576" if !dropped_once.replace(true) => Err(TransportError::Network),
+            "bytes */1048576" => gcs_answer(308, Some("bytes=0-524287")),
+            "bytes 524288-1048575/1048576" => gcs_answer(201, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }
+    })));
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        content_ranges(&transport),
+        ["PUT bytes 0-524287/1048576", "PUT bytes */1048576", "PUT bytes 524288-1048575/1048576"]
+    );
+    assert!(transport.requests.borrow()[1].body.is_empty(), "the status query has no body");
+    assert_eq!(run.slept, [500], "a backoff before asking");
+    assert_eq!(broker.calls.borrow()[2], "resumableStatus /s1/resumable/status");
+    assert_eq!(broker.bodies.borrow()[2]["offset"], 524_288, "the broker hears the store's offset");
+    let sent: Vec<u64> = run.progress().iter().map(|p| p.bytes_sent).collect();
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+    assert_eq!(*sent.last().unwrap(), 1 << 20, "retried bytes are not counted twice");
+}
+
+#[test]
+fn resumable_resume_starts_at_the_stores_offset() {
+    let broker = resumable_broker();
+    let transport =
+        ScriptedTransport::new(Answer::Script(Box::new(|request| match request.headers[0].1.as_str() {
+            "bytes */1048576" => gcs_answer(308, Some("bytes=0-786431")),
+            "bytes 786432-1048575/1048576" => gcs_answer(200, None),
+            other => panic!("unexpected Content-Range {other}"),
+        })));
+    let options = UploadOptions { resume_session_id: Some("s1".into()), ..resumable_options() };
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(run.states()[..3], [(None, Signed), (Some(Signed), Resuming), (Some(Resuming), Uploading)]);
+    assert_eq!(content_ranges(&transport), ["PUT bytes */1048576", "PUT bytes 786432-1048575/1048576"]);
+    assert_eq!(run.progress()[0].bytes_acked, 786_432);
+}
+
+#[test]
+fn resumable_cancel_deletes_the_session_at_the_store() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::CancelAndHang(RefCell::new(None)));
+    let Answer::CancelAndHang(handle_slot) = &transport.answer else { unreachable!() };
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), Some(handle_slot));
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::Aborted);
+    assert_eq!(content_ranges(&transport), ["PUT bytes 0-524287/1048576", "DELETE -"]);
+    assert_eq!(transport.requests.borrow()[1].url, "http://gcs.test/upload?upload_id=SECRET");
+    assert_eq!(broker.calls.borrow().last().unwrap(), "cancel /s1/cancel");
+}
+
+#[test]
+fn an_expired_session_uri_is_not_used() {
+    let broker = resumable_broker();
+    let mut options = resumable_options();
+    options.resume_session_id = Some("s1".into());
+    // The clock reads far past the session URI's expiry (year 2999).
+    let transport = ScriptedTransport::ok();
+    let run = run_with(&broker, &transport, 4.0e13, &options, pattern(1 << 20), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::SessionExpired, Some(Expired)));
+    assert!(transport.requests.borrow().is_empty());
+    assert!(!err.message.contains("SECRET"));
+}
+
+#[test]
+fn malformed_range_from_the_store_is_a_typed_error() {
+    let broker = resumable_broker();
+    let transport =
+        ScriptedTransport::new(Answer::Script(Box::new(|_| gcs_answer(308, Some("bytes=0-banana")))));
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::StoreMalformedResponse, Some(Uploading)));
+}
+
+#[test]
+fn resumable_waits_out_an_offline_spell_without_spending_a_retry() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        online: Box::new(|request| match request.headers[0].1.as_str() {
+            "bytes */1048576" => gcs_answer(308, None),
+            "bytes 0-524287/1048576" => gcs_answer(308, Some("bytes=0-524287")),
+            "bytes 524288-1048575/1048576" => gcs_answer(201, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }),
+    });
+    let mut options = resumable_options();
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(1 << 20), None);
+
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        content_ranges(&transport),
+        [
+            "PUT bytes 0-524287/1048576",
+            "PUT bytes */1048576",
+            "PUT bytes 0-524287/1048576",
+            "PUT bytes 524288-1048575/1048576"
+        ],
+        "the chunk failed offline; once online the store was asked, then the chunk went again"
+    );
+    assert!(run.slept.is_empty());
+}
