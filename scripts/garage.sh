@@ -63,7 +63,12 @@ set -a
 . "$dir/env"
 set +a
 # The API answers a moment after the layout is applied.
+cors_applied=false
 for _ in $(seq 50); do
-  node scripts/s3-cors.mjs && break
+  node scripts/s3-cors.mjs && { cors_applied=true; break; }
   sleep 0.2
 done
+if [ "$cors_applied" != true ]; then
+  echo "garage.sh: the bucket's CORS rule could not be applied" >&2
+  exit 1
+fi

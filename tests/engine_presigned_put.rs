@@ -22,7 +22,7 @@ fn presigned_put_walks_every_state_with_exact_requests() {
 
     let outcome = run.result.as_ref().unwrap();
     assert_eq!(outcome.session.state, Completed);
-    assert_eq!(outcome.asset.sha256, "00");
+    assert_eq!(Some(&outcome.asset), completed_reply().asset.as_ref(), "the broker's asset, as it sent it");
     assert_eq!(run.states(), FULL_SEQUENCE);
     assert_eq!(*broker.calls.borrow(), vec!["initiate ", "sign /s1/sign", "complete /s1/complete"]);
     assert_eq!(

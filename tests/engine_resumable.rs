@@ -164,3 +164,77 @@ fn resumable_waits_out_an_offline_spell_without_spending_a_retry() {
     );
     assert!(run.slept.is_empty());
 }
+
+/// At every progress event, sent − acknowledged is at most what one chunk
+/// in flight can carry: a cut request's bytes stop counting once the store
+/// has said what it kept.
+fn assert_in_flight_bounded(run: &Run, chunk: u64) {
+    for p in run.progress() {
+        assert!(p.bytes_sent - p.bytes_acked <= chunk, "more in flight than one chunk: {p:?}");
+        assert!(p.bytes_acked <= p.bytes_sent && p.bytes_sent <= p.bytes_total, "{p:?}");
+    }
+}
+
+#[test]
+fn a_cut_chunk_stops_counting_once_the_store_says_what_it_kept() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(|request| {
+        match request.headers[0].1.as_str() {
+            // Every byte of the first chunk went out, then the connection broke.
+            "bytes 0-524287/1048576" => Err(TransportError::Network),
+            "bytes */1048576" => gcs_answer(308, Some("bytes=0-262143")),
+            "bytes 262144-786431/1048576" => gcs_answer(308, Some("bytes=0-786431")),
+            "bytes 786432-1048575/1048576" => gcs_answer(200, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }
+    })));
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(
+        content_ranges(&transport),
+        [
+            "PUT bytes 0-524287/1048576",
+            "PUT bytes */1048576",
+            "PUT bytes 262144-786431/1048576",
+            "PUT bytes 786432-1048575/1048576"
+        ]
+    );
+    assert_in_flight_bounded(&run, 512 * KIB);
+    assert_eq!(run.progress().last().unwrap().bytes_acked, 1 << 20);
+}
+
+#[test]
+fn a_session_gone_after_its_last_byte_is_left_to_verification() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(|request| {
+        match request.headers[0].1.as_str() {
+            "bytes 0-524287/1048576" => gcs_answer(308, Some("bytes=0-524287")),
+            // The last chunk's answer is lost, and the store has since
+            // forgotten the finalized session (gcp-storage-emulator does).
+            "bytes 524288-1048575/1048576" => Err(TransportError::Network),
+            "bytes */1048576" => gcs_answer(404, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }
+    })));
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert_eq!(broker.calls.borrow().last().unwrap(), "complete /s1/complete", "the broker verifies");
+    assert_eq!(run.states().last(), Some(&(Some(Verifying), Completed)));
+    assert_in_flight_bounded(&run, 512 * KIB);
+}
+
+#[test]
+fn a_session_gone_before_its_last_byte_fails() {
+    let broker = resumable_broker();
+    let transport = ScriptedTransport::new(Answer::Script(Box::new(|request| {
+        match request.headers[0].1.as_str() {
+            "bytes 0-524287/1048576" => Err(TransportError::Network),
+            "bytes */1048576" => gcs_answer(404, None),
+            other => panic!("unexpected Content-Range {other}"),
+        }
+    })));
+    let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.state), (ErrorCode::SessionExpired, Some(Uploading)));
+    assert!(!broker.calls.borrow().iter().any(|c| c.starts_with("complete")));
+}
