@@ -226,13 +226,12 @@ fn a_session_gone_after_its_last_byte_is_left_to_verification() {
 #[test]
 fn a_session_gone_before_its_last_byte_fails() {
     let broker = resumable_broker();
-    let transport = ScriptedTransport::new(Answer::Script(Box::new(|request| {
-        match request.headers[0].1.as_str() {
+    let transport =
+        ScriptedTransport::new(Answer::Script(Box::new(|request| match request.headers[0].1.as_str() {
             "bytes 0-524287/1048576" => Err(TransportError::Network),
             "bytes */1048576" => gcs_answer(404, None),
             other => panic!("unexpected Content-Range {other}"),
-        }
-    })));
+        })));
     let run = run_with(&broker, &transport, 1.0, &resumable_options(), pattern(1 << 20), None);
     let err = run.result.unwrap_err();
     assert_eq!((err.code, err.state), (ErrorCode::SessionExpired, Some(Uploading)));

@@ -22,8 +22,25 @@ fn agent() -> ureq::Agent {
 }
 
 /// Each request runs on its own thread, so parts really go concurrently.
-/// ureq reports no upload progress: the whole body counts when it is sent.
+/// The body is streamed, and progress is reported as the sending thread
+/// reads it (as XHR reports upload progress), so a cut body has reported
+/// part of its bytes and a long body is not taken for a stalled one.
 pub struct ThreadTransport;
+
+/// Hands the body to ureq in pieces, telling how much has been read.
+struct CountingReader {
+    body: std::io::Cursor<Vec<u8>>,
+    sent: futures::channel::mpsc::UnboundedSender<u64>,
+}
+
+impl std::io::Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let limit = buf.len().min(64 << 10);
+        let read = self.body.read(&mut buf[..limit])?;
+        let _ = self.sent.unbounded_send(self.body.position());
+        Ok(read)
+    }
+}
 
 impl Transport for ThreadTransport {
     type Body = Vec<u8>;
@@ -33,10 +50,11 @@ impl Transport for ThreadTransport {
         request: HttpRequest<Vec<u8>>,
         progress: ProgressFn,
     ) -> Result<HttpResponse, TransportError> {
+        use futures::StreamExt;
         let (done, answer) = futures::channel::oneshot::channel();
+        let (sent, mut reports) = futures::channel::mpsc::unbounded();
         let url = request.url.expose().to_owned();
-        let body = request.body.unwrap_or_default();
-        let len = body.len() as u64;
+        let body = request.body;
         let headers = request.headers;
         let method = request.method;
         std::thread::spawn(move || {
@@ -44,7 +62,12 @@ impl Transport for ThreadTransport {
             for (name, value) in &headers {
                 builder = builder.header(name, value);
             }
-            let result = builder.body(body).map_err(|_| TransportError::Network).and_then(|request| {
+            // A request without a body says so (`Content-Length: 0`).
+            let body = body.unwrap_or_default();
+            builder = builder.header("content-length", body.len());
+            let reader = CountingReader { body: std::io::Cursor::new(body), sent };
+            let request = builder.body(ureq::SendBody::from_owned_reader(reader));
+            let result = request.map_err(|_| TransportError::Network).and_then(|request| {
                 let mut response = agent().run(request).map_err(|_| TransportError::Network)?;
                 Ok(HttpResponse {
                     status: response.status().as_u16(),
@@ -58,9 +81,11 @@ impl Transport for ThreadTransport {
             });
             let _ = done.send(result);
         });
-        let response = answer.await.map_err(|_| TransportError::Network)??;
-        progress(len);
-        Ok(response)
+        // Progress reports end when the thread drops its sender.
+        while let Some(bytes) = reports.next().await {
+            progress(bytes);
+        }
+        answer.await.map_err(|_| TransportError::Network)?
     }
 }
 
