@@ -7,7 +7,6 @@
 
 use crate::broker::{Asset, Broker, BrokerCall};
 use crate::error::{ErrorCode, UploadError};
-use crate::progress::ProgressSnapshot;
 use crate::session::Session;
 use crate::state::SessionState;
 use crate::strategy::Plan;
@@ -18,32 +17,9 @@ use futures::future::{self, Either};
 use futures::StreamExt;
 use std::cell::OnceCell;
 use std::pin::pin;
-use std::rc::Rc;
 
+pub use crate::events::{Event, EventSink};
 pub use crate::options::UploadOptions;
-
-#[derive(Debug)]
-pub enum Event<'a> {
-    StateChanged {
-        from: Option<SessionState>,
-        to: SessionState,
-        session: &'a Session,
-    },
-    Progress(ProgressSnapshot),
-    /// A multipart part is stored (its ETag read).
-    PartStored {
-        part_number: u32,
-        etag: &'a str,
-        size: u64,
-    },
-    /// The upload was paused (`true`) or resumed (`false`). Rindle's table
-    /// has no paused state: the session keeps its state meanwhile.
-    Paused(bool),
-}
-
-/// Receives the engine's events as they happen, including from inside the
-/// transport's progress callbacks (hence `Rc` and `'static`).
-pub type EventSink = Rc<dyn Fn(Event<'_>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {

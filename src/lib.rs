@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod multipart;
 pub mod options;
 mod presigned_put;

@@ -5,8 +5,8 @@
 //! session record and progress, which exist from the broker's first reply.
 
 use crate::broker::{Broker, BrokerCall, BrokerReply};
-use crate::engine::{Event, EventSink};
 use crate::error::{ErrorCode, UploadError};
+use crate::events::{Event, EventSink};
 use crate::progress::{Piece, Progress};
 use crate::retry::RetryPolicy;
 use crate::session::Session;

@@ -4,8 +4,8 @@
 //! header rules are in `wire::tus`.
 
 use crate::broker::BrokerCall;
-use crate::engine::UploadOptions;
 use crate::error::{ErrorCode, UploadError};
+use crate::options::UploadOptions;
 use crate::progress::Piece;
 use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;

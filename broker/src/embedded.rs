@@ -4,7 +4,7 @@
 //! embedded one.
 
 use crate::routes::base_url;
-use crate::service::{key_for, now, unix, AppState};
+use crate::service::{key_for, unix, AppState};
 use crate::store::local::{PutQuery, Refusal, SignedQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -71,7 +71,7 @@ async fn store_put(
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let result = match query {
-        Ok(Query(query)) => match local.check_put(&key, &query, content_type, unix(now())) {
+        Ok(Query(query)) => match local.check_put(&key, &query, content_type, unix(state.clock.now())) {
             Ok(grant) => local.write_object(&grant, body).await,
             Err(refusal) => Err(refusal),
         },
@@ -89,10 +89,12 @@ async fn store_put_part(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let result = match query {
-        Ok(Query(query)) => match local.check_part(&upload_id, part_number, &query, unix(now())) {
-            Ok(grant) => local.write_part(&grant, body).await,
-            Err(refusal) => Err(refusal),
-        },
+        Ok(Query(query)) => {
+            match local.check_part(&upload_id, part_number, &query, unix(state.clock.now())) {
+                Ok(grant) => local.write_part(&grant, body).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
         Err(_) => Err(unsigned()),
     };
     store_answer(result)
@@ -110,11 +112,15 @@ async fn store_resumable_put(
     let range = headers.get("content-range").and_then(|v| v.to_str().ok()).and_then(ContentRange::parse);
     let result = match (query, range) {
         (Err(_), _) => Err(unsigned()),
-        (Ok(Query(query)), range) => match (local.check_resumable(&id, &query, unix(now())), range) {
-            (Err(refusal), _) => Err(refusal),
-            (Ok(()), None) => Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed")),
-            (Ok(()), Some(range)) => local.resumable_put(&id, range, body).await,
-        },
+        (Ok(Query(query)), range) => {
+            match (local.check_resumable(&id, &query, unix(state.clock.now())), range) {
+                (Err(refusal), _) => Err(refusal),
+                (Ok(()), None) => {
+                    Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed"))
+                }
+                (Ok(()), Some(range)) => local.resumable_put(&id, range, body).await,
+            }
+        }
     };
     match result {
         Ok(ChunkAnswer::Complete) => (StatusCode::OK, Json(serde_json::json!({}))).into_response(),
@@ -138,7 +144,7 @@ async fn store_resumable_delete(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let checked = match query {
-        Ok(Query(query)) => local.check_resumable(&id, &query, unix(now())),
+        Ok(Query(query)) => local.check_resumable(&id, &query, unix(state.clock.now())),
         Err(_) => Err(unsigned()),
     };
     match checked {
@@ -220,7 +226,7 @@ async fn tus_create(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     };
     let filename = metadata.iter().find(|(k, _)| k == "filename").map_or("file", |(_, v)| v.as_str());
     let id = uuid::Uuid::new_v4().to_string();
-    let expires = unix(now() + state.config.tus_ttl);
+    let expires = unix(state.clock.now() + state.config.tus_ttl);
     let key = key_for(&format!("tus-{id}"), filename);
     match local.create_tus(&key, total, expires).await {
         Ok(created) => tus_response(
@@ -243,7 +249,7 @@ async fn tus_head(
     if let Err(refused) = tus_version(&headers) {
         return *refused;
     }
-    match local.tus_head(&id, unix(now())).await {
+    match local.tus_head(&id, unix(state.clock.now())).await {
         Ok((offset, total, expires)) => {
             let mut fields =
                 vec![("upload-offset", offset.to_string()), ("upload-length", total.to_string())];
@@ -288,9 +294,10 @@ async fn tus_patch(
         Some(Some(checksum)) => Some(checksum),
         None => None,
     };
-    match local.tus_patch(&id, offset, body, checksum, unix(now())).await {
+    match local.tus_patch(&id, offset, body, checksum, unix(state.clock.now())).await {
         Ok(_) => {
-            let (committed, _, expires) = local.tus_head(&id, unix(now())).await.unwrap_or((offset, 0, None));
+            let (committed, _, expires) =
+                local.tus_head(&id, unix(state.clock.now())).await.unwrap_or((offset, 0, None));
             let mut fields = vec![("upload-offset", committed.to_string())];
             fields.extend(expires.map(|at| ("upload-expires", http_date(at))));
             tus_response(StatusCode::NO_CONTENT, &fields)

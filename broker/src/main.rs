@@ -31,7 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let address = listener.local_addr()?;
     let remote_tus = config.tus_endpoint.clone().map(tus::RemoteTus::new);
-    let state = Arc::new(service::AppState { config, db, store, remote_tus });
+    let state =
+        Arc::new(service::AppState { config, clock: service::Clock::default(), db, store, remote_tus });
     // Scripts wait for this line.
     println!("rindle-broker listening on http://{address}");
     axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown()).await?;

@@ -201,23 +201,33 @@ mod tests {
         app_with(url_ttl, session_ttl, 3_600)
     }
 
-    fn app_with_tus_ttl(tus_ttl: u64) -> Router {
-        app_with(900, 3_600, tus_ttl)
+    fn app_with(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> Router {
+        app_and_state(url_ttl, session_ttl, tus_ttl).0
     }
 
-    fn app_with(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> Router {
-        app_on(url_ttl, session_ttl, tus_ttl, |dir| {
+    /// The broker on the embedded store, and its state (to move its clock).
+    fn app_and_state(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> (Router, Arc<AppState>) {
+        broker_on(url_ttl, session_ttl, tus_ttl, |dir| {
             Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap())
         })
     }
 
-    /// The broker on the store `open` makes (given the data directory).
     fn app_on(
         url_ttl: u64,
         session_ttl: u64,
         tus_ttl: u64,
         open: impl FnOnce(&std::path::Path) -> Store,
     ) -> Router {
+        broker_on(url_ttl, session_ttl, tus_ttl, open).0
+    }
+
+    /// The broker on the store `open` makes (given the data directory).
+    fn broker_on(
+        url_ttl: u64,
+        session_ttl: u64,
+        tus_ttl: u64,
+        open: impl FnOnce(&std::path::Path) -> Store,
+    ) -> (Router, Arc<AppState>) {
         let dir = std::env::temp_dir().join(format!("rindle-api-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config {
@@ -237,12 +247,14 @@ mod tests {
             tus_ttl: Duration::from_secs(tus_ttl),
         };
         let state = AppState {
+            clock: crate::service::Clock::default(),
             db: Db::open(&dir.join("db.sqlite")).unwrap(),
             store: open(&dir),
             remote_tus: None,
             config,
         };
-        router(Arc::new(state))
+        let state = Arc::new(state);
+        (router(Arc::clone(&state)), state)
     }
 
     async fn send(
@@ -412,11 +424,11 @@ mod tests {
 
     #[tokio::test]
     async fn expired_urls_are_refused() {
-        let app = app(0, 3_600);
+        let (app, state) = app_and_state(0, 3_600, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
         let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        state.clock.advance(Duration::from_secs(2));
         let path = path_of(signed["upload"]["url"].as_str().unwrap());
         let (status, _, body) = send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
@@ -437,10 +449,10 @@ mod tests {
             (StatusCode::CONFLICT, Some("illegal_transition"))
         );
 
-        let app = self::app(900, 0);
+        let (app, state) = app_and_state(900, 0, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;
         let id = created["session"]["id"].as_str().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        state.clock.advance(Duration::from_secs(2));
         let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::GONE, Some("session_expired")));
         let (_, _, shown) = send(&app, "GET", &format!("/api/uploads/{id}"), "", vec![]).await;
@@ -773,12 +785,12 @@ mod tests {
                 .await;
         assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-        let expired_app_config = app_with_tus_ttl(0);
+        let (expired_app_config, state) = app_and_state(900, 3_600, 0);
         let created =
             tus(&expired_app_config, "POST", "/tus", &[v.clone(), ("upload-length", "5".into())], vec![])
                 .await;
         let path = path_of(created.headers()["location"].to_str().unwrap());
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        state.clock.advance(Duration::from_secs(2));
         assert_eq!(tus(&expired_app_config, "HEAD", &path, &[v], vec![]).await.status(), StatusCode::GONE);
     }
 }

@@ -13,10 +13,12 @@ use rindle_upload::secret::Secret;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
 use serde::Deserialize;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct AppState {
     pub config: Config,
+    pub clock: Clock,
     pub db: Db,
     pub store: Store,
     /// Set when tus sessions go to an external tus server.
@@ -90,8 +92,22 @@ pub fn is_tus(session: &Session) -> bool {
     session.resumable_protocol.as_deref() == Some("tus")
 }
 
-pub fn now() -> SystemTime {
-    SystemTime::now()
+/// The broker's clock: the system's, which tests move on by hand so that
+/// expiry is tested without sleeping.
+#[derive(Default)]
+pub struct Clock {
+    moved_on: Mutex<Duration>,
+}
+
+impl Clock {
+    pub fn now(&self) -> SystemTime {
+        SystemTime::now() + *self.moved_on.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub fn advance(&self, by: Duration) {
+        *self.moved_on.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
 }
 
 pub fn unix(time: SystemTime) -> u64 {
@@ -114,12 +130,12 @@ fn reply(record: Record) -> BrokerReply {
     }
 }
 
-fn signed_request(presigned: Presigned, ttl: Duration) -> SignedRequest {
+fn signed_request(presigned: Presigned, signed_at: SystemTime, ttl: Duration) -> SignedRequest {
     SignedRequest {
         method: "PUT".into(),
         url: Secret::new(presigned.url),
         headers: presigned.headers,
-        expires_at: Some(timestamp(now() + ttl)),
+        expires_at: Some(timestamp(signed_at + ttl)),
         expires_in: ttl.as_secs(),
     }
 }
@@ -135,7 +151,7 @@ fn load(state: &AppState, id: &str) -> Result<Record, ServiceError> {
         .expires_at
         .as_deref()
         .and_then(|t| humantime::parse_rfc3339(t).ok())
-        .is_some_and(|t| now() > t);
+        .is_some_and(|t| state.clock.now() > t);
     if past_ttl && session.state.can_transition_to(SessionState::Expired) {
         session.transition(SessionState::Expired)?;
         save(state, &mut record)?;
@@ -144,7 +160,7 @@ fn load(state: &AppState, id: &str) -> Result<Record, ServiceError> {
 }
 
 fn save(state: &AppState, record: &mut Record) -> Result<(), ServiceError> {
-    record.session.updated_at = Some(timestamp(now()));
+    record.session.updated_at = Some(timestamp(state.clock.now()));
     Ok(state.db.save(record)?)
 }
 
@@ -216,7 +232,7 @@ pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
         UploadStrategy::PresignedPut | UploadStrategy::Resumable => None,
     };
 
-    let created = now();
+    let created = state.clock.now();
     let id = uuid::Uuid::new_v4().to_string();
     let asset_id = uuid::Uuid::new_v4().to_string();
     let key = key_for(&asset_id, &request.filename);
@@ -285,7 +301,7 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
                 // The broker pre-creates it on the embedded server, once.
                 (None, Some(local)) => {
                     if record.session.session_uri.is_none() {
-                        let expires = now() + state.config.tus_ttl;
+                        let expires = state.clock.now() + state.config.tus_ttl;
                         let id = local.create_tus(&key, total, unix(expires)).await?;
                         record.session.session_uri = Some(Secret::new(format!("{base}/tus/{id}")));
                         record.session.session_uri_expires_at = Some(timestamp(expires));
@@ -305,7 +321,7 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
                 let ttl = state.config.session_uri_ttl;
                 let uri = state.store.open_resumable(base, &key, &record.content_type, total, ttl).await?;
                 record.session.session_uri = Some(Secret::new(uri));
-                record.session.session_uri_expires_at = Some(timestamp(now() + ttl));
+                record.session.session_uri_expires_at = Some(timestamp(state.clock.now() + ttl));
                 record.session.last_known_offset = Some(0);
             }
             save(state, &mut record)?;
@@ -316,7 +332,7 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
             save(state, &mut record)?;
             let ttl = state.config.url_ttl;
             let presigned = state.store.presign_put(base, &key, total, &record.content_type, ttl)?;
-            let upload = Some(signed_request(presigned, ttl));
+            let upload = Some(signed_request(presigned, state.clock.now(), ttl));
             Ok(BrokerReply { upload, ..reply(record) })
         }
     }
@@ -389,6 +405,7 @@ pub async fn sign_parts(state: &AppState, id: &str, base: &str, request: SignPar
                 part_number,
                 upload: signed_request(
                     state.store.presign_part(base, &key, &upload_id, part_number, ttl)?,
+                    state.clock.now(),
                     ttl,
                 ),
             })
@@ -429,7 +446,7 @@ fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>)
     match verified {
         Ok(asset) => {
             record.session.transition(SessionState::Completed)?;
-            record.session.verified_at = Some(timestamp(now()));
+            record.session.verified_at = Some(timestamp(state.clock.now()));
             record.asset = Some(asset);
             tracing::info!(session = %record.session.id, "session completed");
         }
