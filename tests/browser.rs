@@ -27,9 +27,19 @@ fn broker() -> WebBroker {
     WebBroker { endpoint: format!("{BROKER}/api/uploads"), headers: vec![], callbacks: JsValue::UNDEFINED }
 }
 
+/// Bytes that differ from their neighbours, so a misplaced or repeated
+/// range changes the stored object's hash.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn blob(len: usize) -> web_sys::Blob {
-    let bytes = js_sys::Uint8Array::new_with_length(len as u32);
-    bytes.fill(7, 0, len as u32);
+    let bytes = js_sys::Uint8Array::from(&pattern(len)[..]);
     let parts = js_sys::Array::of1(&bytes);
     let options = web_sys::BlobPropertyBag::new();
     options.set_type("text/plain");
@@ -87,7 +97,9 @@ async fn xhr_reports_upload_progress_and_the_store_keeps_the_bytes() {
 
     let done = complete(signed.session.id.clone()).await;
     assert_eq!(done.session.state, SessionState::Completed);
-    assert_eq!(done.asset.unwrap().byte_size, LEN as u64);
+    let asset = done.asset.unwrap();
+    assert_eq!(asset.byte_size, LEN as u64);
+    assert_eq!(asset.sha256, sha256_hex(&pattern(LEN)), "the store holds exactly the bytes sent");
 }
 
 #[wasm_bindgen_test]

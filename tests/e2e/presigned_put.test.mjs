@@ -152,6 +152,10 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.equal(shown.session.state, "aborted");
     const object = await fetch(`${broker.url}/objects/${run.session.upload_key}`);
     assert.equal(object.status, 404);
+    // An unaborted PUT would still be on its way: look again later.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const later = await fetch(`${broker.url}/objects/${run.session.upload_key}`);
+    assert.equal(later.status, 404, "no object appeared after the cancel either");
   });
 
   test("the demo page uploads a picked file and links the stored object", async () => {

@@ -7,7 +7,7 @@
 // and counts the requests that carry them.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -106,6 +106,8 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       assert.deepEqual(run.pausedChanges, [[true, true], [false, false]]);
       assert.ok(run.progressAtResume - run.progressAtPause <= 1, "no progress while paused");
       assert.ok(run.ms >= 5_000);
+      const startedWhilePaused = proxy.log.filter((e) => e.at > run.pausedAtMs && e.at < run.resumedAtMs);
+      assert.deepEqual(startedWhilePaused, [], "no request reached the store while paused");
       assert.ok(run.states.every(([, to]) => to !== "aborted"), "pause discards nothing");
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
       assertProgressSound(run.progress, size);
@@ -123,6 +125,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     });
     await waitInPage(page, (part) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= part, 10 * MiB);
     await context.setOffline(true);
+    const ackedAtOffline = await page.evaluate(() => window.__upload.progress.at(-1).bytesAcked);
     const sentBefore = proxy.dataRequests().length;
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     const whileOffline = await page.evaluate(() => ({ online: navigator.onLine, errors: window.__upload.errorsSeen }));
@@ -131,8 +134,11 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     const run = await page.evaluate(() => window.__finished);
     await page.close();
 
+    assert.ok(ackedAtOffline < size, `the upload was unfinished when the network went (${ackedAtOffline} of ${size})`);
     assert.deepEqual(whileOffline, { online: false, errors: [] });
     assert.ok(sentWhileOffline <= 1, "at most the request in flight when the network went reached the store");
+    const sentAfter = proxy.dataRequests().length - sentBefore - sentWhileOffline;
+    assert.ok(sentAfter >= 1, "data requests went on once the network was back");
     assert.equal(run.ok, true, JSON.stringify(run.error));
     assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
   });
@@ -168,14 +174,21 @@ describe("reliability end to end (embedded store, every strategy)", () => {
         endpoint, size, strategy: "multipart", partSize: 5 * MiB, concurrency: 1, fromInput: "#picked", background: true,
       });
       await waitInPage(page, (part) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= part, 5 * MiB);
-      writeFileSync(path, randomBytes(size));
+      const rewrittenAt = Date.now();
+      // Another size and a later mtime, as an editor saving the file leaves it.
+      writeFileSync(path, randomBytes(size + MiB));
+      utimesSync(path, new Date(), new Date(Date.now() + 60_000));
       const run = await page.evaluate(() => window.__finished);
       await page.close();
 
       assert.equal(run.ok, false);
       assert.deepEqual([run.error.code, run.error.state, run.error.retryable], ["file_changed", "uploading", false]);
+      const startedAfter = proxy.dataRequests().filter((e) => e.at > rewrittenAt);
+      assert.ok(startedAfter.length <= 1, `at most the part in flight went on after the rewrite: ${JSON.stringify(startedAfter)}`);
       const shown = await (await fetch(`${endpoint}/${run.session.id}`)).json();
       assert.notEqual(shown.session.state, "completed");
+      const object = await fetch(`${broker.url}/objects/${run.session.upload_key}`);
+      assert.equal(object.status, 404, "nothing was stored");
     } finally {
       rmSync(directory, { recursive: true, force: true });
     }

@@ -116,7 +116,7 @@ export async function uploadInPage(page, scenario) {
   return page.evaluate(async (scenario) => {
     const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
     const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
-    await init();
+    const wasm = await init();
     globalThis.gc?.();
     const bytes = new Uint8Array(size);
     if (fill === "random") {
@@ -179,6 +179,7 @@ export async function uploadInPage(page, scenario) {
       pausedChanges: [], progressAtPause: null, progressAtResume: null, previous: null, brokerCalls: [],
     };
     window.__upload = live;
+    const wasmBytesBefore = wasm.memory.buffer.byteLength;
     const uploader = new Uploader({ endpoint, broker: brokers[brokerMode] });
     if (scenario.resumePrevious) live.previous = await uploader.findPreviousUploads(blob);
     const started = performance.now();
@@ -207,8 +208,10 @@ export async function uploadInPage(page, scenario) {
           paused = true;
           upload.pause();
           live.progressAtPause = live.progress.length;
+          live.pausedAtMs = Date.now();
           setTimeout(() => {
             live.progressAtResume = live.progress.length;
+            live.resumedAtMs = Date.now();
             upload.resume();
           }, pauseMs);
         }
@@ -217,10 +220,16 @@ export async function uploadInPage(page, scenario) {
       onPart: (part) => live.parts.push(part),
       onError: (error) => live.errorsSeen.push(error.code),
     });
+    // Tests pause it from the page (e.g. in the same step that sees ~50 %).
+    window.__uploadHandle = upload;
     const finished = (async () => {
       const report = (extra) => ({
         ...live,
         finalState: upload.state,
+        // WebAssembly memory never shrinks: its size before and after tells
+        // whether file bytes ever entered it.
+        wasmBytesBefore,
+        wasmBytesAfter: wasm.memory.buffer.byteLength,
         session: upload.session,
         ms: performance.now() - started,
         ...extra,
@@ -291,7 +300,8 @@ export async function startProxy(upstream) {
     // A preflight is answered here; a tus discovery OPTIONS goes on.
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) return res.writeHead(204, cors).end();
     const contentRange = req.headers["content-range"] ?? null;
-    const entry = { method: req.method, contentRange, bytes: Number(req.headers["content-length"] ?? 0) };
+    // `at`: when the request reached the proxy (ms since the epoch, the clock pages read too).
+    const entry = { method: req.method, contentRange, bytes: Number(req.headers["content-length"] ?? 0), at: Date.now() };
     log.push(entry);
     const upstreamRequest = httpRequest(
       // A connection per request: no idle upstream connection outlives it

@@ -125,7 +125,7 @@ describe("tus end to end", () => {
     const first = await browser.newPage();
     await first.goto(`${plainBroker.url}/`);
     await uploadInPage(first, { ...scenario(endpoint, 35), background: true });
-    await waitInPage(first, (half) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= half, SIZE / 2);
+    await waitInPage(first, (half) => { const reached = (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= half; if (reached) window.__uploadHandle.pause(); return reached; }, SIZE / 2);
     const before = await first.evaluate(() => ({
       sessionId: window.__upload.sessionId,
       acked: window.__upload.progress.at(-1).bytesAcked,
