@@ -9,6 +9,7 @@ use crate::progress::Piece;
 use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;
 use crate::state::SessionState;
+use crate::strategy::OffsetUpload;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
 use crate::wire::s3::MIB;
@@ -23,13 +24,13 @@ fn as_committed(answer: ChunkAnswer, total: u64) -> Committed {
 }
 
 /// A GCS resumable session: chunks and status queries to its URI.
-struct GcsSession<'a, I: Io> {
+pub(crate) struct GcsSession<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
     uri: Secret,
 }
 
-impl<I: Io> OffsetStore for GcsSession<'_, I> {
-    async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
+impl<I: Io> GcsSession<'_, I> {
+    pub async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
         let total = self.upload.total();
         let range = ContentRange::for_bytes(piece.start, piece.end(), total);
         let body = self.upload.body(piece);
@@ -46,7 +47,7 @@ impl<I: Io> OffsetStore for GcsSession<'_, I> {
 
     /// The status query (`Content-Range: bytes */total`); the broker is
     /// told the offset so the session's `last_known_offset` follows.
-    async fn committed(&self) -> Result<Committed, UploadError> {
+    pub async fn committed(&self) -> Result<Committed, UploadError> {
         let total = self.upload.total();
         self.upload
             .tools
@@ -90,7 +91,7 @@ pub(crate) async fn transfer<I: Io>(
         upload.transition(SessionState::Expired)?;
         return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
     }
-    let session = GcsSession { upload, uri };
+    let session = OffsetUpload::Gcs(GcsSession { upload, uri });
     let mut at = Committed { offset: 0, complete: false };
     if resuming {
         upload.begin_resuming()?;

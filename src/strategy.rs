@@ -7,10 +7,35 @@ use crate::broker::{BrokerCall, InitiateRequest};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
 use crate::options::{ResumableProtocol, UploadOptions};
+use crate::progress::Piece;
+use crate::recovery::{Committed, OffsetStore};
 use crate::session::{Session, UploadStrategy};
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{check_header, HttpRequest};
 use crate::wire::gcs::chunk_size;
+
+/// The upload URL of an offset-resumed strategy. One type for both, so the
+/// offset driver is compiled once.
+pub(crate) enum OffsetUpload<'a, I: Io> {
+    Gcs(crate::resumable::GcsSession<'a, I>),
+    Tus(crate::tus::TusUpload<'a, I>),
+}
+
+impl<I: Io> OffsetStore for OffsetUpload<'_, I> {
+    async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
+        match self {
+            OffsetUpload::Gcs(gcs) => gcs.send_chunk(piece).await,
+            OffsetUpload::Tus(tus) => tus.send_chunk(piece).await,
+        }
+    }
+
+    async fn committed(&self) -> Result<Committed, UploadError> {
+        match self {
+            OffsetUpload::Gcs(gcs) => gcs.committed().await,
+            OffsetUpload::Tus(tus) => tus.committed().await,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {

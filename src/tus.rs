@@ -7,9 +7,10 @@ use crate::broker::BrokerCall;
 use crate::error::{ErrorCode, UploadError};
 use crate::options::UploadOptions;
 use crate::progress::Piece;
-use crate::recovery::{send_from_offset, Committed, OffsetStore};
+use crate::recovery::{send_from_offset, Committed};
 use crate::secret::Secret;
 use crate::state::SessionState;
+use crate::strategy::OffsetUpload;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{ByteSource, HttpRequest, HttpResponse};
 use crate::wire::s3;
@@ -21,7 +22,7 @@ use std::cell::Cell;
 
 /// Where the bytes go and how: the upload URL once known, and what the
 /// server offers.
-struct TusUpload<'a, I: Io> {
+pub(crate) struct TusUpload<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
     discovery: Discovery,
     url: Secret,
@@ -55,9 +56,9 @@ impl<I: Io> TusUpload<'_, I> {
     }
 }
 
-impl<I: Io> OffsetStore for TusUpload<'_, I> {
+impl<I: Io> TusUpload<'_, I> {
     /// One PATCH of the piece.
-    async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
+    pub async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
         let source = self.upload.tools.source;
         let mut headers = vec![
             ("Content-Type".to_owned(), OFFSET_CONTENT_TYPE.to_owned()),
@@ -85,7 +86,7 @@ impl<I: Io> OffsetStore for TusUpload<'_, I> {
     }
 
     /// HEAD: the offset the server holds, told to the broker too.
-    async fn committed(&self) -> Result<Committed, UploadError> {
+    pub async fn committed(&self) -> Result<Committed, UploadError> {
         let head = || async {
             let response =
                 self.upload.tools.send_bodiless(tus_request("HEAD", &self.url, vec![], None)).await?;
@@ -132,7 +133,7 @@ pub(crate) async fn transfer<I: Io>(
     }
     let at = tus.committed().await?;
     upload.already_stored(at.offset);
-    send_from(&tus, at, chunk).await
+    send_from(tus, at, chunk).await
 }
 
 async fn discover<I: Io>(upload: &ActiveUpload<'_, I>, url: &Secret) -> Result<Discovery, UploadError> {
@@ -202,15 +203,17 @@ async fn create_and_send<I: Io>(
         .await?;
     let tus = TusUpload { upload, discovery, url, length_deferred: Cell::new(defer) };
     tus.report(offset).await?;
-    send_from(&tus, tus.at(offset), chunk).await
+    let at = tus.at(offset);
+    send_from(tus, at, chunk).await
 }
 
-async fn send_from<I: Io>(tus: &TusUpload<'_, I>, at: Committed, chunk: u64) -> Result<(), UploadError> {
-    if tus.upload.state() != SessionState::Uploading {
-        tus.upload.transition(SessionState::Uploading)?;
+async fn send_from<I: Io>(tus: TusUpload<'_, I>, at: Committed, chunk: u64) -> Result<(), UploadError> {
+    let upload = tus.upload;
+    if upload.state() != SessionState::Uploading {
+        upload.transition(SessionState::Uploading)?;
     }
-    send_from_offset(tus.upload, tus, at, chunk).await?;
-    tus.upload.transition(SessionState::Uploaded)
+    send_from_offset(upload, &OffsetUpload::Tus(tus), at, chunk).await?;
+    upload.transition(SessionState::Uploaded)
 }
 
 /// Termination: asks the tus server to discard the upload.
