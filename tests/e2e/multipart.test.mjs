@@ -124,6 +124,27 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       assertProgressSound(run.progress, SIZE);
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: SIZE });
     });
+
+    test("part URLs the store refuses as expired are signed again, once per part", async () => {
+      // URLs living 1 s, the first batch handed over after 2 s as if fresh:
+      // the store itself must refuse them.
+      const short = await startBroker({ URL_TTL_SECS: "1", MAX_BYTES: String(256 * MiB), ...brokerEnv() });
+      try {
+        const shortEndpoint = `${short.url}/api/uploads`;
+        const size = 10 * MiB;
+        const run = await uploadInPage(page, {
+          size, seed: 10, endpoint: shortEndpoint, strategy: "multipart", partSize: 5 * MiB, concurrency: 1,
+          brokerMode: "lateFirstParts",
+        });
+        assert.equal(run.ok, true, JSON.stringify(run.error));
+        // [1, 2] late; part 1 refused → [1]; part 2 (still claimed fresh) refused → [2].
+        assert.deepEqual(run.brokerCalls, ["signParts", "signParts", "signParts"]);
+        assert.deepEqual(run.errorsSeen, []);
+        assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+      } finally {
+        await short.stop();
+      }
+    });
   });
 }
 

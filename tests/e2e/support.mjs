@@ -107,7 +107,7 @@ export const FULL_SEQUENCE = [
  * seeded generator, so a new page can rebuild the same file to resume it.
  *
  * Scenario: size, fill ("random" | "zero"), seed, endpoint, strategy,
- * partSize, concurrency, sessionId, brokerMode ("callbacks" | "lateSign"),
+ * partSize, concurrency, sessionId, brokerMode ("callbacks" | "counted" | "lateSign" | "lateFirstParts"),
  * cancelAtFraction (cancel once that share of bytes is sent), background
  * (start and return at once; `window.__upload` shows the live state and
  * `uploadReport(page)` waits for the end).
@@ -170,6 +170,17 @@ export async function uploadInPage(page, scenario) {
           const reply = await post(`/${request.session_id}/sign`, request);
           await new Promise((resolve) => setTimeout(resolve, 2100));
           return { ...reply, upload: { ...reply.upload, expires_in: 900 } };
+        },
+      },
+      // The first batch of part URLs the same way (late, claimed fresh);
+      // later batches as signed. Every call is counted in `brokerCalls`.
+      lateFirstParts: {
+        signParts: async (request) => {
+          live.brokerCalls.push("signParts");
+          const reply = await post(`/${request.session_id}/parts/sign`, request);
+          if (live.brokerCalls.length > 1) return reply;
+          await new Promise((resolve) => setTimeout(resolve, 2100));
+          return { ...reply, parts: reply.parts.map((part) => ({ ...part, upload: { ...part.upload, expires_in: 900 } })) };
         },
       },
     };
