@@ -321,15 +321,37 @@ fn s3_inventory() -> (Vec<String>, Vec<String>) {
     (keys, uploads)
 }
 
-/// The keys holding this run's trial objects of one strategy: exactly
-/// one per completed upload, nothing else.
-fn assert_one_object_each(run: u64, name: &str, listed: &[String], tally: &Tally) {
-    let ours = format!("/trial-{name}-{run}-");
-    let mut ours: Vec<&String> = listed.iter().filter(|k| k.contains(&ours)).collect();
-    ours.sort();
-    let mut completed: Vec<&String> = tally.keys.iter().collect();
+/// The store holds what it held before plus exactly one object per
+/// completed upload: no duplicate, no orphan, anywhere in the bucket.
+fn assert_store_gained_exactly(
+    run: u64,
+    store: &str,
+    before: &[String],
+    after: &[String],
+    completed: &[String],
+) {
+    let before: std::collections::BTreeSet<&String> = before.iter().collect();
+    let mut gained: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    gained.sort();
+    let mut completed: Vec<&String> = completed.iter().collect();
     completed.sort();
-    assert_eq!(ours, completed, "{name}: the store holds one object per upload, no duplicate or orphan");
+    assert_eq!(
+        gained,
+        completed,
+        "{store}: one object per upload, no duplicate or orphan [replay: {}]",
+        replay(run)
+    );
+    assert!(before.iter().all(|k| after.contains(k)), "{store}: an object that was there before is gone");
+}
+
+/// Every object name in the emulator's bucket.
+fn gcs_inventory(emulator: &str) -> Vec<String> {
+    let listing = ureq::get(&format!("{emulator}/storage/v1/b/{GCS_BUCKET}/o")).call();
+    let listed: serde_json::Value =
+        serde_json::from_str(&listing.unwrap().body_mut().read_to_string().unwrap()).unwrap();
+    listed["items"]
+        .as_array()
+        .map_or(vec![], |items| items.iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect())
 }
 
 fn print_table(rows: &[(Trial, Tally)]) {
@@ -363,6 +385,9 @@ fn uploads_through_random_faults_complete_byte_identical_without_orphans() {
 
     let garage = std::env::var("S3_ENDPOINT").expect("S3_ENDPOINT is not set: start scripts/garage.sh");
     let s3_proxy = FaultProxy::start(&garage, None);
+    // The whole bucket is compared before and after, not only keys named
+    // after the trials: a second object or upload anywhere is an orphan.
+    let (keys_before, unfinished_before) = s3_inventory();
     for trial in [
         Trial { name: "presigned_put", strategy: UploadStrategy::PresignedPut, tus: false, piece: 4 * MIB },
         Trial { name: "multipart", strategy: UploadStrategy::Multipart, tus: false, piece: 5 * MIB },
@@ -371,26 +396,17 @@ fn uploads_through_random_faults_complete_byte_identical_without_orphans() {
         rows.push((trial, tally));
     }
     let (keys, unfinished) = s3_inventory();
-    for (trial, tally) in &rows {
-        assert_one_object_each(run, trial.name, &keys, tally);
-    }
-    assert!(
-        unfinished.iter().all(|key| !key.contains(&format!("-{run}-"))),
-        "multipart uploads left unfinished: {unfinished:?}"
-    );
+    let completed: Vec<String> = rows.iter().flat_map(|(_, tally)| tally.keys.iter().cloned()).collect();
+    assert_store_gained_exactly(run, "S3", &keys_before, &keys, &completed);
+    assert_eq!(unfinished, unfinished_before, "multipart uploads left unfinished [replay: {}]", replay(run));
 
     let emulator = start_gcs_emulator();
     let gcs_proxy = FaultProxy::start(&emulator.url, Some(mend_emulator_range));
     let trial = Trial { name: "resumable", strategy: UploadStrategy::Resumable, tus: false, piece: MIB };
     let env = [("GCS_BUCKET", GCS_BUCKET.to_owned()), ("GCS_BASE_URL", gcs_proxy.url.clone())];
+    let names_before = gcs_inventory(&emulator.url);
     let tally = run_trials(run, &trial, &env, &gcs_proxy, count, &mut rng);
-    let listing = ureq::get(&format!("{}/storage/v1/b/{GCS_BUCKET}/o", emulator.url)).call();
-    let listed: serde_json::Value =
-        serde_json::from_str(&listing.unwrap().body_mut().read_to_string().unwrap()).unwrap();
-    let names: Vec<String> = listed["items"]
-        .as_array()
-        .map_or(vec![], |items| items.iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect());
-    assert_one_object_each(run, trial.name, &names, &tally);
+    assert_store_gained_exactly(run, "GCS", &names_before, &gcs_inventory(&emulator.url), &tally.keys);
     rows.push((trial, tally));
 
     let directory = std::env::temp_dir().join(format!("rindle-tus-faults-{}", std::process::id()));
