@@ -158,6 +158,31 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.equal(later.status, 404, "no object appeared after the cancel either");
   });
 
+  test("an event callback that throws is reported on the console, and the upload goes on", async () => {
+    const logged = [];
+    const listen = (message) => message.type() === "error" && logged.push(message.text());
+    page.on("console", listen);
+    try {
+      const outcome = await page.evaluate(async (endpoint) => {
+        const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+        await init();
+        const file = new File([new Uint8Array(4096).fill(1)], "thrower.txt", { type: "text/plain" });
+        const upload = new Uploader({ endpoint }).upload(file, {
+          resume: false,
+          onStateChange: () => { throw new Error("a listener's own bug"); },
+        });
+        return (await upload.done).session.state;
+      }, endpoint);
+      assert.equal(outcome, "completed");
+      assert.ok(
+        logged.some((text) => text.includes("rindle-upload: an event callback threw") && text.includes("a listener's own bug")),
+        `reported on the console: ${JSON.stringify(logged)}`,
+      );
+    } finally {
+      page.off("console", listen);
+    }
+  });
+
   test("the demo page uploads a picked file and links the stored object", async () => {
     const demo = await browser.newPage();
     await demo.goto(`${broker.url}/`);

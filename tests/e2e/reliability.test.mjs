@@ -116,6 +116,57 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     });
   }
 
+  test("the resume record holds no URL but the broker's, and an expired one is skipped and deleted", async () => {
+    const size = 20 * MiB;
+    const page = await openPage();
+    await uploadInPage(page, {
+      endpoint, size, seed: 600, strategy: "multipart", partSize: 5 * MiB, concurrency: 1, background: true,
+    });
+    await waitInPage(page, (part) => (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= part, 5 * MiB);
+    const readRecords = () => page.evaluate(() => new Promise((resolve, reject) => {
+      const opening = indexedDB.open("rindle-upload", 1);
+      opening.onerror = () => reject(opening.error);
+      opening.onsuccess = () => {
+        const all = opening.result.transaction("uploads").objectStore("uploads").getAll();
+        all.onsuccess = () => resolve(all.result);
+        all.onerror = () => reject(all.error);
+      };
+    }));
+    const records = await readRecords();
+    const sessionId = await page.evaluate(() => window.__upload.sessionId);
+    await page.evaluate(() => window.__uploadHandle.cancel());
+    await page.evaluate(() => window.__finished);
+    const mine = records.filter((r) => r.sessionId === sessionId);
+    assert.equal(mine.length, 1, JSON.stringify(records));
+    const text = JSON.stringify(mine[0]);
+    assert.ok(!text.includes(proxy.url) && !/sig=|x-amz|upload_id|session_uri/i.test(text), `no store URL or credential: ${text}`);
+    const urls = text.match(/https?:\/\/[^"]*/g) ?? [];
+    assert.deepEqual(urls, [endpoint], "the only URL is the broker's endpoint");
+
+    // A record past its expiry is neither offered nor kept.
+    const expired = await page.evaluate(async (endpoint) => {
+      const { Uploader } = await import("/pkg/rindle_upload.js");
+      const file = new File([new Uint8Array(16)], "old.bin", { type: "application/octet-stream", lastModified: 1_600_000_000_000 });
+      const key = `rindle-upload:${endpoint}|${file.name}|${file.size}|${file.lastModified}|${file.type}`;
+      const db = await new Promise((resolve, reject) => {
+        const opening = indexedDB.open("rindle-upload", 1);
+        opening.onsuccess = () => resolve(opening.result);
+        opening.onerror = () => reject(opening.error);
+      });
+      const request = (store, op) => new Promise((resolve, reject) => {
+        const r = op(db.transaction("uploads", store === "w" ? "readwrite" : "readonly").objectStore("uploads"));
+        r.onsuccess = () => resolve(r.result);
+        r.onerror = () => reject(r.error);
+      });
+      await request("w", (s) => s.put({ sessionId: "gone", strategy: "multipart", expiresAt: Date.now() - 1_000 }, key));
+      const found = await new Uploader({ endpoint }).findPreviousUploads(file);
+      const left = await request("r", (s) => s.get(key));
+      return { found: found.length, left: left ?? null };
+    }, endpoint);
+    await page.close();
+    assert.deepEqual(expired, { found: 0, left: null });
+  });
+
   test("offline then online: the upload waits without spending a retry, then completes", async () => {
     const size = 40 * MiB;
     const page = await openPage();
