@@ -211,7 +211,9 @@ pub(crate) struct Committed {
     pub complete: bool,
 }
 
-/// What GCS resumable and tus each bring to the offset-resume driver.
+/// What the offset-resume driver asks of an upload URL; implemented once,
+/// by `strategy::OffsetUpload` (a GCS session or a tus upload), so the
+/// driver is compiled once.
 #[allow(async_fn_in_trait)]
 pub(crate) trait OffsetStore {
     /// Sends `piece`; answers where the store stands after it.

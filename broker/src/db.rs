@@ -117,20 +117,30 @@ impl Db {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_survive_reopening() {
-        let path = std::env::temp_dir().join(format!("rindle-db-{}.sqlite", uuid::Uuid::new_v4()));
-        let session: Session =
-            serde_json::from_str(r#"{"id":"s1","state":"signed","upload_strategy":"presigned_put"}"#)
-                .unwrap();
-        let record = Record {
+    fn temp_db_path() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("rindle-db-{}.sqlite", uuid::Uuid::new_v4()))
+    }
+
+    /// A record of session `s1` in `state`.
+    fn record(state: &str) -> Record {
+        let session: Session = serde_json::from_value(
+            serde_json::json!({"id": "s1", "state": state, "upload_strategy": "presigned_put"}),
+        )
+        .unwrap();
+        Record {
             session,
             filename: "a.txt".into(),
             content_type: "text/plain".into(),
             part_size: None,
             asset: None,
             revision: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let path = temp_db_path();
+        let record = record("signed");
         Db::open(&path).unwrap().insert(&record).unwrap();
         let reopened = Db::open(&path).unwrap();
         let back = reopened.get("s1").unwrap().unwrap();
@@ -141,19 +151,8 @@ mod tests {
 
     #[test]
     fn a_record_changed_meanwhile_is_not_overwritten() {
-        let path = std::env::temp_dir().join(format!("rindle-db-{}.sqlite", uuid::Uuid::new_v4()));
-        let db = Db::open(&path).unwrap();
-        let session: Session =
-            serde_json::from_str(r#"{"id":"s1","state":"uploading","upload_strategy":"resumable"}"#).unwrap();
-        let record = Record {
-            session,
-            filename: "a.txt".into(),
-            content_type: "text/plain".into(),
-            part_size: None,
-            asset: None,
-            revision: 0,
-        };
-        db.insert(&record).unwrap();
+        let db = Db::open(&temp_db_path()).unwrap();
+        db.insert(&record("uploading")).unwrap();
         let (mut status_call, mut cancel_call) =
             (db.get("s1").unwrap().unwrap(), db.get("s1").unwrap().unwrap());
         cancel_call.session.state = rindle_upload::SessionState::Aborted;
