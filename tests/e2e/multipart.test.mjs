@@ -66,7 +66,7 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       const run = await uploadInPage(page, { size: SIZE, seed: 7, endpoint, strategy: "multipart", partSize: PART, concurrency: 4 });
       assert.equal(run.ok, true, JSON.stringify(run.error));
       assert.deepEqual(run.states, MULTIPART_SEQUENCE);
-      assertProgressSound(run.progress, SIZE);
+      assertProgressSound(run.progress, SIZE, 4 * PART);
       assert.deepEqual(run.parts.map((p) => p.partNumber).sort((a, b) => a - b), [...Array(PARTS).keys()].map((i) => i + 1));
       assert.ok(run.parts.every((p) => p.etag.length > 2 && p.size === (p.partNumber < PARTS ? PART : SIZE - (PARTS - 1) * PART)));
 
@@ -121,7 +121,7 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       assert.ok(unseen >= 0 && unseen <= 4, `at most the ${4} parts in flight at the reload landed unseen (${unseen})`);
       const bytesSeenStored = before.parts.reduce((sum, p) => sum + p.size, 0);
       assert.ok(run.progress[0].bytesAcked >= bytesSeenStored, "the resumed upload starts from the server's truth");
-      assertProgressSound(run.progress, SIZE);
+      assertProgressSound(run.progress, SIZE, 4 * PART);
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: SIZE });
     });
 

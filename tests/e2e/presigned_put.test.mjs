@@ -46,7 +46,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.deepEqual(run.states, FULL_SEQUENCE);
     assert.ok(run.recordsMatchedStates, "each onStateChange session carried the new state");
     assert.equal(run.finalState, "completed");
-    assertProgressSound(run.progress, size);
+    assertProgressSound(run.progress, size, size);
 
     const { asset, session } = run.result;
     assert.equal(session.state, "completed");

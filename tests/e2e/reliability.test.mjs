@@ -15,11 +15,12 @@ import { assertProgressSound, launchBrowser, MiB, sha256OfUrl, startBroker, star
 
 const RATE = 24 * MiB;
 
+// `inFlight`: the most bytes one moment can have in flight (one piece).
 const STRATEGIES = [
-  { strategy: "presigned_put", size: 24 * MiB, pieces: 1 },
-  { strategy: "multipart", size: 40 * MiB, pieces: 8, partSize: 5 * MiB, concurrency: 1 },
-  { strategy: "resumable", size: 24 * MiB, pieces: 6, options: { chunkSize: 4 * MiB } },
-  { strategy: "tus", size: 24 * MiB, pieces: 6, options: { chunkSize: 4 * MiB } },
+  { strategy: "presigned_put", size: 24 * MiB, pieces: 1, inFlight: 24 * MiB },
+  { strategy: "multipart", size: 40 * MiB, pieces: 8, inFlight: 5 * MiB, partSize: 5 * MiB, concurrency: 1 },
+  { strategy: "resumable", size: 24 * MiB, pieces: 6, inFlight: 4 * MiB, options: { chunkSize: 4 * MiB } },
+  { strategy: "tus", size: 24 * MiB, pieces: 6, inFlight: 4 * MiB, options: { chunkSize: 4 * MiB } },
 ];
 
 /** A broker whose store URLs point at a throttling, counting proxy. */
@@ -55,7 +56,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     return page;
   }
 
-  for (const [index, { strategy, size, pieces, ...rest }] of STRATEGIES.entries()) {
+  for (const [index, { strategy, size, pieces, inFlight, ...rest }] of STRATEGIES.entries()) {
     const scenario = { endpoint, size, strategy, seed: 100 + index, ...rest };
 
     test(`${strategy}: a page reloaded at ~50 % resumes from its IndexedDB record, re-sending at most one piece`, async () => {
@@ -77,7 +78,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       assert.equal(run.result.session.id, sessionId);
       assert.equal(run.result.asset.sha256, run.sha256);
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
-      assertProgressSound(run.progress, size);
+      assertProgressSound(run.progress, size, inFlight);
       const sent = proxy.dataRequests().length - before;
       assert.ok(sent <= pieces + 1, `${sent} requests carried bytes for ${pieces} pieces: at most one was sent again`);
 
@@ -110,7 +111,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       assert.deepEqual(startedWhilePaused, [], "no request reached the store while paused");
       assert.ok(run.states.every(([, to]) => to !== "aborted"), "pause discards nothing");
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
-      assertProgressSound(run.progress, size);
+      assertProgressSound(run.progress, size, inFlight);
       const sent = proxy.dataRequests().length - before;
       assert.ok(sent <= pieces + 1, `${sent} requests carried bytes for ${pieces} pieces`);
     });
@@ -209,7 +210,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     assert.equal(parts[0].held, true);
     assert.equal(parts.length, 5, "four parts, the held one sent twice");
     assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
-    assertProgressSound(run.progress, size);
+    assertProgressSound(run.progress, size, 5 * MiB);
   });
 
   test("a file replaced on disk mid-upload ends file_changed, and no mixed object is stored", async () => {

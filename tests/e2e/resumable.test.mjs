@@ -51,7 +51,7 @@ function resumableSuite(name, startStore) {
       const run = await uploadInPage(page, scenario(21));
       assert.equal(run.ok, true, JSON.stringify(run.error));
       assert.deepEqual(run.states.map(([, to]) => to), ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"]);
-      assertProgressSound(run.progress, SIZE);
+      assertProgressSound(run.progress, SIZE, CHUNK);
       const chunks = described(proxy.log).filter((line) => line.startsWith("PUT"));
       const count = Math.ceil(SIZE / CHUNK);
       assert.equal(chunks.length, count);
@@ -78,7 +78,7 @@ function resumableSuite(name, startStore) {
       const committed = puts[query].range ? Number(puts[query].range.split("-")[1]) + 1 : 0;
       const next = puts.slice(query).find((entry) => !entry.contentRange.includes("*"));
       assert.match(next.contentRange, new RegExp(`^bytes ${committed}-`), `resent from the committed offset: ${shown}`);
-      assertProgressSound(run.progress, SIZE);
+      assertProgressSound(run.progress, SIZE, CHUNK);
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: SIZE });
     });
 
@@ -106,7 +106,7 @@ function resumableSuite(name, startStore) {
       const resumedAt = Number(firstChunk.match(/^PUT bytes (\d+)-/)[1]);
       assert.ok(resumedAt >= before.acked, `resumed at ${resumedAt}, at or after the ${before.acked} bytes acknowledged`);
       assert.equal(run.progress[0].bytesAcked, resumedAt, "progress starts from the server's offset");
-      assertProgressSound(run.progress, SIZE);
+      assertProgressSound(run.progress, SIZE, CHUNK);
       assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: SIZE });
     });
   });

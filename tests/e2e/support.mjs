@@ -270,7 +270,15 @@ export async function waitInPage(page, predicate, arg) {
   await page.waitForFunction(predicate, arg, { polling: 20, timeout: 120_000 });
 }
 
-export function assertProgressSound(progress, total) {
+/** Progress only grows, acknowledged never passes sent, both end at the
+ * total, and at every report sent runs ahead of acknowledged by at most
+ * `inFlight`: what the pieces in flight at once can carry (so the bytes of
+ * a failed request stop counting). */
+export function assertProgressSound(progress, total, inFlight) {
+  assert.ok(inFlight > 0, "say how many bytes can be in flight");
+  for (const p of progress) {
+    assert.ok(p.bytesSent - p.bytesAcked <= inFlight, `more in flight than ${inFlight}: ${JSON.stringify(p)}`);
+  }
   for (let i = 1; i < progress.length; i++) {
     assert.ok(progress[i].bytesSent >= progress[i - 1].bytesSent, `bytesSent went back at ${i}`);
     assert.ok(progress[i].bytesAcked >= progress[i - 1].bytesAcked, `bytesAcked went back at ${i}`);

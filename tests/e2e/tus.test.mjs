@@ -62,7 +62,7 @@ describe("tus end to end", () => {
     const run = await uploadInPage(page, scenario(`${plainBroker.url}/api/uploads`, 31));
     assert.equal(run.ok, true, JSON.stringify(run.error));
     assert.deepEqual(run.states.map(([, to]) => to), ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"]);
-    assertProgressSound(run.progress, SIZE);
+    assertProgressSound(run.progress, SIZE, 8 * MiB);
     const uploadUrl = run.result.asset.url;
     assert.ok(uploadUrl.startsWith(`${tusServer.url}/files/`), uploadUrl);
     assert.equal(sha256OfFile(join(tusServer.directory, idOf(uploadUrl))), run.sha256, "the file @tus/server stored");
@@ -81,7 +81,7 @@ describe("tus end to end", () => {
     const refused = patches.findIndex((entry) => entry.status === 460);
     assert.equal(patches[refused + 1].offset, patches[refused].offset, "the same chunk again");
     assert.equal(patches[refused + 1].checksum, patches[refused].checksum);
-    assertProgressSound(run.progress, SIZE);
+    assertProgressSound(run.progress, SIZE, 8 * MiB);
     assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
   });
 
@@ -140,7 +140,7 @@ describe("tus end to end", () => {
     assert.deepEqual(run.states.slice(0, 3), [[null, "signed"], ["signed", "resuming"], ["resuming", "uploading"]]);
     assert.ok(run.progress[0].bytesAcked >= before.acked, `continues from the server offset: ${JSON.stringify(run.progress.slice(0, 3))} ${before.acked}`);
     assert.ok(run.progress[0].bytesAcked < SIZE);
-    assertProgressSound(run.progress, SIZE);
+    assertProgressSound(run.progress, SIZE, 8 * MiB);
     assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
   });
 });
