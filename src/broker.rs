@@ -25,6 +25,11 @@ pub struct InitiateRequest {
     /// The part size the client plans with (`multipart` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size: Option<u64>,
+    /// The same for every try of one upload's `initiate`: a broker that
+    /// has seen it answers with the session it created then, so a retried
+    /// call whose answer was lost does not start a second session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// One call of the protocol; each maps to one `Rindle.Upload.Broker`
@@ -294,15 +299,14 @@ pub fn read_http_answer<E: std::fmt::Display>(
         return read_reply(call, parse_reply());
     }
     let fallback = if status >= 500 { ErrorCode::BrokerServerError } else { ErrorCode::BrokerRejected };
-    match parse_error() {
-        Ok(body) => Err(body.into_error(fallback)),
-        Err(_) if status >= 500 => {
-            Err(UploadError::new(fallback, format!("{}: broker answered {status}", call.name())))
-        }
-        Err(e) => {
-            Err(malformed(format!("{}: broker answered {status} without an error body ({e})", call.name())))
-        }
-    }
+    // A timeout or a rate limit (408, 429) passes, like a server failure.
+    let passes = status >= 500 || status == 408 || status == 429;
+    let error = match parse_error() {
+        Ok(body) => body.into_error(fallback),
+        Err(_) if passes => UploadError::new(fallback, format!("{}: broker answered {status}", call.name())),
+        Err(e) => malformed(format!("{}: broker answered {status} without an error body ({e})", call.name())),
+    };
+    Err(UploadError { retryable: error.retryable || passes, ..error })
 }
 
 /// Decoders quote the offending value in their messages ("invalid type:
@@ -355,6 +359,7 @@ mod tests {
             upload_strategy: UploadStrategy::PresignedPut,
             resumable_protocol: None,
             part_size: None,
+            idempotency_key: None,
         });
         assert_eq!(initiate.path(), "");
         assert_eq!(sign().path(), "/s1/sign");
@@ -402,6 +407,17 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_and_rate_limits_from_the_broker_are_tried_again() {
+        for status in [408, 429] {
+            let err = json_answer(&sign(), status, "").unwrap_err();
+            assert_eq!((err.code, err.retryable), (ErrorCode::BrokerRejected, true), "{status}");
+            let coded = json_answer(&sign(), status, r#"{"error":{"code":"slow_down","message":"later"}}"#);
+            assert!(coded.unwrap_err().retryable, "{status} with a body");
+        }
+        assert!(!json_answer(&sign(), 400, "").unwrap_err().retryable);
+    }
+
+    #[test]
     fn initiate_reply_must_match_the_file_size() {
         let call = BrokerCall::Initiate(InitiateRequest {
             filename: "a".into(),
@@ -410,6 +426,7 @@ mod tests {
             upload_strategy: UploadStrategy::PresignedPut,
             resumable_protocol: None,
             part_size: None,
+            idempotency_key: None,
         });
         let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;
         assert_eq!(json_answer(&call, 201, body).unwrap_err().code, ErrorCode::BrokerMalformedResponse);

@@ -113,11 +113,14 @@ async fn run<'t, I: Io>(
     mut commands: Commands,
 ) -> Result<Outcome, UploadError> {
     let plan = Plan::new(options, tools.source.size())?;
+    // One key for every `initiate` this upload makes (retries, and again
+    // after a pause that came before the broker answered).
+    let idempotency_key = tools.fresh_key();
     loop {
         // Until the bytes are stored, pause and cancel win: dropping the
         // transfer aborts whatever requests are in flight.
         let stopped = {
-            let mut transfer = pin!(transfer(tools, options, plan, upload));
+            let mut transfer = pin!(transfer(tools, options, plan, &idempotency_key, upload));
             loop {
                 match future::select(pin!(commands.next()), transfer.as_mut()).await {
                     Either::Left((Command::Resume, _)) => continue,
@@ -160,6 +163,7 @@ async fn transfer<'t, I: Io>(
     tools: &'t Toolbox<'t, I>,
     options: &UploadOptions,
     plan: Plan,
+    idempotency_key: &str,
     slot: &OnceCell<ActiveUpload<'t, I>>,
 ) -> Result<BrokerCall, UploadError> {
     let size = tools.source.size();
@@ -173,7 +177,7 @@ async fn transfer<'t, I: Io>(
         None => {
             let call = match &options.resume_session_id {
                 Some(session_id) => BrokerCall::Show { session_id: session_id.clone() },
-                None => plan.initiate(options, size),
+                None => plan.initiate(options, size, idempotency_key),
             };
             let reply = tools.call(&call).await?;
             let session = &reply.session;

@@ -63,7 +63,7 @@ impl Plan {
     }
 
     /// The `initiate` call that starts a session for this plan.
-    pub fn initiate(&self, options: &UploadOptions, size: u64) -> BrokerCall {
+    pub fn initiate(&self, options: &UploadOptions, size: u64, idempotency_key: &str) -> BrokerCall {
         BrokerCall::Initiate(InitiateRequest {
             filename: options.filename.clone(),
             content_type: options.content_type.clone(),
@@ -74,6 +74,7 @@ impl Plan {
                 Plan::Multipart(parts) => Some(parts.part_size),
                 _ => None,
             },
+            idempotency_key: Some(idempotency_key.to_owned()),
         })
     }
 

@@ -17,6 +17,7 @@ use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The I/O an upload runs on; implemented once for every combination the
 /// engine is built with, so strategies name one type parameter.
@@ -62,6 +63,15 @@ impl<'a, I: Io> Toolbox<'a, I> {
 
     pub fn now_ms(&self) -> f64 {
         self.clock.now_ms()
+    }
+
+    /// A key no other upload uses: the time, a count of the keys this
+    /// program made, and 52 random bits (hex digits joined by `-`).
+    pub fn fresh_key(&self) -> String {
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let count = MADE.fetch_add(1, Ordering::Relaxed);
+        let random = (self.clock.random() * (1u64 << 52) as f64) as u64;
+        format!("{:x}-{count:x}-{random:013x}", self.clock.now_ms() as u64)
     }
 
     /// A broker call, its reply checked against what the call must return

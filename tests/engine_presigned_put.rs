@@ -204,3 +204,25 @@ fn a_broker_that_recovers_is_not_an_error_and_refusals_are_not_retried() {
     assert_eq!(run.result.unwrap_err().code, ErrorCode::SessionNotFound);
     assert!(run.slept.is_empty());
 }
+
+#[test]
+fn every_try_of_initiate_carries_the_same_idempotency_key() {
+    let unreachable = UploadError::new(ErrorCode::BrokerUnreachable, "down");
+    let broker = ScriptedBroker::new(vec![
+        Err(unreachable),
+        Ok(reply("initialized")),
+        Ok(signed_reply(900)),
+        Ok(completed_reply()),
+    ]);
+    let run = run_upload(&broker, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let bodies = broker.bodies.borrow();
+    let (first, second) = (&bodies[0]["idempotency_key"], &bodies[1]["idempotency_key"]);
+    assert_eq!(first, second, "the retried initiate is the same request");
+    let key = first.as_str().unwrap();
+    assert!(key.split('-').count() == 3 && key.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'), "{key}");
+    let other =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    run_upload(&other, &ScriptedTransport::ok(), 1.0, UploadStrategy::PresignedPut, None);
+    assert_ne!(&other.bodies.borrow()[0]["idempotency_key"], first, "another upload, another key");
+}

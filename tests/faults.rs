@@ -84,6 +84,8 @@ struct Tally {
     bytes: u64,
     requests: usize,
     injected: BTreeMap<&'static str, usize>,
+    /// Faults met by broker calls.
+    broker_faults: usize,
     keys: Vec<String>,
     seconds: f64,
 }
@@ -97,8 +99,11 @@ fn run_trials(
     rng: &mut Rng,
 ) -> Tally {
     let broker = BrokerProcess::start(broker_env);
+    // The broker's calls go through a fault proxy too: a lost answer to
+    // `initiate` must not start a second session (or multipart upload).
+    let broker_proxy = FaultProxy::start_for_broker(&broker.url);
     let engine = Engine {
-        broker: HttpBroker { endpoint: format!("{}/api/uploads", broker.url) },
+        broker: HttpBroker { endpoint: format!("{}/api/uploads", broker_proxy.url) },
         transport: ThreadTransport,
         clock: SystemClock,
     };
@@ -126,6 +131,14 @@ fn run_trials(
             }
         }
         proxy.plan(faults.clone());
+        // The first broker call (`initiate`) meets a fault of each kind in
+        // turn; a later call one time in four.
+        let mut broker_faults = BTreeMap::from([(0, rng.fault(i + 1))]);
+        if rng.below(4) == 0 {
+            let (call, kind) = (1 + rng.below(3) as usize, rng.below(4) as usize);
+            broker_faults.insert(call, rng.fault(kind));
+        }
+        broker_proxy.plan(broker_faults.clone());
 
         let mut options = UploadOptions::new(
             format!("trial-{}-{run}-{i}.bin", trial.name),
@@ -148,10 +161,11 @@ fn run_trials(
             commands,
         ));
         let (injected, seen) = proxy.report();
+        let (broker_injected, _) = broker_proxy.report();
         let outcome: Outcome = result.unwrap_or_else(|e| {
             panic!(
-                "{} trial {i} ({size} bytes, faults {faults:?}, injected {injected:?}) failed: {e} \
-                 [replay: {}]",
+                "{} trial {i} ({size} bytes, faults {faults:?}, injected {injected:?}, \
+                 broker faults {broker_injected:?}) failed: {e} [replay: {}]",
                 trial.name,
                 replay(run)
             )
@@ -172,6 +186,7 @@ fn run_trials(
         tally.uploads += 1;
         tally.bytes += size;
         tally.requests += seen;
+        tally.broker_faults += broker_injected.len();
         for fault in injected {
             *tally.injected.entry(fault.kind()).or_default() += 1;
         }
@@ -356,12 +371,12 @@ fn gcs_inventory(emulator: &str) -> Vec<String> {
 
 fn print_table(rows: &[(Trial, Tally)]) {
     println!();
-    println!("| strategy | uploads | MiB | store requests with bytes | cut | status | delay | drop-response | all byte-identical | orphans | seconds |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!("| strategy | uploads | MiB | store requests with bytes | cut | status | delay | drop-response | broker-call faults | all byte-identical | orphans | seconds |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for (trial, tally) in rows {
         let injected = |kind| tally.injected.get(kind).copied().unwrap_or(0);
         println!(
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | yes | 0 | {:.1} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | yes | 0 | {:.1} |",
             trial.name,
             tally.uploads,
             tally.bytes as f64 / MIB as f64,
@@ -370,6 +385,7 @@ fn print_table(rows: &[(Trial, Tally)]) {
             injected("status"),
             injected("delay"),
             injected("drop-response"),
+            tally.broker_faults,
             tally.seconds
         );
     }

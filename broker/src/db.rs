@@ -59,6 +59,9 @@ impl Db {
             "PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL);",
         )?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS initiations (key TEXT PRIMARY KEY, session_id TEXT NOT NULL);",
+        )?;
         // Databases made before revisions were kept gain the column.
         let has_revision = conn.prepare("SELECT revision FROM sessions LIMIT 0").is_ok();
         if !has_revision {
@@ -94,6 +97,32 @@ impl Db {
             params![record.session.id, json],
         )?;
         Ok(())
+    }
+
+    /// The session an `initiate` with this idempotency key created.
+    pub fn session_initiated_as(&self, key: &str) -> Result<Option<String>, DbError> {
+        let conn = self.conn();
+        let found = conn
+            .query_row("SELECT session_id FROM initiations WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(found)
+    }
+
+    /// Stores a new record created by an `initiate` with this idempotency
+    /// key, both in one transaction.
+    pub fn insert_initiated(&self, record: &Record, key: &str) -> Result<(), DbError> {
+        let json = serde_json::to_string(record).map_err(DbError::Unreadable)?;
+        let mut conn = self.conn();
+        let transaction = conn.transaction()?;
+        transaction.execute(
+            "INSERT INTO sessions (id, record, revision) VALUES (?1, ?2, 0)",
+            params![record.session.id, json],
+        )?;
+        transaction.execute(
+            "INSERT INTO initiations (key, session_id) VALUES (?1, ?2)",
+            params![key, record.session.id],
+        )?;
+        Ok(transaction.commit()?)
     }
 
     /// Writes a record read earlier, if the stored one has not changed since

@@ -423,6 +423,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_initiate_tried_again_with_its_idempotency_key_gets_the_same_session() {
+        let app = app(900, 3_600);
+        let body = |bytes: u64| {
+            serde_json::json!({"filename": "big.bin", "content_type": "text/plain", "byte_size": bytes,
+                               "upload_strategy": "multipart", "part_size": 5 << 20, "idempotency_key": "k-1"})
+        };
+        let (first_status, first) = call(&app, "/api/uploads", body(6 << 20)).await;
+        let (again_status, again) = call(&app, "/api/uploads", body(6 << 20)).await;
+        assert_eq!((first_status, again_status), (StatusCode::CREATED, StatusCode::CREATED));
+        assert_eq!(first["session"]["id"], again["session"]["id"], "one session, not two");
+        assert_eq!(first["session"]["multipart_upload_id"], again["session"]["multipart_upload_id"]);
+
+        let (status, refused) = call(&app, "/api/uploads", body(7 << 20)).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("invalid_request"))
+        );
+        let (status, _) = call(
+            &app,
+            "/api/uploads",
+            serde_json::json!({"filename": "a.txt", "content_type": "text/plain",
+            "byte_size": 1, "upload_strategy": "presigned_put", "idempotency_key": "not plain!"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
     async fn expired_urls_are_refused() {
         let (app, state) = app_and_state(0, 3_600, 3_600);
         let (_, created) = initiate(&app, 5, "text/plain").await;

@@ -201,6 +201,16 @@ pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
     if request.filename.is_empty() {
         return Err(ServiceError::invalid("filename must not be empty"));
     }
+    let idempotency_key = request.idempotency_key.clone();
+    if let Some(key) = &idempotency_key {
+        let plain = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !(1..=128).contains(&key.len()) || !plain {
+            return Err(ServiceError::invalid("idempotency_key must be 1-128 characters of [A-Za-z0-9_-]"));
+        }
+        if let Some(id) = state.db.session_initiated_as(key)? {
+            return initiated_before(state, &id, &request);
+        }
+    }
     state.config.profile.check(request.byte_size, &request.content_type)?;
     let tus = match request.resumable_protocol.as_deref() {
         None => false,
@@ -268,8 +278,54 @@ pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
         asset: None,
         revision: 0,
     };
-    state.db.insert(&record)?;
+    let stored = match &idempotency_key {
+        Some(key) => state.db.insert_initiated(&record, key),
+        None => state.db.insert(&record),
+    };
+    if let Err(e) = stored {
+        // A concurrent try with the same key won: give up this session's
+        // multipart upload and answer with that one.
+        let other = idempotency_key.as_deref().map(|key| state.db.session_initiated_as(key));
+        if let Some(Ok(Some(other))) = other {
+            if let Some(upload_id) = &record.session.multipart_upload_id {
+                let key = record.session.upload_key.as_deref().unwrap_or_default();
+                let _ = state.store.abort_multipart(key, upload_id).await;
+            }
+            return initiated_before(state, &other, &request_shape(&record));
+        }
+        return Err(e.into());
+    }
     tracing::info!(session = %record.session.id, bytes = request.byte_size, "session initialized");
+    Ok(reply(record))
+}
+
+/// What `initiate` asked for, as a record keeps it.
+fn request_shape(record: &Record) -> InitiateRequest {
+    InitiateRequest {
+        filename: record.filename.clone(),
+        content_type: record.content_type.clone(),
+        byte_size: record.session.upload_length.unwrap_or(0),
+        upload_strategy: record.session.upload_strategy,
+        resumable_protocol: record.session.resumable_protocol.clone(),
+        part_size: record.part_size,
+        idempotency_key: None,
+    }
+}
+
+/// The answer to an `initiate` whose idempotency key created session `id`
+/// before: that session, if the request is for the same file.
+fn initiated_before(state: &AppState, id: &str, request: &InitiateRequest) -> Outcome {
+    let record = load(state, id)?;
+    let earlier = request_shape(&record);
+    let same_file = (earlier.filename.as_str(), earlier.byte_size, earlier.upload_strategy)
+        == (request.filename.as_str(), request.byte_size, request.upload_strategy);
+    if !same_file {
+        return Err(ServiceError::new(
+            409,
+            ErrorCode::InvalidRequest,
+            "this idempotency_key started a session for another file",
+        ));
+    }
     Ok(reply(record))
 }
 

@@ -64,6 +64,8 @@ export interface StateChange { from: SessionState | null; to: SessionState; sess
 export interface InitiateRequest {
   filename: string; content_type: string; byte_size: number; upload_strategy: string;
   resumable_protocol?: "tus"; part_size?: number;
+  /** The same for every try of one upload's initiate: answer it with the session it created. */
+  idempotency_key?: string;
 }
 export interface SessionRequest { session_id: string; }
 export interface SignedRequest {

@@ -1,9 +1,11 @@
 //! A fault-injecting HTTP/1.1 proxy on a loopback port, for trials of the
-//! engine against real stores. Requests that carry file bytes (PUT and
-//! PATCH with a body) are numbered from 0 per plan; the plan says which of
-//! them fail and how. Every other request (status queries, HEAD, the
-//! broker's own calls to the store) passes untouched. One request per
-//! connection: both sides are told `Connection: close`.
+//! engine against real stores and the broker. Requests with a body whose
+//! method the proxy faults (PUT and PATCH in front of a store: the ones
+//! carrying file bytes; POST in front of the broker: its calls) are
+//! numbered from 0 per plan; the plan says which of them fail and how.
+//! Every other request (status queries, HEAD, the broker's own calls to
+//! the store) passes untouched. One request per connection: both sides are
+//! told `Connection: close`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -54,8 +56,17 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Starts a proxy in front of `upstream` (`http://host:port`).
+    /// Starts a proxy in front of a store at `upstream` (`http://host:port`).
     pub fn start(upstream: &str, mend: Option<Mend>) -> FaultProxy {
+        FaultProxy::faulting(upstream, &["PUT", "PATCH"], mend)
+    }
+
+    /// Starts a proxy in front of a broker: its calls (POST) are faulted.
+    pub fn start_for_broker(upstream: &str) -> FaultProxy {
+        FaultProxy::faulting(upstream, &["POST"], None)
+    }
+
+    fn faulting(upstream: &str, methods: &'static [&'static str], mend: Option<Mend>) -> FaultProxy {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -70,7 +81,7 @@ impl FaultProxy {
                 let Ok(client) = client else { continue };
                 let (plan, upstream) = (Arc::clone(&plan_for_loop), upstream.clone());
                 std::thread::spawn(move || {
-                    let _ = relay(client, &upstream, &plan, mend);
+                    let _ = relay(client, &upstream, &plan, methods, mend);
                 });
             }
         });
@@ -148,7 +159,13 @@ impl Head {
     }
 }
 
-fn relay(client: TcpStream, upstream: &str, plan: &Mutex<Plan>, mend: Option<Mend>) -> std::io::Result<()> {
+fn relay(
+    client: TcpStream,
+    upstream: &str,
+    plan: &Mutex<Plan>,
+    methods: &[&str],
+    mend: Option<Mend>,
+) -> std::io::Result<()> {
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
     let request = Head::read(&mut from_client)?;
@@ -158,7 +175,7 @@ fn relay(client: TcpStream, upstream: &str, plan: &Mutex<Plan>, mend: Option<Men
         request.header("transfer-encoding").is_none(),
         "the fault proxy relays Content-Length bodies only"
     );
-    let fault = if matches!(method.as_str(), "PUT" | "PATCH") && length > 0 {
+    let fault = if methods.contains(&method.as_str()) && length > 0 {
         let mut plan = plan.lock().unwrap();
         let index = plan.data_requests;
         plan.data_requests += 1;
