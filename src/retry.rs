@@ -2,7 +2,6 @@
 //! jitter, the server's `Retry-After` honoured, a bounded number of tries.
 
 use crate::error::{ErrorCode, UploadError};
-use std::time::UNIX_EPOCH;
 
 /// When a request has failed and when it is tried again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +50,7 @@ pub fn parse_retry_after(value: &str, now_ms: f64) -> Option<u64> {
     if let Ok(seconds) = value.parse::<u64>() {
         return seconds.checked_mul(1_000);
     }
-    let at = httpdate::parse_http_date(value).ok()?.duration_since(UNIX_EPOCH).ok()?.as_millis() as f64;
+    let at = crate::time::parse_http_date_ms(value)?;
     Some((at - now_ms).max(0.0) as u64)
 }
 

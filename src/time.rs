@@ -1,12 +1,34 @@
-//! Timestamps from the server (RFC 3339, as Rindle sends them) on the
-//! clock's scale: milliseconds since the Unix epoch.
+//! Timestamps on the clock's scale, milliseconds since the Unix epoch:
+//! RFC 3339 (the session's times, as Rindle sends them) and HTTP dates
+//! (`Retry-After`, tus `Upload-Expires`). In the browser the platform's
+//! `Date.parse` reads both, so the package ships no date parser; natively
+//! humantime and httpdate read them, each strictly in its own format.
 
-use std::time::UNIX_EPOCH;
-
-/// `None` for anything that is not an RFC 3339 UTC timestamp.
+/// `None` for anything that is not an RFC 3339 timestamp.
 pub fn parse_ms(timestamp: &str) -> Option<f64> {
-    let at = humantime::parse_rfc3339(timestamp).ok()?;
-    Some(at.duration_since(UNIX_EPOCH).ok()?.as_millis() as f64)
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    return since_epoch_ms(humantime::parse_rfc3339(timestamp).ok()?);
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    return browser_parse(timestamp);
+}
+
+/// `None` for anything that is not an HTTP date.
+pub fn parse_http_date_ms(value: &str) -> Option<f64> {
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    return since_epoch_ms(httpdate::parse_http_date(value.trim()).ok()?);
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    return browser_parse(value.trim());
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn since_epoch_ms(at: std::time::SystemTime) -> Option<f64> {
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as f64)
+}
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn browser_parse(value: &str) -> Option<f64> {
+    let ms = js_sys::Date::parse(value);
+    (!value.is_empty() && !ms.is_nan()).then_some(ms)
 }
 
 #[cfg(test)]
@@ -17,5 +39,12 @@ mod tests {
         assert_eq!(super::parse_ms("2026-11-26T00:00:00.5Z"), Some(1_795_651_200_500.0));
         assert_eq!(super::parse_ms("tomorrow"), None);
         assert_eq!(super::parse_ms(""), None);
+    }
+
+    #[test]
+    fn parses_http_dates() {
+        assert_eq!(super::parse_http_date_ms(" Thu, 01 Jan 1970 00:00:10 GMT "), Some(10_000.0));
+        assert_eq!(super::parse_http_date_ms("2026-11-26T00:00:00Z"), None);
+        assert_eq!(super::parse_http_date_ms("soon"), None);
     }
 }

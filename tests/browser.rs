@@ -178,3 +178,14 @@ async fn the_browser_clock_sleeps_for_real() {
     let random = DateClock.random();
     assert!((0.0..1.0).contains(&random));
 }
+
+#[wasm_bindgen_test]
+fn dates_are_read_by_the_browser_as_natively() {
+    use rindle_upload::time::{parse_http_date_ms, parse_ms};
+    assert_eq!(parse_http_date_ms(" Thu, 01 Jan 1970 00:00:10 GMT "), Some(10_000.0));
+    assert_eq!(parse_ms("1970-01-01T00:00:01Z"), Some(1_000.0));
+    assert_eq!(parse_ms("2026-11-26T00:00:00.5Z"), Some(1_795_651_200_500.0));
+    for bad in ["tomorrow", "", "soon"] {
+        assert_eq!((parse_ms(bad), parse_http_date_ms(bad)), (None, None), "{bad:?}");
+    }
+}

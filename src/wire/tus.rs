@@ -7,7 +7,6 @@ use crate::secret::Secret;
 use crate::transport::{ChecksumAlgorithm, HttpRequest, HttpResponse};
 use crate::wire::s3;
 use base64::Engine as _;
-use std::time::UNIX_EPOCH;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
@@ -36,8 +35,7 @@ pub fn parse_size(name: &str, value: Option<&str>) -> Result<u64, UploadError> {
 
 /// `Upload-Expires` (an HTTP date) in milliseconds since the Unix epoch.
 pub fn parse_expires(value: &str) -> Result<f64, UploadError> {
-    let at = httpdate::parse_http_date(value.trim()).map_err(|_| malformed("Upload-Expires", value))?;
-    Ok(at.duration_since(UNIX_EPOCH).map_err(|_| malformed("Upload-Expires", value))?.as_millis() as f64)
+    crate::time::parse_http_date_ms(value).ok_or_else(|| malformed("Upload-Expires", value))
 }
 
 /// `Upload-Metadata`: comma-separated `key base64(value)` pairs.
