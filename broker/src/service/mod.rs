@@ -6,13 +6,18 @@ use crate::config::Config;
 use crate::db::{Db, DbError, Record};
 use crate::store::{Presigned, Store, StoreError, StoreErrorKind};
 use crate::tus::RemoteTus;
-use rindle_upload::broker::{Asset, BrokerReply, InitiateRequest, SignedPart, SignedRequest};
+use rindle_upload::broker::{BrokerReply, SignedPart, SignedRequest};
 use rindle_upload::error::ErrorBody;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
 use rindle_upload::secret::Secret;
-use rindle_upload::session::MultipartPart;
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
 use serde::Deserialize;
+
+mod complete;
+mod initiate;
+
+pub use complete::{complete, complete_multipart, CompleteMultipartBody};
+pub use initiate::initiate;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -197,138 +202,6 @@ pub fn key_for(asset_id: &str, filename: &str) -> String {
     format!("uploads/{asset_id}/{}", if safe.is_empty() { "file" } else { safe })
 }
 
-pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
-    if request.filename.is_empty() {
-        return Err(ServiceError::invalid("filename must not be empty"));
-    }
-    let idempotency_key = request.idempotency_key.clone();
-    if let Some(key) = &idempotency_key {
-        let plain = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !(1..=128).contains(&key.len()) || !plain {
-            return Err(ServiceError::invalid("idempotency_key must be 1-128 characters of [A-Za-z0-9_-]"));
-        }
-        if let Some(id) = state.db.session_initiated_as(key)? {
-            return initiated_before(state, &id, &request);
-        }
-    }
-    state.config.profile.check(request.byte_size, &request.content_type)?;
-    let tus = match request.resumable_protocol.as_deref() {
-        None => false,
-        Some("tus") if request.upload_strategy == UploadStrategy::Resumable => true,
-        Some(other) => {
-            return Err(ServiceError::new(
-                422,
-                ErrorCode::UnsupportedStrategy,
-                format!("resumable protocol {other:?} is not offered"),
-            ))
-        }
-    };
-    let offered = if tus {
-        state.remote_tus.is_some() || state.store.local().is_some()
-    } else {
-        state.store.offers(request.upload_strategy)
-    };
-    if !offered {
-        return Err(ServiceError::new(
-            422,
-            ErrorCode::UnsupportedStrategy,
-            format!("this broker's store does not offer {:?} uploads", request.upload_strategy),
-        ));
-    }
-    let part_size = match request.upload_strategy {
-        UploadStrategy::Multipart => {
-            Some(PartPlan::new(request.byte_size, request.part_size.unwrap_or(DEFAULT_PART_SIZE))?.part_size)
-        }
-        UploadStrategy::PresignedPut | UploadStrategy::Resumable => None,
-    };
-
-    let created = state.clock.now();
-    let id = uuid::Uuid::new_v4().to_string();
-    let asset_id = uuid::Uuid::new_v4().to_string();
-    let key = key_for(&asset_id, &request.filename);
-    let multipart_upload_id = match part_size {
-        Some(_) => Some(state.store.create_multipart(&key, &request.content_type).await?),
-        None => None,
-    };
-    let session = Session {
-        upload_key: Some(key),
-        id,
-        asset_id: Some(asset_id),
-        state: SessionState::Initialized,
-        upload_strategy: request.upload_strategy,
-        upload_length: Some(request.byte_size),
-        resumable_protocol: tus.then(|| "tus".to_owned()),
-        multipart_upload_id,
-        multipart_parts: vec![],
-        session_uri: None,
-        session_uri_expires_at: None,
-        last_known_offset: None,
-        region_hint: None,
-        expires_at: Some(timestamp(created + state.config.session_ttl)),
-        verified_at: None,
-        failure_reason: None,
-        inserted_at: Some(timestamp(created)),
-        updated_at: Some(timestamp(created)),
-    };
-    let record = Record {
-        session,
-        filename: request.filename,
-        content_type: request.content_type,
-        part_size,
-        asset: None,
-        revision: 0,
-    };
-    let stored = match &idempotency_key {
-        Some(key) => state.db.insert_initiated(&record, key),
-        None => state.db.insert(&record),
-    };
-    if let Err(e) = stored {
-        // A concurrent try with the same key won: give up this session's
-        // multipart upload and answer with that one.
-        let other = idempotency_key.as_deref().map(|key| state.db.session_initiated_as(key));
-        if let Some(Ok(Some(other))) = other {
-            if let Some(upload_id) = &record.session.multipart_upload_id {
-                let key = record.session.upload_key.as_deref().unwrap_or_default();
-                let _ = state.store.abort_multipart(key, upload_id).await;
-            }
-            return initiated_before(state, &other, &request_shape(&record));
-        }
-        return Err(e.into());
-    }
-    tracing::info!(session = %record.session.id, bytes = request.byte_size, "session initialized");
-    Ok(reply(record))
-}
-
-/// What `initiate` asked for, as a record keeps it.
-fn request_shape(record: &Record) -> InitiateRequest {
-    InitiateRequest {
-        filename: record.filename.clone(),
-        content_type: record.content_type.clone(),
-        byte_size: record.session.upload_length.unwrap_or(0),
-        upload_strategy: record.session.upload_strategy,
-        resumable_protocol: record.session.resumable_protocol.clone(),
-        part_size: record.part_size,
-        idempotency_key: None,
-    }
-}
-
-/// The answer to an `initiate` whose idempotency key created session `id`
-/// before: that session, if the request is for the same file.
-fn initiated_before(state: &AppState, id: &str, request: &InitiateRequest) -> Outcome {
-    let record = load(state, id)?;
-    let earlier = request_shape(&record);
-    let same_file = (earlier.filename.as_str(), earlier.byte_size, earlier.upload_strategy)
-        == (request.filename.as_str(), request.byte_size, request.upload_strategy);
-    if !same_file {
-        return Err(ServiceError::new(
-            409,
-            ErrorCode::InvalidRequest,
-            "this idempotency_key started a session for another file",
-        ));
-    }
-    Ok(reply(record))
-}
-
 pub fn show(state: &AppState, id: &str) -> Outcome {
     Ok(reply(load(state, id)?))
 }
@@ -481,111 +354,6 @@ pub async fn list_parts(state: &AppState, id: &str) -> Outcome {
     record.session.multipart_parts = state.store.list_parts(&key, &upload_id).await?;
     save(state, &mut record)?;
     Ok(reply(record))
-}
-
-/// Moves a session to `verifying`, or answers that it is already completed.
-fn begin_verifying(state: &AppState, record: &mut Record) -> Result<bool, ServiceError> {
-    if record.session.state == SessionState::Completed {
-        return Ok(false);
-    }
-    refuse_if_expired(record)?;
-    if !matches!(record.session.state, SessionState::Uploaded | SessionState::Verifying) {
-        record.session.transition(SessionState::Uploaded)?;
-    }
-    record.session.transition(SessionState::Verifying)?;
-    save(state, record)?;
-    Ok(true)
-}
-
-/// Ends a verifying session: `completed` with its asset, or `failed`.
-fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>) -> Outcome {
-    match verified {
-        Ok(asset) => {
-            record.session.transition(SessionState::Completed)?;
-            record.session.verified_at = Some(timestamp(state.clock.now()));
-            record.asset = Some(asset);
-            tracing::info!(session = %record.session.id, "session completed");
-        }
-        Err(reason) => {
-            record.session.transition(SessionState::Failed)?;
-            tracing::info!(session = %record.session.id, %reason, "session failed verification");
-            record.session.failure_reason = Some(reason);
-        }
-    }
-    save(state, &mut record)?;
-    Ok(reply(record))
-}
-
-pub async fn complete(state: &AppState, id: &str, base: &str) -> Outcome {
-    let mut record = load(state, id)?;
-    if !begin_verifying(state, &mut record)? {
-        return Ok(reply(record));
-    }
-    let verified = verify(state, &record, base).await;
-    finish(state, record, verified)
-}
-
-#[derive(Deserialize)]
-pub struct CompleteMultipartBody {
-    pub parts: Vec<MultipartPart>,
-}
-
-pub async fn complete_multipart(
-    state: &AppState,
-    id: &str,
-    base: &str,
-    request: CompleteMultipartBody,
-) -> Outcome {
-    let mut record = load(state, id)?;
-    let (_, upload_id) = multipart_plan(&record)?;
-    if !begin_verifying(state, &mut record)? {
-        return Ok(reply(record));
-    }
-    let key = record.session.upload_key.clone().unwrap_or_default();
-    let verified = match state.store.complete_multipart(&key, &upload_id, &request.parts).await {
-        Ok(()) => {
-            record.session.multipart_parts = request.parts;
-            verify(state, &record, base).await
-        }
-        Err(refused) => {
-            // A failed session must not leave parts behind in the store.
-            if let Err(e) = state.store.abort_multipart(&key, &upload_id).await {
-                tracing::warn!(session = %record.session.id, "could not abort a refused multipart upload: {e}");
-            }
-            Err(refused.message)
-        }
-    };
-    finish(state, record, verified)
-}
-
-/// Checks the stored object against the session and the profile.
-async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, String> {
-    let session = &record.session;
-    let key = session.upload_key.clone().unwrap_or_default();
-    let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
-    let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
-    let inspected = match remote {
-        Some(remote) => remote.inspect(&uri).await,
-        None => state.store.inspect(&key).await,
-    };
-    let (size, sha256) = match inspected {
-        Ok(Some(found)) => found,
-        Ok(None) => return Err("no object was stored for this session".into()),
-        Err(e) => return Err(format!("the stored object could not be read: {e}")),
-    };
-    let declared = session.upload_length.unwrap_or(0);
-    if size != declared {
-        return Err(format!("stored {size} bytes, but the session declared {declared}"));
-    }
-    state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
-    Ok(Asset {
-        id: session.asset_id.clone().unwrap_or_default(),
-        url: if remote.is_some() { uri } else { state.store.object_url(base, &key) },
-        key,
-        byte_size: size,
-        content_type: record.content_type.clone(),
-        sha256,
-    })
 }
 
 pub async fn cancel(state: &AppState, id: &str) -> Outcome {

@@ -1,0 +1,117 @@
+//! `complete` and `multipart/complete`: the session goes to `verifying`,
+//! the stored object is checked against the session and the profile, and
+//! the session ends `completed` with its asset or `failed` with a reason.
+
+use super::{
+    is_tus, load, multipart_plan, refuse_if_expired, reply, save, timestamp, AppState, Outcome, ServiceError,
+};
+use crate::db::Record;
+use rindle_upload::broker::Asset;
+use rindle_upload::session::MultipartPart;
+use rindle_upload::SessionState;
+use serde::Deserialize;
+
+/// Moves a session to `verifying`, or answers that it is already completed.
+fn begin_verifying(state: &AppState, record: &mut Record) -> Result<bool, ServiceError> {
+    if record.session.state == SessionState::Completed {
+        return Ok(false);
+    }
+    refuse_if_expired(record)?;
+    if !matches!(record.session.state, SessionState::Uploaded | SessionState::Verifying) {
+        record.session.transition(SessionState::Uploaded)?;
+    }
+    record.session.transition(SessionState::Verifying)?;
+    save(state, record)?;
+    Ok(true)
+}
+
+/// Ends a verifying session: `completed` with its asset, or `failed`.
+fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>) -> Outcome {
+    match verified {
+        Ok(asset) => {
+            record.session.transition(SessionState::Completed)?;
+            record.session.verified_at = Some(timestamp(state.clock.now()));
+            record.asset = Some(asset);
+            tracing::info!(session = %record.session.id, "session completed");
+        }
+        Err(reason) => {
+            record.session.transition(SessionState::Failed)?;
+            tracing::info!(session = %record.session.id, %reason, "session failed verification");
+            record.session.failure_reason = Some(reason);
+        }
+    }
+    save(state, &mut record)?;
+    Ok(reply(record))
+}
+
+pub async fn complete(state: &AppState, id: &str, base: &str) -> Outcome {
+    let mut record = load(state, id)?;
+    if !begin_verifying(state, &mut record)? {
+        return Ok(reply(record));
+    }
+    let verified = verify(state, &record, base).await;
+    finish(state, record, verified)
+}
+
+#[derive(Deserialize)]
+pub struct CompleteMultipartBody {
+    pub parts: Vec<MultipartPart>,
+}
+
+pub async fn complete_multipart(
+    state: &AppState,
+    id: &str,
+    base: &str,
+    request: CompleteMultipartBody,
+) -> Outcome {
+    let mut record = load(state, id)?;
+    let (_, upload_id) = multipart_plan(&record)?;
+    if !begin_verifying(state, &mut record)? {
+        return Ok(reply(record));
+    }
+    let key = record.session.upload_key.clone().unwrap_or_default();
+    let verified = match state.store.complete_multipart(&key, &upload_id, &request.parts).await {
+        Ok(()) => {
+            record.session.multipart_parts = request.parts;
+            verify(state, &record, base).await
+        }
+        Err(refused) => {
+            // A failed session must not leave parts behind in the store.
+            if let Err(e) = state.store.abort_multipart(&key, &upload_id).await {
+                tracing::warn!(session = %record.session.id, "could not abort a refused multipart upload: {e}");
+            }
+            Err(refused.message)
+        }
+    };
+    finish(state, record, verified)
+}
+
+/// Checks the stored object against the session and the profile.
+async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, String> {
+    let session = &record.session;
+    let key = session.upload_key.clone().unwrap_or_default();
+    let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
+    let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
+    let inspected = match remote {
+        Some(remote) => remote.inspect(&uri).await,
+        None => state.store.inspect(&key).await,
+    };
+    let (size, sha256) = match inspected {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err("no object was stored for this session".into()),
+        Err(e) => return Err(format!("the stored object could not be read: {e}")),
+    };
+    let declared = session.upload_length.unwrap_or(0);
+    if size != declared {
+        return Err(format!("stored {size} bytes, but the session declared {declared}"));
+    }
+    state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
+    Ok(Asset {
+        id: session.asset_id.clone().unwrap_or_default(),
+        url: if remote.is_some() { uri } else { state.store.object_url(base, &key) },
+        key,
+        byte_size: size,
+        content_type: record.content_type.clone(),
+        sha256,
+    })
+}
