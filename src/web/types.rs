@@ -108,7 +108,7 @@ export interface UploadOptions {
   strategy?: "presigned_put" | "multipart" | "resumable" | "tus" | "auto";
   /** multipart: bytes per part, 5 MiB to 5 GiB (default 8 MiB; grows past 10,000 parts). */
   partSize?: number;
-  /** multipart: parts in flight at once (default 4). */
+  /** multipart: parts in flight at once, 1 to 64 (default 4). */
   concurrency?: number;
   /** Continue this existing session (e.g. after a page reload): the store is asked what it holds. */
   sessionId?: string;
