@@ -18,7 +18,7 @@ cargo test --workspace --lib --bins --tests
 echo "== browser: XHR transport and HTTP broker in headless Chromium"
 data_dir=$(mktemp -d)
 broker_log=$(mktemp)
-PORT=0 DATA_DIR="$data_dir" RUST_LOG=warn target/release/rindle-broker >"$broker_log" 2>&1 &
+ALLOWED_ORIGINS="http://127.0.0.1:*" PORT=0 DATA_DIR="$data_dir" RUST_LOG=warn target/release/rindle-broker >"$broker_log" 2>&1 &
 broker_pid=$!
 cleanup() { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; rm -rf "$data_dir" "$broker_log"; }
 trap cleanup EXIT

@@ -55,6 +55,10 @@ pub enum ErrorCode {
     OffsetConflict,
     /// The broker checked the stored object and refused it.
     VerificationFailed,
+    /// The broker did not accept the caller's credentials (bearer token).
+    Unauthorized,
+    /// The broker refused more sessions for now (a rate or a count limit).
+    RateLimited,
     /// The upload was cancelled by the caller.
     Aborted,
     /// A bug: something that should not happen did.
@@ -86,6 +90,8 @@ impl ErrorCode {
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::OffsetConflict => "offset_conflict",
             ErrorCode::VerificationFailed => "verification_failed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Aborted => "aborted",
             ErrorCode::Internal => "internal",
         }
@@ -102,6 +108,7 @@ impl ErrorCode {
                 | ErrorCode::UrlExpired
                 | ErrorCode::ChecksumMismatch
                 | ErrorCode::OffsetConflict
+                | ErrorCode::RateLimited
         )
     }
 
@@ -232,6 +239,8 @@ mod tests {
             ErrorCode::ChecksumMismatch,
             ErrorCode::OffsetConflict,
             ErrorCode::VerificationFailed,
+            ErrorCode::Unauthorized,
+            ErrorCode::RateLimited,
             ErrorCode::Aborted,
             ErrorCode::Internal,
         ];

@@ -24,7 +24,13 @@ const BROKER: &str = match option_env!("RINDLE_TEST_BROKER") {
 };
 
 fn broker() -> WebBroker {
-    WebBroker { endpoint: format!("{BROKER}/api/uploads"), headers: vec![], callbacks: JsValue::UNDEFINED }
+    // The page is on another origin: the owner cookie goes only when asked.
+    WebBroker {
+        endpoint: format!("{BROKER}/api/uploads"),
+        headers: vec![],
+        credentials: web_sys::RequestCredentials::Include,
+        callbacks: JsValue::UNDEFINED,
+    }
 }
 
 /// Bytes that differ from their neighbours, so a misplaced or repeated
@@ -161,6 +167,7 @@ async fn broker_errors_over_http_keep_their_codes() {
     let unreachable = WebBroker {
         endpoint: "http://127.0.0.1:9/api/uploads".into(),
         headers: vec![],
+        credentials: web_sys::RequestCredentials::SameOrigin,
         callbacks: JsValue::UNDEFINED,
     };
     let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into() }).await.unwrap_err();

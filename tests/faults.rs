@@ -98,7 +98,10 @@ fn run_trials(
     count: usize,
     rng: &mut Rng,
 ) -> Tally {
-    let broker = BrokerProcess::start(broker_env);
+    // Trials that fail on purpose leave sessions open; hundreds of them
+    // (FAULT_TRIALS) must not meet the broker's per-owner limits.
+    let limits = [("MAX_OPEN_SESSIONS", "1000000".to_owned()), ("SESSIONS_PER_MINUTE", "1000000".to_owned())];
+    let broker = BrokerProcess::start(&[broker_env, &limits].concat());
     // The broker's calls go through a fault proxy too: a lost answer to
     // `initiate` must not start a second session (or multipart upload).
     let broker_proxy = FaultProxy::start_for_broker(&broker.url);

@@ -24,7 +24,10 @@ async function diskFile(size) {
 }
 
 async function post(url, body) {
-  const response = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  // The brokers are on other origins than the page: the owner cookie goes along.
+  const response = await fetch(url, {
+    method: "POST", credentials: "include", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
   return response.json();
 }
 
@@ -32,7 +35,7 @@ async function post(url, body) {
  * `uploaded`), before the broker's verification. */
 async function rindle(file, endpoint, options) {
   let uploadedAt = null;
-  const upload = new Uploader({ endpoint }).upload(file, {
+  const upload = new Uploader({ endpoint, credentials: "include" }).upload(file, {
     filename: "bench.bin",
     contentType: "application/octet-stream",
     onStateChange: ({ to }) => { if (to === "uploaded") uploadedAt = performance.now(); },

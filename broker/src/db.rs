@@ -19,6 +19,10 @@ pub struct Record {
     #[serde(default)]
     pub part_size: Option<u64>,
     pub asset: Option<Asset>,
+    /// Who may act on the session: a digest of its creator's credential
+    /// (never the credential itself).
+    #[serde(default)]
+    pub owner: Option<String>,
     /// How many times the stored record changed when this copy was read:
     /// a save succeeds only if nobody saved in between.
     #[serde(skip)]
@@ -40,6 +44,8 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
+impl std::error::Error for DbError {}
+
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -52,8 +58,33 @@ impl std::fmt::Display for DbError {
 
 pub struct Db(Mutex<Connection>);
 
+/// The states in which a session may still take bytes (and so holds
+/// resources), as SQL.
+const OPEN_STATES: &str = "'initialized', 'signed', 'resuming', 'uploading'";
+
+/// What queries select sessions by, kept beside each record.
+struct Columns {
+    state: &'static str,
+    owner: Option<String>,
+    upload_key: Option<String>,
+    expires_unix: Option<u64>,
+}
+
+impl Columns {
+    fn of(record: &Record) -> Columns {
+        let session = &record.session;
+        let expires = session.expires_at.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok());
+        Columns {
+            state: session.state.as_str(),
+            owner: record.owner.clone(),
+            upload_key: session.upload_key.clone(),
+            expires_unix: expires.map(crate::service::unix),
+        }
+    }
+}
+
 impl Db {
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -62,12 +93,48 @@ impl Db {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS initiations (key TEXT PRIMARY KEY, session_id TEXT NOT NULL);",
         )?;
-        // Databases made before revisions were kept gain the column.
-        let has_revision = conn.prepare("SELECT revision FROM sessions LIMIT 0").is_ok();
-        if !has_revision {
-            conn.execute_batch("ALTER TABLE sessions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0")?;
+        // Databases made before these columns were kept gain them, filled
+        // from the records.
+        let mut filled = false;
+        for (column, kind) in [
+            ("revision", "INTEGER NOT NULL DEFAULT 0"),
+            ("state", "TEXT"),
+            ("owner", "TEXT"),
+            ("upload_key", "TEXT"),
+            ("expires_unix", "INTEGER"),
+        ] {
+            if conn.prepare(&format!("SELECT {column} FROM sessions LIMIT 0")).is_err() {
+                conn.execute_batch(&format!("ALTER TABLE sessions ADD COLUMN {column} {kind}"))?;
+                filled = true;
+            }
         }
-        Ok(Db(Mutex::new(conn)))
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS sessions_by_key ON sessions (upload_key);
+             CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (owner, state);",
+        )?;
+        let db = Db(Mutex::new(conn));
+        if filled {
+            db.fill_columns()?;
+        }
+        Ok(db)
+    }
+
+    fn fill_columns(&self) -> Result<(), DbError> {
+        let rows: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut query = conn.prepare("SELECT id, record FROM sessions")?;
+            let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, json) in rows {
+            let record: Record = serde_json::from_str(&json).map_err(DbError::Unreadable)?;
+            let c = Columns::of(&record);
+            self.conn().execute(
+                "UPDATE sessions SET state = ?2, owner = ?3, upload_key = ?4, expires_unix = ?5 WHERE id = ?1",
+                params![id, c.state, c.owner, c.upload_key, c.expires_unix],
+            )?;
+        }
+        Ok(())
     }
 
     /// The connection; a panic elsewhere while it was held leaves nothing
@@ -91,12 +158,50 @@ impl Db {
 
     /// Stores a new record.
     pub fn insert(&self, record: &Record) -> Result<(), DbError> {
+        Self::insert_in(&self.conn(), record)
+    }
+
+    fn insert_in(conn: &Connection, record: &Record) -> Result<(), DbError> {
         let json = serde_json::to_string(record).map_err(DbError::Unreadable)?;
-        self.conn().execute(
-            "INSERT INTO sessions (id, record, revision) VALUES (?1, ?2, 0)",
-            params![record.session.id, json],
+        let c = Columns::of(record);
+        conn.execute(
+            "INSERT INTO sessions (id, record, revision, state, owner, upload_key, expires_unix)
+             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+            params![record.session.id, json, c.state, c.owner, c.upload_key, c.expires_unix],
         )?;
         Ok(())
+    }
+
+    /// The session whose object is stored under `key`.
+    pub fn session_with_key(&self, key: &str) -> Result<Option<Record>, DbError> {
+        let id: Option<String> = self
+            .conn()
+            .query_row("SELECT id FROM sessions WHERE upload_key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        match id {
+            Some(id) => self.get(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// How many sessions `owner` has that may still take bytes.
+    pub fn open_sessions_of(&self, owner: &str) -> Result<u64, DbError> {
+        let count = self.conn().query_row(
+            &format!("SELECT COUNT(*) FROM sessions WHERE owner = ?1 AND state IN ({OPEN_STATES})"),
+            [owner],
+            |row| row.get(0),
+        )?;
+        Ok(count)
+    }
+
+    /// Sessions still open whose time ran out before `now_unix`.
+    pub fn open_sessions_expired_at(&self, now_unix: u64) -> Result<Vec<String>, DbError> {
+        let conn = self.conn();
+        let mut query = conn.prepare(&format!(
+            "SELECT id FROM sessions WHERE state IN ({OPEN_STATES}) AND expires_unix < ?1"
+        ))?;
+        let ids = query.query_map([now_unix], |row| row.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
     }
 
     /// The session an `initiate` with this idempotency key created.
@@ -111,13 +216,9 @@ impl Db {
     /// Stores a new record created by an `initiate` with this idempotency
     /// key, both in one transaction.
     pub fn insert_initiated(&self, record: &Record, key: &str) -> Result<(), DbError> {
-        let json = serde_json::to_string(record).map_err(DbError::Unreadable)?;
         let mut conn = self.conn();
         let transaction = conn.transaction()?;
-        transaction.execute(
-            "INSERT INTO sessions (id, record, revision) VALUES (?1, ?2, 0)",
-            params![record.session.id, json],
-        )?;
+        Self::insert_in(&transaction, record)?;
         transaction.execute(
             "INSERT INTO initiations (key, session_id) VALUES (?1, ?2)",
             params![key, record.session.id],
@@ -130,9 +231,11 @@ impl Db {
     /// concurrent call on the same session saved.
     pub fn save(&self, record: &mut Record) -> Result<(), DbError> {
         let json = serde_json::to_string(record).map_err(DbError::Unreadable)?;
+        let c = Columns::of(record);
         let changed = self.conn().execute(
-            "UPDATE sessions SET record = ?2, revision = revision + 1 WHERE id = ?1 AND revision = ?3",
-            params![record.session.id, json, record.revision],
+            "UPDATE sessions SET record = ?2, revision = revision + 1, state = ?4, expires_unix = ?5
+             WHERE id = ?1 AND revision = ?3",
+            params![record.session.id, json, record.revision, c.state, c.expires_unix],
         )?;
         if changed == 0 {
             return Err(DbError::Changed);
@@ -162,6 +265,7 @@ mod tests {
             content_type: "text/plain".into(),
             part_size: None,
             asset: None,
+            owner: Some("o1".into()),
             revision: 0,
         }
     }

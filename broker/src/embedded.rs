@@ -3,37 +3,60 @@
 //! (GCS), and a tus 1.0 server. Mounted only when the store is the
 //! embedded one.
 
-use crate::routes::base_url;
-use crate::service::{key_for, unix, AppState};
-use crate::store::local::{PutQuery, Refusal, SignedQuery};
+use crate::service::{self, unix, AppState};
+use crate::store::local::{PartQuery, Protocol, PutQuery, Received, Refusal, SignedQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::{Json, Router};
+use axum::routing::put;
+use axum::Router;
 use rindle_upload::transport::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange};
-use rindle_upload::wire::tus::{
-    algorithm_name, decode_metadata, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION,
-};
+use rindle_upload::wire::tus::{algorithm_name, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// What the embedded tus server offers.
-pub const TUS_EXTENSIONS: &str = "creation,termination,expiration,checksum";
+/// What the embedded tus server offers. No creation: the broker creates
+/// each upload for its session, so nobody makes uploads without one.
+pub const TUS_EXTENSIONS: &str = "termination,expiration,checksum";
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/store/{*key}", put(store_put))
         .route("/store-parts/{upload_id}/{part_number}", put(store_put_part))
         .route("/store-resumable/{id}", put(store_resumable_put).delete(store_resumable_delete))
-        .route("/tus", post(tus_create).options(tus_options))
+        .route("/tus", axum::routing::options(tus_options))
         .route(
             "/tus/{id}",
             axum::routing::head(tus_head).patch(tus_patch).delete(tus_delete).options(tus_options),
         )
+}
+
+/// Why a session's URL no longer writes, in the store's dialect.
+fn no_more_bytes(refused: service::ServiceError) -> Refusal {
+    if refused.status >= 500 {
+        return Refusal::new(500, "InternalError", "the session could not be read");
+    }
+    Refusal::new(403, "AccessDenied", "the upload session no longer accepts bytes")
+}
+
+/// Receives a body for session `session` and, under its lock, lets
+/// `place` put it where it goes, if the session still takes bytes then.
+async fn write_for_session<T, F>(
+    state: &AppState,
+    session: &str,
+    received: impl std::future::Future<Output = Result<Received, Refusal>>,
+    place: impl FnOnce(Received) -> F,
+) -> Result<T, Refusal>
+where
+    F: std::future::Future<Output = Result<T, Refusal>>,
+{
+    service::check_accepts_bytes(state, session).map_err(no_more_bytes)?;
+    let received = received.await?;
+    let _writes = service::lock_for_bytes(state, session).await.map_err(no_more_bytes)?;
+    place(received).await
 }
 
 /// The answer of the embedded store: the ETag, or an S3-style refusal.
@@ -72,7 +95,10 @@ async fn store_put(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let result = match query {
         Ok(Query(query)) => match local.check_put(&key, &query, content_type, unix(state.clock.now())) {
-            Ok(grant) => local.write_object(&grant, body).await,
+            Ok(grant) => {
+                let received = local.receive(body, grant.length, Some(grant.length));
+                write_for_session(&state, &grant.session, received, |r| local.place_object(r, &grant.key)).await
+            }
             Err(refusal) => Err(refusal),
         },
         Err(_) => Err(unsigned()),
@@ -80,18 +106,21 @@ async fn store_put(
     store_answer(result)
 }
 
-/// The embedded store's presigned part PUT.
+/// The embedded store's presigned part PUT: exactly the planned size.
 async fn store_put_part(
     State(state): State<Arc<AppState>>,
     Path((upload_id, part_number)): Path<(String, u32)>,
-    query: Result<Query<SignedQuery>, QueryRejection>,
+    query: Result<Query<PartQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let result = match query {
         Ok(Query(query)) => {
             match local.check_part(&upload_id, part_number, &query, unix(state.clock.now())) {
-                Ok(grant) => local.write_part(&grant, body).await,
+                Ok(grant) => {
+                    let received = local.receive(body, grant.length, Some(grant.length));
+                    write_for_session(&state, &grant.session, received, |r| local.place_part(r, &grant)).await
+                }
                 Err(refusal) => Err(refusal),
             }
         }
@@ -110,20 +139,26 @@ async fn store_resumable_put(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let range = headers.get("content-range").and_then(|v| v.to_str().ok()).and_then(ContentRange::parse);
-    let result = match (query, range) {
-        (Err(_), _) => Err(unsigned()),
-        (Ok(Query(query)), range) => {
-            match (local.check_resumable(&id, &query, unix(state.clock.now())), range) {
-                (Err(refusal), _) => Err(refusal),
-                (Ok(()), None) => {
-                    Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed"))
-                }
-                (Ok(()), Some(range)) => local.resumable_put(&id, range, body).await,
+    let result = async {
+        let Ok(Query(query)) = query else { return Err(unsigned()) };
+        local.check_resumable(&id, &query, unix(state.clock.now()))?;
+        let meta = local.resumable_meta(&id, Protocol::Gcs).await?;
+        match range {
+            None => Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed")),
+            // A status query writes nothing: answered in any state.
+            Some(range @ ContentRange::Status { .. }) => local.resumable_put(&id, meta, range, None).await,
+            Some(range @ ContentRange::Chunk { start, last, .. }) => {
+                let len = last + 1 - start;
+                let session = meta.session.clone();
+                let received = local.receive(body, len, Some(len));
+                write_for_session(&state, &session, received, |r| local.resumable_put(&id, meta, range, Some(r)))
+                    .await
             }
         }
-    };
+    }
+    .await;
     match result {
-        Ok(ChunkAnswer::Complete) => (StatusCode::OK, Json(serde_json::json!({}))).into_response(),
+        Ok(ChunkAnswer::Complete) => (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response(),
         Ok(ChunkAnswer::Committed(committed)) => {
             let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
             if let Some(range) =
@@ -143,17 +178,17 @@ async fn store_resumable_delete(
     query: Result<Query<SignedQuery>, QueryRejection>,
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
-    let checked = match query {
-        Ok(Query(query)) => local.check_resumable(&id, &query, unix(state.clock.now())),
-        Err(_) => Err(unsigned()),
-    };
-    match checked {
+    let result = async {
+        let Ok(Query(query)) = query else { return Err(unsigned()) };
+        local.check_resumable(&id, &query, unix(state.clock.now()))?;
+        local.resumable_meta(&id, Protocol::Gcs).await?;
+        local.cancel_resumable(&id).await.map_err(|e| Refusal::new(500, "InternalError", e.message))
+    }
+    .await;
+    match result {
+        // GCS answers a cancelled session with 499.
+        Ok(()) => StatusCode::from_u16(499).expect("499 is a status").into_response(),
         Err(refusal) => refusal_response(refusal),
-        Ok(()) => match local.cancel_resumable(&id).await {
-            // GCS answers a cancelled session with 499.
-            Ok(()) => StatusCode::from_u16(499).expect("499 is a status").into_response(),
-            Err(e) => refusal_response(Refusal::new(500, "InternalError", e.message)),
-        },
     }
 }
 
@@ -198,46 +233,6 @@ async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
             ("tus-max-size", state.config.profile.max_bytes.to_string()),
         ],
     )
-}
-
-/// Creation on the embedded tus server (uploads not tied to a session).
-async fn tus_create(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
-    if let Err(refused) = tus_version(&headers) {
-        return *refused;
-    }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let Ok(total) = parse_size("Upload-Length", header("upload-length")) else {
-        return refusal_response(Refusal::new(
-            400,
-            "InvalidArgument",
-            "Upload-Length is missing or malformed",
-        ));
-    };
-    if total > state.config.profile.max_bytes {
-        return refusal_response(Refusal::new(413, "EntityTooLarge", "Upload-Length is over Tus-Max-Size"));
-    }
-    let metadata = match header("upload-metadata").map(decode_metadata) {
-        Some(None) => {
-            return refusal_response(Refusal::new(400, "InvalidArgument", "Upload-Metadata is malformed"))
-        }
-        Some(Some(pairs)) => pairs,
-        None => vec![],
-    };
-    let filename = metadata.iter().find(|(k, _)| k == "filename").map_or("file", |(_, v)| v.as_str());
-    let id = uuid::Uuid::new_v4().to_string();
-    let expires = unix(state.clock.now() + state.config.tus_ttl);
-    let key = key_for(&format!("tus-{id}"), filename);
-    match local.create_tus(&key, total, expires).await {
-        Ok(created) => tus_response(
-            StatusCode::CREATED,
-            &[
-                ("location", format!("{}/tus/{created}", base_url(&state.config, &headers))),
-                ("upload-expires", http_date(expires)),
-            ],
-        ),
-        Err(e) => refusal_response(Refusal::new(500, "InternalError", e.message)),
-    }
 }
 
 async fn tus_head(
@@ -294,10 +289,25 @@ async fn tus_patch(
         Some(Some(checksum)) => Some(checksum),
         None => None,
     };
-    match local.tus_patch(&id, offset, body, checksum, unix(state.clock.now())).await {
+    let now = unix(state.clock.now());
+    let result = async {
+        let meta = local.live_tus_meta(&id, now).await?;
+        let (committed, total, _) = local.tus_head(&id, now).await?;
+        if meta.complete {
+            return Err(Refusal::new(403, "UploadComplete", "the upload is complete and takes no more bytes"));
+        }
+        if offset != committed {
+            let message = format!("the upload is at offset {committed}, not {offset}");
+            return Err(Refusal::new(409, "Conflict", message));
+        }
+        let session = meta.session.clone();
+        let received = local.receive(body, total - committed, None);
+        write_for_session(&state, &session, received, |r| local.tus_patch(&id, meta, offset, r, checksum)).await
+    }
+    .await;
+    match result {
         Ok(_) => {
-            let (committed, _, expires) =
-                local.tus_head(&id, unix(state.clock.now())).await.unwrap_or((offset, 0, None));
+            let (committed, _, expires) = local.tus_head(&id, now).await.unwrap_or((offset, 0, None));
             let mut fields = vec![("upload-offset", committed.to_string())];
             fields.extend(expires.map(|at| ("upload-expires", http_date(at))));
             tus_response(StatusCode::NO_CONTENT, &fields)
@@ -309,6 +319,8 @@ async fn tus_patch(
     }
 }
 
+/// Termination: an unfinished upload's bytes go; a completed upload (an
+/// asset now) is left alone and the request refused.
 async fn tus_delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -318,8 +330,16 @@ async fn tus_delete(
     if let Err(refused) = tus_version(&headers) {
         return *refused;
     }
-    match local.cancel_resumable(&id).await {
+    let result = async {
+        let meta = local.live_tus_meta(&id, unix(state.clock.now())).await?;
+        if meta.complete {
+            return Err(Refusal::new(403, "UploadComplete", "a completed upload is not terminated"));
+        }
+        local.cancel_resumable(&id).await.map_err(|e| Refusal::new(500, "InternalError", e.message))
+    }
+    .await;
+    match result {
         Ok(()) => tus_response(StatusCode::NO_CONTENT, &[]),
-        Err(e) => refusal_response(Refusal::new(500, "InternalError", e.message)),
+        Err(refusal) => tus_response(StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::NOT_FOUND), &[]),
     }
 }

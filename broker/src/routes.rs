@@ -1,24 +1,28 @@
 //! The broker's HTTP face: the protocol's routes as thin axum handlers over
 //! the session service, CORS (tus discovery is a plain OPTIONS request, not
 //! a preflight), the embedded store's router when that store is in use, and
-//! the static files (demo page, built package, stored objects).
+//! the static files (demo page, built package, verified objects).
 
-use crate::config::Config;
-use crate::service::{self, AppState, Outcome, ServiceError};
+use crate::auth::identify_caller;
+use crate::config::{matches_any, Config};
+use crate::service::{self, AppState, Caller, Outcome, ServiceError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use rindle_upload::broker::{BrokerReply, InitiateRequest};
 use rindle_upload::wire::routes;
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tower::Service;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
 
 /// Response headers browsers may read: ETags of parts, GCS's Range, tus's
 /// offsets and discovery headers.
@@ -39,14 +43,41 @@ fn exposed_headers() -> [HeaderName; 12] {
     ]
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any)
+/// The CORS policy (docs/security.md): with no `ALLOWED_ORIGINS`, any
+/// origin, without credentials (cookies are not sent, so cross-origin
+/// pages use bearer tokens); with them, those origins, with credentials.
+/// Request headers are mirrored, so `Authorization` and an app's own
+/// headers pass.
+fn cors(config: &Config) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(exposed_headers())
         .max_age(Duration::from_secs(600));
-    let routes = routes(state);
+    if config.allowed_origins.is_empty() {
+        return layer.allow_origin(Any);
+    }
+    let allowed = config.allowed_origins.clone();
+    layer
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|origin| matches_any(&allowed, origin))
+        }))
+        .allow_credentials(true)
+}
+
+/// The Access-Control-Allow-Origin a plain (non-preflight) OPTIONS answer
+/// carries, by the same policy.
+fn allowed_origin(config: &Config, headers: &HeaderMap) -> Option<HeaderValue> {
+    if config.allowed_origins.is_empty() {
+        return Some(HeaderValue::from_static("*"));
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    matches_any(&config.allowed_origins, origin.to_str().ok()?).then(|| origin.clone())
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let cors = cors(&state.config);
+    let routes = routes(Arc::clone(&state));
     let with_cors = routes.clone().layer(cors);
     // tower-http's CorsLayer answers every OPTIONS request as a preflight,
     // but tus discovery is a plain OPTIONS request: those go to the routes,
@@ -55,13 +86,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         let preflight = request.method() != axum::http::Method::OPTIONS
             || request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         let (mut with_cors, mut routes) = (with_cors.clone(), routes.clone());
+        let origin = allowed_origin(&state.config, request.headers());
         async move {
             if preflight {
                 return with_cors.call(request).await;
             }
             let mut response = routes.call(request).await?;
             let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            if let Some(origin) = origin {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
             let exposed = exposed_headers().map(|h| h.to_string()).join(", ");
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -80,20 +114,27 @@ fn api(route: &str) -> String {
 }
 
 fn routes(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
+    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.limits.request_timeout);
+    let calls = Router::new()
         .route(&api(routes::INITIATE), post(initiate))
         .route(&api(routes::SHOW), get(show))
         .route(&api(routes::SIGN), post(sign))
         .route(&api(routes::SIGN_PARTS), post(sign_parts))
         .route(&api(routes::LIST_PARTS), post(list_parts))
-        .route(&api(routes::COMPLETE), post(complete))
-        .route(&api(routes::COMPLETE_MULTIPART), post(complete_multipart))
         .route(&api(routes::RESUMABLE_STATUS), post(resumable_status))
-        .route(&api(routes::CANCEL), post(cancel));
-    if let Some(local) = state.store.local() {
-        router = router
-            .merge(crate::embedded::router())
-            .nest_service("/objects", ServeDir::new(local.objects_dir()));
+        .route(&api(routes::CANCEL), post(cancel))
+        .layer(timeout);
+    // Verification reads the object back, which takes as long as the
+    // object is large: no request timeout.
+    let verifying = Router::new()
+        .route(&api(routes::COMPLETE), post(complete))
+        .route(&api(routes::COMPLETE_MULTIPART), post(complete_multipart));
+    let mut router = calls
+        .merge(verifying)
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), identify_caller))
+        .route("/objects/{*key}", get(crate::downloads::download));
+    if state.store.local().is_some() {
+        router = router.merge(crate::embedded::router());
     }
     router
         .nest_service("/pkg", ServeDir::new(&state.config.pkg_dir))
@@ -119,706 +160,106 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
     body.map(|Json(value)| value).map_err(|e| ServiceError::invalid(e.body_text()))
 }
 
-/// Where this broker is reached from, for absolute URLs in replies.
-pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
+/// Where this broker is reached from, for absolute URLs in replies:
+/// `PUBLIC_URL`, or the Host header when it is one of the allowed hosts
+/// (never any other).
+pub fn base_url(config: &Config, headers: &HeaderMap) -> Result<String, ServiceError> {
     if let Some(url) = &config.public_url {
-        return url.trim_end_matches('/').to_owned();
+        return Ok(url.trim_end_matches('/').to_owned());
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !matches_any(&config.allowed_hosts, host) {
+        return Err(ServiceError::invalid("this broker does not answer for that Host"));
+    }
+    Ok(format!("http://{host}"))
+}
+
+/// The client's address, when the server knows it (not in tests).
+pub struct ClientAddr(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let known = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        Ok(ClientAddr(known.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
+    }
 }
 
 type AppHandle = State<Arc<AppState>>;
+type CallerOf = Extension<Caller>;
 
 async fn initiate(
     State(state): AppHandle,
+    Extension(caller): CallerOf,
+    ClientAddr(client): ClientAddr,
     request: Result<Json<InitiateRequest>, JsonRejection>,
 ) -> ApiResult {
-    let reply = service::initiate(&state, body(request)?).await?;
+    let reply = service::initiate(&state, &caller, client, body(request)?).await?;
     Ok((StatusCode::CREATED, Json(reply)))
 }
 
-async fn show(State(state): AppHandle, Path(id): Path<String>) -> ApiResult {
-    ok(service::show(&state, &id))
+async fn show(State(state): AppHandle, Extension(caller): CallerOf, Path(id): Path<String>) -> ApiResult {
+    ok(service::show(&state, &id, &caller))
 }
 
-async fn sign(State(state): AppHandle, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    ok(service::sign(&state, &id, &base_url(&state.config, &headers)).await)
+async fn sign(
+    State(state): AppHandle,
+    Extension(caller): CallerOf,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    ok(service::sign(&state, &id, &caller, &base_url(&state.config, &headers)?).await)
 }
 
 async fn resumable_status(
     State(state): AppHandle,
+    Extension(caller): CallerOf,
     Path(id): Path<String>,
     request: Result<Json<service::ResumableStatusBody>, JsonRejection>,
 ) -> ApiResult {
-    ok(service::resumable_status(&state, &id, body(request)?).await)
+    ok(service::resumable_status(&state, &id, &caller, body(request)?).await)
 }
 
 async fn sign_parts(
     State(state): AppHandle,
+    Extension(caller): CallerOf,
     Path(id): Path<String>,
     headers: HeaderMap,
     request: Result<Json<service::SignPartsBody>, JsonRejection>,
 ) -> ApiResult {
-    ok(service::sign_parts(&state, &id, &base_url(&state.config, &headers), body(request)?).await)
+    let base = base_url(&state.config, &headers)?;
+    ok(service::sign_parts(&state, &id, &caller, &base, body(request)?).await)
 }
 
-async fn list_parts(State(state): AppHandle, Path(id): Path<String>) -> ApiResult {
-    ok(service::list_parts(&state, &id).await)
+async fn list_parts(State(state): AppHandle, Extension(caller): CallerOf, Path(id): Path<String>) -> ApiResult {
+    ok(service::list_parts(&state, &id, &caller).await)
 }
 
-async fn complete(State(state): AppHandle, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    ok(service::complete(&state, &id, &base_url(&state.config, &headers)).await)
+async fn complete(
+    State(state): AppHandle,
+    Extension(caller): CallerOf,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    ok(service::complete(&state, &id, &caller, &base_url(&state.config, &headers)?).await)
 }
 
 async fn complete_multipart(
     State(state): AppHandle,
+    Extension(caller): CallerOf,
     Path(id): Path<String>,
     headers: HeaderMap,
     request: Result<Json<service::CompleteMultipartBody>, JsonRejection>,
 ) -> ApiResult {
-    ok(service::complete_multipart(&state, &id, &base_url(&state.config, &headers), body(request)?).await)
+    let base = base_url(&state.config, &headers)?;
+    ok(service::complete_multipart(&state, &id, &caller, &base, body(request)?).await)
 }
 
-async fn cancel(State(state): AppHandle, Path(id): Path<String>) -> ApiResult {
-    ok(service::cancel(&state, &id).await)
+async fn cancel(State(state): AppHandle, Extension(caller): CallerOf, Path(id): Path<String>) -> ApiResult {
+    ok(service::cancel(&state, &id, &caller).await)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Profile;
-    use crate::db::Db;
-    use crate::store::Store;
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use rindle_upload::wire::tus::OFFSET_CONTENT_TYPE;
-    use sha2::{Digest, Sha256};
-    use tower::ServiceExt;
-
-    fn app(url_ttl: u64, session_ttl: u64) -> Router {
-        app_with(url_ttl, session_ttl, 3_600)
-    }
-
-    fn app_with(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> Router {
-        app_and_state(url_ttl, session_ttl, tus_ttl).0
-    }
-
-    /// The broker on the embedded store, and its state (to move its clock).
-    fn app_and_state(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> (Router, Arc<AppState>) {
-        broker_on(url_ttl, session_ttl, tus_ttl, |dir| {
-            Store::Local(crate::store::local::LocalStore::open(&dir.join("store")).unwrap())
-        })
-    }
-
-    fn app_on(
-        url_ttl: u64,
-        session_ttl: u64,
-        tus_ttl: u64,
-        open: impl FnOnce(&std::path::Path) -> Store,
-    ) -> Router {
-        broker_on(url_ttl, session_ttl, tus_ttl, open).0
-    }
-
-    /// The broker on the store `open` makes (given the data directory).
-    fn broker_on(
-        url_ttl: u64,
-        session_ttl: u64,
-        tus_ttl: u64,
-        open: impl FnOnce(&std::path::Path) -> Store,
-    ) -> (Router, Arc<AppState>) {
-        let dir = std::env::temp_dir().join(format!("rindle-api-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = Config {
-            host: "127.0.0.1".into(),
-            port: 0,
-            data_dir: dir.clone(),
-            www_dir: dir.join("www"),
-            pkg_dir: dir.join("pkg"),
-            public_url: None,
-            url_ttl: Duration::from_secs(url_ttl),
-            session_ttl: Duration::from_secs(session_ttl),
-            profile: Profile { max_bytes: 64 << 20, allowed_types: vec!["text/*".into()], allow_empty: true },
-            s3: None,
-            gcs: None,
-            session_uri_ttl: Duration::from_secs(3_600),
-            tus_endpoint: None,
-            tus_ttl: Duration::from_secs(tus_ttl),
-        };
-        let state = AppState {
-            clock: crate::service::Clock::default(),
-            db: Db::open(&dir.join("db.sqlite")).unwrap(),
-            store: open(&dir),
-            remote_tus: None,
-            config,
-        };
-        let state = Arc::new(state);
-        (router(Arc::clone(&state)), state)
-    }
-
-    async fn send(
-        app: &Router,
-        method: &str,
-        uri: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, "broker.test")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from(body))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        (status, headers, response.into_body().collect().await.unwrap().to_bytes().to_vec())
-    }
-
-    async fn call(app: &Router, uri: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
-        let (status, _, bytes) =
-            send(app, "POST", uri, "application/json", body.to_string().into_bytes()).await;
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    async fn initiate(app: &Router, bytes: u64, content_type: &str) -> (StatusCode, serde_json::Value) {
-        let body = serde_json::json!({"filename": "notes 1.txt", "content_type": content_type, "byte_size": bytes, "upload_strategy": "presigned_put"});
-        call(app, "/api/uploads", body).await
-    }
-
-    /// The part of a presigned URL after the host, to send through the router.
-    fn path_of(url: &str) -> String {
-        url.strip_prefix("http://broker.test").expect("absolute URL on the Host we sent").to_owned()
-    }
-
-    #[tokio::test]
-    async fn presigned_put_from_initiate_to_completed() {
-        let app = app(900, 3_600);
-        let (status, created) = initiate(&app, 11, "text/plain").await;
-        assert_eq!(status, StatusCode::CREATED);
-        assert_eq!(created["session"]["state"], "initialized");
-        assert_eq!(created["session"]["upload_length"], 11);
-        let key = created["session"]["upload_key"].as_str().unwrap().to_owned();
-        assert!(key.ends_with("/notes_1.txt"), "{key}");
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-
-        let (status, signed) =
-            call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"session_id": id})).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(signed["session"]["state"], "signed");
-        assert_eq!(signed["upload"]["method"], "PUT");
-        assert_eq!(signed["upload"]["headers"]["Content-Type"], "text/plain");
-        assert_eq!(signed["upload"]["expires_in"], 900);
-        let url = signed["upload"]["url"].as_str().unwrap();
-
-        let (status, headers, _) =
-            send(&app, "PUT", &path_of(url), "text/plain", b"hello world".to_vec()).await;
-        assert_eq!(status, StatusCode::OK);
-        let sha = hex::encode(Sha256::digest(b"hello world"));
-        assert_eq!(headers[header::ETAG], format!("\"{sha}\"").as_str());
-
-        let (status, done) =
-            call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({"session_id": id})).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(done["session"]["state"], "completed");
-        assert!(done["session"]["verified_at"].is_string());
-        assert_eq!(done["asset"]["sha256"], sha.as_str());
-        assert_eq!(done["asset"]["byte_size"], 11);
-        let asset_url = done["asset"]["url"].as_str().unwrap();
-        let (status, _, stored) = send(&app, "GET", &path_of(asset_url), "", vec![]).await;
-        assert_eq!((status, stored.as_slice()), (StatusCode::OK, b"hello world".as_slice()));
-
-        // Completing again answers the same record; cancelling is too late.
-        let (_, again) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
-        assert_eq!(again["session"]["state"], "completed");
-        let (status, refused) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
-        assert_eq!(
-            (status, refused["error"]["code"].as_str()),
-            (StatusCode::CONFLICT, Some("illegal_transition"))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_strategy_the_store_does_not_offer_is_refused_at_initiate() {
-        // Nothing listens on port 9: refusing must not need the store.
-        let s3 = app_on(900, 3_600, 3_600, |_| {
-            Store::S3(
-                crate::store::s3::S3Store::new(crate::store::s3::S3Config {
-                    endpoint: "http://127.0.0.1:9".into(),
-                    region: "r".into(),
-                    bucket: "b".into(),
-                    access_key_id: "GK0123456789abcdef01234567".into(),
-                    secret_access_key: "0".repeat(64),
-                    path_style: true,
-                })
-                .unwrap(),
-            )
-        });
-        let gcs = app_on(900, 3_600, 3_600, |_| {
-            Store::Gcs(Box::new(
-                crate::store::gcs::GcsStore::new(crate::store::gcs::GcsConfig {
-                    base_url: "http://127.0.0.1:9".into(),
-                    bucket: "b".into(),
-                    credentials: None,
-                })
-                .unwrap(),
-            ))
-        });
-        for (app, strategy) in [(&s3, "resumable"), (&gcs, "presigned_put"), (&gcs, "multipart")] {
-            let body = serde_json::json!({
-                "filename": "a.txt", "content_type": "text/plain", "byte_size": 10, "upload_strategy": strategy,
-            });
-            let (status, reply) = call(app, "/api/uploads", body).await;
-            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{strategy}");
-            assert_eq!(reply["error"]["code"], "unsupported_strategy", "{strategy}");
-        }
-    }
-
-    #[tokio::test]
-    async fn the_profile_refuses_before_any_byte() {
-        let app = app(900, 3_600);
-        let (status, body) = initiate(&app, (64 << 20) + 1, "text/plain").await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (StatusCode::UNPROCESSABLE_ENTITY, Some("file_too_large"))
-        );
-        let (_, body) = initiate(&app, 10, "image/png").await;
-        assert_eq!(body["error"]["code"], "content_type_not_allowed");
-        let (status, _, body) =
-            send(&app, "POST", "/api/uploads", "application/json", b"{\"filename\":".to_vec()).await;
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_request"))
-        );
-        let (status, body) = call(&app, "/api/uploads/nope/sign", serde_json::json!({})).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (StatusCode::NOT_FOUND, Some("session_not_found"))
-        );
-    }
-
-    #[tokio::test]
-    async fn tampered_or_wrongly_sized_puts_store_nothing() {
-        let app = app(900, 3_600);
-        let (_, created) = initiate(&app, 5, "text/plain").await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        let path = path_of(signed["upload"]["url"].as_str().unwrap());
-
-        let tampered = path.replace("len=5", "len=6");
-        let (status, _, body) = send(&app, "PUT", &tampered, "text/plain", b"hello!".to_vec()).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(String::from_utf8(body).unwrap().contains("<Code>SignatureDoesNotMatch</Code>"));
-        let (status, _, _) = send(&app, "PUT", &path, "text/html", b"hello".to_vec()).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "content type is signed");
-        let (status, _, _) = send(&app, "PUT", &path, "text/plain", b"hell".to_vec()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "short body");
-
-        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
-        assert_eq!(done["session"]["state"], "failed");
-        assert_eq!(done["session"]["failure_reason"], "no object was stored for this session");
-    }
-
-    #[tokio::test]
-    async fn an_initiate_tried_again_with_its_idempotency_key_gets_the_same_session() {
-        let app = app(900, 3_600);
-        let body = |bytes: u64| {
-            serde_json::json!({"filename": "big.bin", "content_type": "text/plain", "byte_size": bytes,
-                               "upload_strategy": "multipart", "part_size": 5 << 20, "idempotency_key": "k-1"})
-        };
-        let (first_status, first) = call(&app, "/api/uploads", body(6 << 20)).await;
-        let (again_status, again) = call(&app, "/api/uploads", body(6 << 20)).await;
-        assert_eq!((first_status, again_status), (StatusCode::CREATED, StatusCode::CREATED));
-        assert_eq!(first["session"]["id"], again["session"]["id"], "one session, not two");
-        assert_eq!(first["session"]["multipart_upload_id"], again["session"]["multipart_upload_id"]);
-
-        let (status, refused) = call(&app, "/api/uploads", body(7 << 20)).await;
-        assert_eq!(
-            (status, refused["error"]["code"].as_str()),
-            (StatusCode::CONFLICT, Some("invalid_request"))
-        );
-        let (status, _) = call(
-            &app,
-            "/api/uploads",
-            serde_json::json!({"filename": "a.txt", "content_type": "text/plain",
-            "byte_size": 1, "upload_strategy": "presigned_put", "idempotency_key": "not plain!"}),
-        )
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-    }
-
-    #[tokio::test]
-    async fn expired_urls_are_refused() {
-        let (app, state) = app_and_state(0, 3_600, 3_600);
-        let (_, created) = initiate(&app, 5, "text/plain").await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        state.clock.advance(Duration::from_secs(2));
-        let path = path_of(signed["upload"]["url"].as_str().unwrap());
-        let (status, _, body) = send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(String::from_utf8(body).unwrap().contains("<Message>Request has expired</Message>"));
-    }
-
-    #[tokio::test]
-    async fn cancel_aborts_and_sessions_past_their_ttl_expire() {
-        let app = app(900, 3_600);
-        let (_, created) = initiate(&app, 5, "text/plain").await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (status, cancelled) =
-            call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
-        assert_eq!((status, cancelled["session"]["state"].as_str()), (StatusCode::OK, Some("aborted")));
-        let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (StatusCode::CONFLICT, Some("illegal_transition"))
-        );
-
-        let (app, state) = app_and_state(900, 0, 3_600);
-        let (_, created) = initiate(&app, 5, "text/plain").await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        state.clock.advance(Duration::from_secs(2));
-        let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::GONE, Some("session_expired")));
-        let (_, _, shown) = send(&app, "GET", &format!("/api/uploads/{id}"), "", vec![]).await;
-        let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
-        assert_eq!(shown["session"]["state"], "expired");
-    }
-
-    #[tokio::test]
-    async fn cors_is_answered_on_every_route() {
-        let app = app(900, 3_600);
-        for path in ["/api/uploads", "/api/uploads/x/sign", "/store/uploads/a/b"] {
-            let request = Request::builder()
-                .method("OPTIONS")
-                .uri(path)
-                .header(header::ORIGIN, "http://other.test")
-                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PUT")
-                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
-                .body(Body::empty())
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
-            assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
-        }
-    }
-
-    async fn initiate_multipart(app: &Router, bytes: usize) -> (String, serde_json::Value) {
-        let body = serde_json::json!({"filename": "big.bin", "content_type": "text/plain", "byte_size": bytes,
-                                      "upload_strategy": "multipart", "part_size": 5 << 20});
-        let (status, created) = call(app, "/api/uploads", body).await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        (created["session"]["id"].as_str().unwrap().to_owned(), created)
-    }
-
-    async fn put_part(app: &Router, signed: &serde_json::Value, index: usize, bytes: &[u8]) -> String {
-        let url = signed["parts"][index]["upload"]["url"].as_str().unwrap();
-        let (status, headers, _) =
-            send(app, "PUT", &path_of(url), "application/octet-stream", bytes.to_vec()).await;
-        assert_eq!(status, StatusCode::OK);
-        headers[header::ETAG].to_str().unwrap().to_owned()
-    }
-
-    #[tokio::test]
-    async fn multipart_on_the_embedded_store_from_initiate_to_completed() {
-        let app = app(900, 3_600);
-        let data: Vec<u8> = (0..(11usize << 20)).map(|i| (i % 253) as u8).collect();
-        let (id, created) = initiate_multipart(&app, data.len()).await;
-        assert!(created["session"]["multipart_upload_id"].is_string());
-        assert_eq!(created["part_size"], 5 << 20, "the reply carries the broker's plan");
-        let (_, shown) = call(&app, &format!("/api/uploads/{id}/parts"), serde_json::json!({})).await;
-        assert_eq!(shown["part_size"], 5 << 20, "every reply does");
-
-        let (status, refused) =
-            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [4]}))
-                .await;
-        assert_eq!(
-            (status, refused["error"]["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_request"))
-        );
-        let (status, signed) = call(
-            &app,
-            &format!("/api/uploads/{id}/parts/sign"),
-            serde_json::json!({"part_numbers": [1, 2, 3]}),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(signed["session"]["state"], "signed");
-        assert_eq!(signed["parts"].as_array().unwrap().len(), 3);
-
-        let mut etags = vec![];
-        for (index, chunk) in data.chunks(5 << 20).enumerate() {
-            etags.push(put_part(&app, &signed, index, chunk).await);
-        }
-        let (_, listed) = call(&app, &format!("/api/uploads/{id}/parts"), serde_json::json!({})).await;
-        let listed_etags: Vec<&str> = listed["session"]["multipart_parts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["etag"].as_str().unwrap())
-            .collect();
-        assert_eq!(listed_etags, etags);
-
-        let parts: Vec<serde_json::Value> = etags
-            .iter()
-            .enumerate()
-            .map(|(i, e)| serde_json::json!({"part_number": i + 1, "etag": e}))
-            .collect();
-        let (status, done) =
-            call(&app, &format!("/api/uploads/{id}/multipart/complete"), serde_json::json!({"parts": parts}))
-                .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(done["session"]["state"], "completed", "{done}");
-        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
-        let (_, _, stored) =
-            send(&app, "GET", &path_of(done["asset"]["url"].as_str().unwrap()), "", vec![]).await;
-        assert!(stored == data, "the joined object is the file");
-    }
-
-    #[tokio::test]
-    async fn a_refused_part_list_fails_the_session_and_cancel_leaves_no_parts() {
-        let app = app(900, 3_600);
-        let (id, _) = initiate_multipart(&app, 6 << 20).await;
-        let (_, signed) =
-            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1, 2]}))
-                .await;
-        put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
-        let parts = serde_json::json!([{"part_number": 1, "etag": "\"wrong\""}]);
-        let (_, done) =
-            call(&app, &format!("/api/uploads/{id}/multipart/complete"), serde_json::json!({"parts": parts}))
-                .await;
-        assert_eq!(done["session"]["state"], "failed");
-        assert_eq!(done["session"]["failure_reason"], "part 1's ETag does not match the stored part");
-
-        let (id, _) = initiate_multipart(&app, 6 << 20).await;
-        let (_, signed) =
-            call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1]}))
-                .await;
-        put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
-        let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
-        assert_eq!(cancelled["session"]["state"], "aborted");
-        let url = signed["parts"][0]["upload"]["url"].as_str().unwrap();
-        let (status, _, body) = send(&app, "PUT", &path_of(url), "", vec![1]).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "the upload and its parts are gone");
-        assert!(String::from_utf8(body).unwrap().contains("NoSuchUpload"));
-    }
-
-    async fn put_range(
-        app: &Router,
-        uri_path: &str,
-        range: &str,
-        bytes: &[u8],
-    ) -> (StatusCode, Option<String>) {
-        let request = Request::builder()
-            .method("PUT")
-            .uri(uri_path)
-            .header(header::HOST, "broker.test")
-            .header("content-range", range)
-            .body(Body::from(bytes.to_vec()))
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        let range = response.headers().get(header::RANGE).map(|r| r.to_str().unwrap().to_owned());
-        (response.status(), range)
-    }
-
-    #[tokio::test]
-    async fn resumable_on_the_embedded_store_follows_the_gcs_protocol() {
-        let app = app(900, 3_600);
-        let data: Vec<u8> = (0..600_000usize).map(|i| (i % 249) as u8).collect();
-        let body = serde_json::json!({"filename": "r.bin", "content_type": "text/plain", "byte_size": data.len(),
-                                      "upload_strategy": "resumable"});
-        let (_, created) = call(&app, "/api/uploads", body).await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (status, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{signed}");
-        assert_eq!(signed["session"]["state"], "signed");
-        assert!(signed["session"]["session_uri_expires_at"].is_string());
-        let uri = path_of(signed["session"]["session_uri"].as_str().unwrap());
-
-        assert_eq!(
-            put_range(&app, &uri, "bytes */600000", b"").await,
-            (StatusCode::PERMANENT_REDIRECT, None)
-        );
-        let first = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
-        assert_eq!(first, (StatusCode::PERMANENT_REDIRECT, Some("bytes=0-262143".into())));
-        let overlapping = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
-        assert_eq!(overlapping.0, StatusCode::BAD_REQUEST, "overlapping chunks are refused");
-        let skipping = put_range(&app, &uri, "bytes 524288-599999/600000", &data[524_288..]).await;
-        assert_eq!(skipping.0, StatusCode::BAD_REQUEST, "skipping chunks are refused");
-        let odd = put_range(&app, &uri, "bytes 262144-362143/600000", &data[262_144..362_144]).await;
-        assert_eq!(odd.0, StatusCode::BAD_REQUEST, "chunks other than the last are 256 KiB multiples");
-        let short = put_range(&app, &uri, "bytes 262144-524287/600000", &data[262_144..300_000]).await;
-        assert_eq!(short.0, StatusCode::BAD_REQUEST, "a cut chunk commits nothing");
-        assert_eq!(put_range(&app, &uri, "bytes */600000", b"").await.1, Some("bytes=0-262143".into()));
-
-        let (_, status) = call(
-            &app,
-            &format!("/api/uploads/{id}/resumable/status"),
-            serde_json::json!({"offset": 262_144}),
-        )
-        .await;
-        assert_eq!(status["session"]["last_known_offset"], 262_144);
-        assert_eq!(
-            put_range(&app, &uri, "bytes 262144-599999/600000", &data[262_144..]).await.0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            put_range(&app, &uri, "bytes */600000", b"").await.0,
-            StatusCode::OK,
-            "complete stays complete"
-        );
-
-        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
-        assert_eq!(done["session"]["state"], "completed", "{done}");
-        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
-    }
-
-    #[tokio::test]
-    async fn cancelling_a_resumable_session_deletes_it_at_the_store() {
-        let app = app(900, 3_600);
-        let body = serde_json::json!({"filename": "r.bin", "content_type": "text/plain", "byte_size": 10,
-                                      "upload_strategy": "resumable"});
-        let (_, created) = call(&app, "/api/uploads", body).await;
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        let uri = path_of(signed["session"]["session_uri"].as_str().unwrap());
-        let (status, _, _) = send(&app, "DELETE", &uri, "", vec![]).await;
-        assert_eq!(status.as_u16(), 499);
-        assert_eq!(put_range(&app, &uri, "bytes */10", b"").await.0, StatusCode::NOT_FOUND);
-        let forged = uri.replace("sig=", "sig=00");
-        assert_eq!(put_range(&app, &forged, "bytes */10", b"").await.0, StatusCode::FORBIDDEN);
-        let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
-        assert_eq!(cancelled["session"]["state"], "aborted");
-    }
-
-    async fn tus(
-        app: &Router,
-        method: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Vec<u8>,
-    ) -> Response {
-        let mut request = Request::builder().method(method).uri(path).header(header::HOST, "broker.test");
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap()
-    }
-
-    fn patch_headers(offset: u64, checksum: Option<String>) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            ("tus-resumable", "1.0.0".to_owned()),
-            ("content-type", OFFSET_CONTENT_TYPE.to_owned()),
-            ("upload-offset", offset.to_string()),
-        ];
-        headers.extend(checksum.map(|c| ("upload-checksum", c)));
-        headers
-    }
-
-    #[tokio::test]
-    async fn tus_on_the_embedded_server() {
-        let app = app(900, 3_600);
-        let data: Vec<u8> = (0..300_000usize).map(|i| (i % 241) as u8).collect();
-        let body = serde_json::json!({"filename": "t.bin", "content_type": "text/plain", "byte_size": data.len(),
-                                      "upload_strategy": "resumable", "resumable_protocol": "tus"});
-        let (_, created) = call(&app, "/api/uploads", body).await;
-        assert_eq!(created["session"]["resumable_protocol"], "tus");
-        let id = created["session"]["id"].as_str().unwrap().to_owned();
-        let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-        let path = path_of(signed["session"]["session_uri"].as_str().unwrap());
-        assert!(path.starts_with("/tus/"), "the broker pre-created the upload: {path}");
-
-        let options = tus(&app, "OPTIONS", &path, &[], vec![]).await;
-        assert_eq!(options.headers()["tus-extension"], crate::embedded::TUS_EXTENSIONS);
-        assert_eq!(options.headers()["tus-checksum-algorithm"], "sha1,sha256");
-        let v = [("tus-resumable", "1.0.0".to_owned())];
-        let head = tus(&app, "HEAD", &path, &v, vec![]).await;
-        assert_eq!(
-            (head.status(), &head.headers()["upload-offset"]),
-            (StatusCode::OK, &"0".parse::<HeaderValue>().unwrap())
-        );
-        assert!(head.headers().contains_key("upload-expires"));
-        assert_eq!(tus(&app, "HEAD", &path, &[], vec![]).await.status(), StatusCode::PRECONDITION_FAILED);
-
-        let sha1 = |bytes: &[u8]| {
-            rindle_upload::wire::tus::checksum_header(
-                rindle_upload::transport::ChecksumAlgorithm::Sha1,
-                &sha1::Sha1::digest(bytes),
-            )
-        };
-        let wrong =
-            tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(b"other"))), data[..100_000].to_vec())
-                .await;
-        assert_eq!(wrong.status().as_u16(), 460, "a checksum mismatch keeps nothing");
-        let first = tus(
-            &app,
-            "PATCH",
-            &path,
-            &patch_headers(0, Some(sha1(&data[..100_000]))),
-            data[..100_000].to_vec(),
-        )
-        .await;
-        assert_eq!(
-            (first.status(), first.headers()["upload-offset"].to_str().unwrap()),
-            (StatusCode::NO_CONTENT, "100000")
-        );
-        let conflict = tus(&app, "PATCH", &path, &patch_headers(0, None), data[..10].to_vec()).await;
-        assert_eq!(conflict.status(), StatusCode::CONFLICT);
-        let last = tus(&app, "PATCH", &path, &patch_headers(100_000, None), data[100_000..].to_vec()).await;
-        assert_eq!(last.headers()["upload-offset"], "300000");
-
-        let (_, status) = call(
-            &app,
-            &format!("/api/uploads/{id}/resumable/status"),
-            serde_json::json!({"offset": 300_000}),
-        )
-        .await;
-        assert_eq!(status["session"]["last_known_offset"], 300_000);
-        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
-        assert_eq!(done["session"]["state"], "completed", "{done}");
-        assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
-    }
-
-    #[tokio::test]
-    async fn tus_creation_termination_and_expiration() {
-        let app = app(900, 3_600);
-        let v = ("tus-resumable", "1.0.0".to_owned());
-        let created = tus(
-            &app,
-            "POST",
-            "/tus",
-            &[
-                v.clone(),
-                ("upload-length", "5".into()),
-                ("upload-metadata", rindle_upload::wire::tus::encode_metadata(&[("filename", "x.txt")])),
-            ],
-            vec![],
-        )
-        .await;
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let location = created.headers()["location"].to_str().unwrap().to_owned();
-        let path = path_of(&location);
-        assert_eq!(
-            tus(&app, "DELETE", &path, std::slice::from_ref(&v), vec![]).await.status(),
-            StatusCode::NO_CONTENT
-        );
-        assert_eq!(
-            tus(&app, "HEAD", &path, std::slice::from_ref(&v), vec![]).await.status(),
-            StatusCode::NOT_FOUND
-        );
-        let too_big =
-            tus(&app, "POST", "/tus", &[v.clone(), ("upload-length", (65u64 << 20).to_string())], vec![])
-                .await;
-        assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
-
-        let (expired_app_config, state) = app_and_state(900, 3_600, 0);
-        let created =
-            tus(&expired_app_config, "POST", "/tus", &[v.clone(), ("upload-length", "5".into())], vec![])
-                .await;
-        let path = path_of(created.headers()["location"].to_str().unwrap());
-        state.clock.advance(Duration::from_secs(2));
-        assert_eq!(tus(&expired_app_config, "HEAD", &path, &[v], vec![]).await.status(), StatusCode::GONE);
-    }
-}
+#[path = "routes_tests.rs"]
+mod tests;

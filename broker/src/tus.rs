@@ -3,9 +3,8 @@
 //! external tus server the client creates uploads on (`TUS_ENDPOINT`).
 
 use crate::store::local::LocalStore;
-use crate::store::StoreError;
+use crate::store::{Inspected, Inspector, StoreError};
 use rindle_upload::wire::tus::{parse_size, TUS_VERSION};
-use sha2::{Digest, Sha256};
 
 /// The id at the end of an upload URL (`…/tus/{id}`).
 pub fn upload_id(url: &str) -> &str {
@@ -28,10 +27,22 @@ impl RemoteTus {
     }
 
     /// Only upload URLs on the configured server are accepted from a
-    /// client: the broker will send requests to them.
+    /// client: the broker will send requests to them. Both are normalised
+    /// first (`%2e%2e` is `..`), and encoded separators are refused.
     pub fn owns(&self, url: &str) -> bool {
-        let base = self.endpoint.trim_end_matches('/');
-        url.strip_prefix(base).is_some_and(|rest| rest.starts_with('/') && !rest.contains(".."))
+        let (Ok(base), Ok(url)) = (url::Url::parse(&self.endpoint), url::Url::parse(url)) else {
+            return false;
+        };
+        let path = url.path().to_ascii_lowercase();
+        let base_path = base.path().trim_end_matches('/');
+        url.origin() == base.origin()
+            && url.query().is_none()
+            && !path.contains("%2f")
+            && !path.contains("%5c")
+            && !path.contains("%2e")
+            && url.path().strip_prefix(base_path).is_some_and(|rest| {
+                rest.len() > 1 && rest.starts_with('/') && !rest[1..].contains('/')
+            })
     }
 
     /// HEAD: (offset, length).
@@ -59,26 +70,58 @@ impl RemoteTus {
 
     /// Size and SHA-256 of a finished upload, read back with GET; `None`
     /// while it is incomplete.
-    pub async fn inspect(&self, url: &str) -> Result<Option<(u64, String)>, StoreError> {
+    pub async fn inspect(&self, url: &str) -> Result<Option<Inspected>, StoreError> {
         match self.head(url).await? {
             (offset, Some(length)) if offset == length => {}
             _ => return Ok(None),
         }
+        let mut response = self.download(url).await?;
+        let mut inspector = Inspector::default();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed("GET", e.without_url()))? {
+            inspector.update(&chunk);
+        }
+        Ok(Some(inspector.finish()))
+    }
+
+    /// GET of a finished upload's bytes, for the broker's download route.
+    pub async fn download(&self, url: &str) -> Result<reqwest::Response, StoreError> {
         let response = self.http.get(url).header("Tus-Resumable", TUS_VERSION).send().await;
-        let mut response = response.map_err(|e| failed("GET", e.without_url()))?;
+        let response = response.map_err(|e| failed("GET", e.without_url()))?;
         if !response.status().is_success() {
             return Err(failed("GET", format!("answered {}", response.status().as_u16())));
         }
-        let (mut hasher, mut size) = (Sha256::new(), 0u64);
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed("GET", e.without_url()))? {
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
-        Ok(Some((size, hex::encode(hasher.finalize()))))
+        Ok(response)
     }
 }
 
 /// The embedded tus server's view used by the broker.
 pub async fn embedded_offset(local: &LocalStore, url: &str) -> Result<u64, StoreError> {
     local.resumable_offset(upload_id(url)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_upload_urls_on_the_configured_server_are_owned() {
+        let tus = RemoteTus::new("http://tus.test:1080/files".into());
+        assert!(tus.owns("http://tus.test:1080/files/abc123"));
+        for hostile in [
+            "http://tus.test:1080/files/../admin",
+            "http://tus.test:1080/files/%2e%2e/admin",
+            "http://tus.test:1080/files/%2E%2E/admin",
+            "http://tus.test:1080/files/a%2f..%2fb",
+            "http://tus.test:1080/files/a/b",
+            "http://tus.test:1080/files/",
+            "http://tus.test:1080/filesx/abc",
+            "http://tus.test:1080/files/abc?x=1",
+            "http://tus.test:1081/files/abc",
+            "http://evil.test/files/abc",
+            "http://tus.test:1080@evil.test/files/abc",
+            "not a url",
+        ] {
+            assert!(!tus.owns(hostile), "{hostile}");
+        }
+    }
 }

@@ -13,6 +13,8 @@ pub struct WebBroker {
     pub endpoint: String,
     /// Sent with every HTTP call (CSRF tokens, authorization).
     pub headers: Vec<(String, String)>,
+    /// Whether cookies go with the calls (fetch's `credentials`).
+    pub credentials: web_sys::RequestCredentials,
     /// An object whose methods `initiate`, `sign`, `complete`, `cancel`
     /// replace the HTTP calls of the same name; `undefined` for none.
     pub callbacks: JsValue,
@@ -59,6 +61,7 @@ impl WebBroker {
         let url = format!("{}{}", self.endpoint.trim_end_matches('/'), call.path());
         let mut request = RequestBuilder::new(&url)
             .method(if call.method() == "GET" { Method::GET } else { Method::POST })
+            .credentials(self.credentials)
             .header("Accept", "application/json")
             .header("Rindle-Broker-Protocol", PROTOCOL_VERSION);
         for (name, value) in &self.headers {

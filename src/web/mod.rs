@@ -28,6 +28,7 @@ use web_sys::Blob;
 pub struct Uploader {
     endpoint: String,
     headers: Vec<(String, String)>,
+    credentials: web_sys::RequestCredentials,
     callbacks: JsValue,
 }
 
@@ -50,7 +51,15 @@ impl Uploader {
                 headers.push((name, value));
             }
         }
-        Ok(Uploader { endpoint, headers, callbacks: get(&options, "broker").unwrap_or(JsValue::UNDEFINED) })
+        // Cookies go to a broker on another origin only when asked ("include").
+        let credentials = match string_option(&options, "credentials")?.as_deref() {
+            None | Some("same-origin") => web_sys::RequestCredentials::SameOrigin,
+            Some("include") => web_sys::RequestCredentials::Include,
+            Some("omit") => web_sys::RequestCredentials::Omit,
+            Some(_) => return Err(invalid("Uploader: `credentials` is \"same-origin\", \"include\" or \"omit\"")),
+        };
+        let callbacks = get(&options, "broker").unwrap_or(JsValue::UNDEFINED);
+        Ok(Uploader { endpoint, headers, credentials, callbacks })
     }
 
     /// Unfinished uploads of this file to this broker, recorded by earlier
@@ -146,6 +155,7 @@ impl Uploader {
             broker: WebBroker {
                 endpoint: self.endpoint.clone(),
                 headers: self.headers.clone(),
+                credentials: self.credentials,
                 callbacks: self.callbacks.clone(),
             },
             transport: XhrTransport,

@@ -16,7 +16,7 @@ export type ErrorCode =
   | "broker_rejected" | "broker_server_error" | "url_expired" | "signature_invalid"
   | "store_rejected" | "store_server_error" | "store_malformed_response"
   | "network_error" | "file_changed" | "checksum_mismatch" | "offset_conflict"
-  | "verification_failed" | "aborted" | "internal";
+  | "verification_failed" | "unauthorized" | "rate_limited" | "aborted" | "internal";
 
 /** A snapshot of the mirrored session record (`session_uri` is redacted). */
 export interface Session {
@@ -100,6 +100,9 @@ export interface UploaderOptions {
   endpoint: string;
   /** Sent with every broker call (CSRF token, authorization). */
   headers?: Record<string, string>;
+  /** Whether broker calls carry cookies, as fetch's `credentials` (default "same-origin"):
+   * "include" for a broker on another origin that binds sessions to a cookie. */
+  credentials?: "same-origin" | "include" | "omit";
   broker?: BrokerCallbacks;
 }
 

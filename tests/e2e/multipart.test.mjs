@@ -3,6 +3,7 @@
 // variables of scripts/garage.sh) and against the embedded local store.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
@@ -12,6 +13,7 @@ import {
   launchBrowser,
   MiB,
   sha256OfUrl,
+  showInPage,
   startBroker,
   uploadInPage,
   waitInPage,
@@ -79,6 +81,34 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       t.diagnostic(`200 MiB multipart (${name}): ${run.ms.toFixed(0)} ms (${(200 / (run.ms / 1000)).toFixed(0)} MiB/s)`);
     });
 
+    test("presigned PUT and part URLs hold only for their planned sizes", async () => {
+      // As a backend calls the broker: with an owner cookie of its own.
+      const headers = { cookie: `rindle_owner=${"c".repeat(64)}`, "content-type": "application/json" };
+      const post = async (path, body) =>
+        (await fetch(`${endpoint}${path}`, { method: "POST", headers, body: JSON.stringify(body) })).json();
+      const put = async (url, bytes, type) =>
+        (await fetch(url, { method: "PUT", body: bytes, headers: type ? { "content-type": type } : {} })).status;
+
+      const parts = await post("", {
+        filename: "sized.bin", content_type: "application/octet-stream", byte_size: 6 * MiB,
+        upload_strategy: "multipart", part_size: 5 * MiB,
+      });
+      const signed = await post(`/${parts.session.id}/parts/sign`, { part_numbers: [2] });
+      const partUrl = signed.parts[0].upload.url;
+      const tooLong = await put(partUrl, randomBytes(MiB + 1));
+      assert.ok(tooLong >= 400 && tooLong < 500, `a longer part is refused: ${tooLong}`);
+      assert.equal(await put(partUrl, randomBytes(MiB)), 200, "the planned size passes");
+
+      const single = await post("", {
+        filename: "sized.txt", content_type: "text/plain", byte_size: 5, upload_strategy: "presigned_put",
+      });
+      const putUrl = (await post(`/${single.session.id}/sign`, {})).upload.url;
+      const longer = await put(putUrl, Buffer.from("hello!"), "text/plain");
+      assert.ok(longer >= 400 && longer < 500, `a longer object is refused: ${longer}`);
+      assert.equal(await put(putUrl, Buffer.from("hello"), "text/plain"), 200);
+      for (const session of [parts.session, single.session]) await post(`/${session.id}/cancel`, {});
+    });
+
     test("cancel at ~30 % aborts the multipart upload in the store", async () => {
       const run = await uploadInPage(page, {
         size: SIZE, seed: 8, endpoint, strategy: "multipart", partSize: PART, concurrency: 4, cancelAtFraction: 0.3,
@@ -86,7 +116,7 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       assert.equal(run.ok, false);
       assert.deepEqual([run.error.code, run.error.state, run.cancelResult], ["aborted", "aborted", "aborted"]);
       assert.ok(run.parts.length < PARTS, "cancelled before the end");
-      const shown = await (await fetch(`${endpoint}/${run.session.id}`)).json();
+      const shown = await showInPage(page, endpoint, run.session.id);
       assert.equal(shown.session.state, "aborted");
       assert.deepEqual(await openUploadsFor(broker, run.session), [], "no multipart upload or part is left");
       // A part PUT not aborted would still be on its way: look again later.
@@ -96,17 +126,20 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
 
     test("a page closed at ~50 % resumes from a new page and re-sends only unstored parts", async () => {
       const scenario = { size: SIZE, seed: 9, endpoint, strategy: "multipart", partSize: PART, concurrency: 4 };
-      const first = await browser.newPage();
+      // One browser profile: the reload keeps its cookies (the broker binds
+      // the session to the owner cookie).
+      const profile = await browser.newContext();
+      const first = await profile.newPage();
       await first.goto(`${broker.url}/`);
       await uploadInPage(first, { ...scenario, background: true });
       await waitInPage(first, (half) => { const reached = (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= half; if (reached) window.__uploadHandle.pause(); return reached; }, SIZE / 2);
       const before = await first.evaluate(() => ({ sessionId: window.__upload.sessionId, parts: window.__upload.parts }));
       await first.close();
 
-      const second = await browser.newPage();
+      const second = await profile.newPage();
       await second.goto(`${broker.url}/`);
       const run = await uploadInPage(second, { ...scenario, sessionId: before.sessionId });
-      await second.close();
+      await profile.close();
 
       assert.equal(run.ok, true, JSON.stringify(run.error));
       assert.deepEqual(run.states, [

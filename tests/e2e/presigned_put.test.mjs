@@ -10,8 +10,10 @@ import {
   launchBrowser,
   MiB,
   sha256OfUrl,
+  showInPage,
   startBroker,
   startServer,
+  storedObjectExists,
   uploadInPage,
 } from "./support.mjs";
 
@@ -140,6 +142,30 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.deepEqual(calls, [["broker_server_error", 3], ["broker_server_error", 2], ["broker_server_error", 1]]);
   });
 
+  test("a page on another origin uploads with its owner cookie, or with a bearer token", async () => {
+    const token = "e2e-bearer-token-0123456789";
+    const [cookieBroker, bearerBroker] = await Promise.all([
+      startBroker({ ALLOWED_ORIGINS: broker.url }),
+      startBroker({ AUTH_MODE: "bearer", AUTH_TOKENS: token }),
+    ]);
+    try {
+      // The page is on `broker`'s origin; both brokers are on others.
+      const withCookie = await uploadInPage(page, { size: MiB, seed: 61, endpoint: `${cookieBroker.url}/api/uploads` });
+      assert.equal(withCookie.ok, true, JSON.stringify(withCookie.error));
+      assert.equal((await sha256OfUrl(withCookie.result.asset.url)).sha256, withCookie.sha256);
+      const withToken = await uploadInPage(page, {
+        size: MiB, seed: 62, endpoint: `${bearerBroker.url}/api/uploads`,
+        uploaderHeaders: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(withToken.ok, true, JSON.stringify(withToken.error));
+      assert.equal((await sha256OfUrl(withToken.result.asset.url)).sha256, withToken.sha256);
+      const without = await uploadInPage(page, { size: MiB, seed: 63, endpoint: `${bearerBroker.url}/api/uploads` });
+      assert.deepEqual([without.ok, without.error.code, without.error.retryable], [false, "unauthorized", false]);
+    } finally {
+      await Promise.all([cookieBroker.stop(), bearerBroker.stop()]);
+    }
+  });
+
   test("cancel aborts the upload, tells the broker and leaves no object", async () => {
     const run = await uploadInPage(page, { size: 64 * MiB, endpoint, cancelAtFraction: 0 });
     assert.equal(run.ok, false);
@@ -148,14 +174,12 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.deepEqual(run.states.at(-1), ["uploading", "aborted"]);
     assert.equal(run.finalState, "aborted");
 
-    const shown = await (await fetch(`${endpoint}/${run.session.id}`)).json();
+    const shown = await showInPage(page, endpoint, run.session.id);
     assert.equal(shown.session.state, "aborted");
-    const object = await fetch(`${broker.url}/objects/${run.session.upload_key}`);
-    assert.equal(object.status, 404);
+    assert.equal(storedObjectExists(broker, run.session.upload_key), false);
     // An unaborted PUT would still be on its way: look again later.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    const later = await fetch(`${broker.url}/objects/${run.session.upload_key}`);
-    assert.equal(later.status, 404, "no object appeared after the cancel either");
+    assert.equal(storedObjectExists(broker, run.session.upload_key), false, "no object appeared after the cancel either");
   });
 
   test("an event callback that throws is reported on the console, and the upload goes on", async () => {

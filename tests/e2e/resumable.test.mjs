@@ -83,7 +83,10 @@ function resumableSuite(name, startStore) {
     });
 
     test("a page closed at ~50 % resumes from a new page at the store's offset", async () => {
-      const first = await browser.newPage();
+      // One browser profile: the reload keeps its cookies (the broker binds
+      // the session to the owner cookie).
+      const profile = await browser.newContext();
+      const first = await profile.newPage();
       await first.goto(`${broker.url}/`);
       await uploadInPage(first, { ...scenario(23), background: true });
       await waitInPage(first, (half) => { const reached = (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= half; if (reached) window.__uploadHandle.pause(); return reached; }, SIZE / 2);
@@ -94,10 +97,10 @@ function resumableSuite(name, startStore) {
       await first.close();
 
       proxy.log.length = 0;
-      const second = await browser.newPage();
+      const second = await profile.newPage();
       await second.goto(`${broker.url}/`);
       const run = await uploadInPage(second, { ...scenario(23), sessionId: before.sessionId });
-      await second.close();
+      await profile.close();
       assert.equal(run.ok, true, JSON.stringify(run.error));
       assert.deepEqual(run.states.slice(0, 3), [[null, "signed"], ["signed", "resuming"], ["resuming", "uploading"]]);
       const lines = described(proxy.log).filter((line) => line.startsWith("PUT"));

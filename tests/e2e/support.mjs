@@ -2,7 +2,7 @@
 // free loopback port, launch Debian's Chromium, and small HTTP helpers.
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
@@ -16,14 +16,18 @@ export const root = new URL("../../", import.meta.url).pathname;
 /**
  * Starts target/release/rindle-broker with its own data dir. It uses the
  * embedded store unless `env` names an S3 store (the S3_* variables of the
- * test run are not inherited).
+ * test run are not inherited). Pages on any loopback origin may call it
+ * with credentials (a page on one test broker calls another).
  */
 export async function startBroker(env = {}) {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("S3_")));
   const dataDir = mkdtempSync(join(tmpdir(), "rindle-e2e-"));
   const child = spawn(join(root, "target/release/rindle-broker"), [], {
     cwd: root,
-    env: { ...inherited, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, RUST_LOG: "warn", ...env },
+    env: {
+      ...inherited, HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir, RUST_LOG: "warn",
+      ALLOWED_ORIGINS: "http://127.0.0.1:*", ...env,
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const lines = createInterface({ input: child.stdout });
@@ -50,12 +54,33 @@ export async function startBroker(env = {}) {
   };
 }
 
-/** A tiny CORS-answering HTTP server on a free loopback port. */
+/**
+ * Whether the embedded store of `broker` holds an object under `key` (on
+ * disk: `/objects` serves only verified objects, so it cannot tell).
+ */
+export function storedObjectExists(broker, key) {
+  return existsSync(join(broker.dataDir, "store", "objects", key));
+}
+
+/**
+ * A session as its owner sees it: the broker call made from `page`, with
+ * the page's owner cookie.
+ */
+export function showInPage(page, endpoint, sessionId) {
+  return page.evaluate(
+    ({ endpoint, sessionId }) => fetch(`${endpoint}/${sessionId}`, { credentials: "include" }).then((r) => r.json()),
+    { endpoint, sessionId },
+  );
+}
+
+/** A tiny CORS-answering HTTP server on a free loopback port (credentials allowed). */
 export async function startServer(handler) {
   const server = createServer((req, res) => {
-    res.setHeader("Access-Control-Allow-Origin", "*");
-    res.setHeader("Access-Control-Allow-Headers", "*");
-    res.setHeader("Access-Control-Allow-Methods", "*");
+    // With credentials `*` is no wildcard: what the preflight asks is echoed.
+    res.setHeader("Access-Control-Allow-Origin", req.headers.origin ?? "*");
+    res.setHeader("Access-Control-Allow-Credentials", "true");
+    res.setHeader("Access-Control-Allow-Headers", req.headers["access-control-request-headers"] ?? "*");
+    res.setHeader("Access-Control-Allow-Methods", req.headers["access-control-request-method"] ?? "*");
     if (req.method === "OPTIONS") return res.writeHead(204).end();
     handler(req, res);
   });
@@ -138,9 +163,12 @@ export async function uploadInPage(page, scenario) {
       : new File([bytes], "random.bin", { type: "application/octet-stream", lastModified: 1_700_000_000_000 + (seed ?? 0) });
     const sha256 = hex(await crypto.subtle.digest("SHA-256", scenario.fromInput ? await blob.arrayBuffer() : bytes));
 
+    // A broker on another origin gets the page's owner cookie only when asked.
+    const credentials = new URL(endpoint, location.href).origin === location.origin ? "same-origin" : "include";
     const post = (path, body) =>
-      fetch(endpoint + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
-        .then((r) => r.json());
+      fetch(endpoint + path, {
+        method: "POST", credentials, headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+      }).then((r) => r.json());
     const brokers = {
       // Every call through JavaScript callbacks that forward to the broker.
       callbacks: {
@@ -159,7 +187,7 @@ export async function uploadInPage(page, scenario) {
         ].map(([name, route]) => [name, (request) => {
           live.brokerCalls.push(name);
           if (name === "initiate") return post("", request);
-          if (name === "show") return fetch(`${endpoint}/${request.session_id}`).then((r) => r.json());
+          if (name === "show") return fetch(`${endpoint}/${request.session_id}`, { credentials }).then((r) => r.json());
           return post(`/${request.session_id}/${route}`, request);
         }]),
       ),
@@ -191,7 +219,7 @@ export async function uploadInPage(page, scenario) {
     };
     window.__upload = live;
     const wasmBytesBefore = wasm.memory.buffer.byteLength;
-    const uploader = new Uploader({ endpoint, broker: brokers[brokerMode] });
+    const uploader = new Uploader({ endpoint, credentials, headers: scenario.uploaderHeaders, broker: brokers[brokerMode] });
     if (scenario.resumePrevious) live.previous = await uploader.findPreviousUploads(blob);
     const started = performance.now();
     let cancelled = null;

@@ -12,6 +12,7 @@ import {
   launchBrowser,
   MiB,
   sha256OfUrl,
+  showInPage,
   startBroker,
   startTusChecksumProxy,
   startTusServer,
@@ -23,6 +24,9 @@ const SIZE = 100 * MiB;
 const scenario = (endpoint, seed) => ({ size: SIZE, seed, endpoint, strategy: "tus", chunkSize: 8 * MiB });
 const sha256OfFile = (path) => createHash("sha256").update(readFileSync(path)).digest("hex");
 const idOf = (url) => url.split("/").pop();
+/** The file @tus/server stored for a session (its upload URL, as the owner sees the session). */
+const storedFile = async (directory, page, endpoint, run) =>
+  join(directory, idOf((await showInPage(page, endpoint, run.session.id)).session.session_uri));
 
 describe("tus end to end", () => {
   let tusServer;
@@ -63,9 +67,11 @@ describe("tus end to end", () => {
     assert.equal(run.ok, true, JSON.stringify(run.error));
     assert.deepEqual(run.states.map(([, to]) => to), ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"]);
     assertProgressSound(run.progress, SIZE, 8 * MiB);
-    const uploadUrl = run.result.asset.url;
-    assert.ok(uploadUrl.startsWith(`${tusServer.url}/files/`), uploadUrl);
-    assert.equal(sha256OfFile(join(tusServer.directory, idOf(uploadUrl))), run.sha256, "the file @tus/server stored");
+    const endpoint = `${plainBroker.url}/api/uploads`;
+    const assetUrl = run.result.asset.url;
+    assert.ok(assetUrl.startsWith(`${plainBroker.url}/objects/`), `a read URL, not the tus upload URL: ${assetUrl}`);
+    assert.equal(sha256OfFile(await storedFile(tusServer.directory, page, endpoint, run)), run.sha256, "the file @tus/server stored");
+    assert.deepEqual(await sha256OfUrl(assetUrl), { sha256: run.sha256, length: SIZE }, "read back through the broker");
     assert.equal(run.result.asset.sha256, run.sha256);
     t.diagnostic(`100 MiB tus (@tus/server): ${run.ms.toFixed(0)} ms (${(100 / (run.ms / 1000)).toFixed(0)} MiB/s)`);
   });
@@ -82,7 +88,7 @@ describe("tus end to end", () => {
     assert.equal(patches[refused + 1].offset, patches[refused].offset, "the same chunk again");
     assert.equal(patches[refused + 1].checksum, patches[refused].checksum);
     assertProgressSound(run.progress, SIZE, 8 * MiB);
-    assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
+    assert.equal(sha256OfFile(await storedFile(tusServer.directory, page, `${checkingBroker.url}/api/uploads`, run)), run.sha256);
   });
 
   test("deferLength creates the upload without its length and sends it with the first PATCH", async () => {
@@ -96,7 +102,7 @@ describe("tus end to end", () => {
     assert.deepEqual([creation.deferLength, creation.length], ["1", null]);
     const patches = verifying.log.filter((entry) => entry.method === "PATCH");
     assert.deepEqual(patches.map((entry) => entry.length), [String(size), null], "the length goes with the first PATCH only");
-    assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
+    assert.equal(sha256OfFile(await storedFile(tusServer.directory, page, `${checkingBroker.url}/api/uploads`, run)), run.sha256);
   });
 
   test("the embedded tus server refuses a corrupted chunk and the upload completes", async () => {
@@ -115,14 +121,17 @@ describe("tus end to end", () => {
     assert.deepEqual([run.error.code, run.error.state], ["aborted", "aborted"]);
     const uploadUrl = run.session.session_uri;
     assert.equal(uploadUrl, "[redacted]", "page code never sees the upload URL");
-    const shown = await (await fetch(`${plainBroker.url}/api/uploads/${run.session.id}`)).json();
+    const shown = await showInPage(page, `${plainBroker.url}/api/uploads`, run.session.id);
     const head = await fetch(shown.session.session_uri, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0" } });
     assert.equal(head.status, 404);
   });
 
   test("a page closed at ~50 % resumes from a new page at the server's offset", async () => {
     const endpoint = `${plainBroker.url}/api/uploads`;
-    const first = await browser.newPage();
+    // One browser profile: the reload keeps its cookies (the broker binds
+    // the session to the owner cookie).
+    const profile = await browser.newContext();
+    const first = await profile.newPage();
     await first.goto(`${plainBroker.url}/`);
     await uploadInPage(first, { ...scenario(endpoint, 35), background: true });
     await waitInPage(first, (half) => { const reached = (window.__upload.progress.at(-1)?.bytesAcked ?? 0) >= half; if (reached) window.__uploadHandle.pause(); return reached; }, SIZE / 2);
@@ -132,15 +141,16 @@ describe("tus end to end", () => {
     }));
     await first.close();
 
-    const second = await browser.newPage();
+    const second = await profile.newPage();
     await second.goto(`${plainBroker.url}/`);
     const run = await uploadInPage(second, { ...scenario(endpoint, 35), sessionId: before.sessionId });
-    await second.close();
+    const file = run.ok ? await storedFile(tusServer.directory, second, endpoint, run) : null;
+    await profile.close();
     assert.equal(run.ok, true, JSON.stringify(run.error));
     assert.deepEqual(run.states.slice(0, 3), [[null, "signed"], ["signed", "resuming"], ["resuming", "uploading"]]);
     assert.ok(run.progress[0].bytesAcked >= before.acked, `continues from the server offset: ${JSON.stringify(run.progress.slice(0, 3))} ${before.acked}`);
     assert.ok(run.progress[0].bytesAcked < SIZE);
     assertProgressSound(run.progress, SIZE, 8 * MiB);
-    assert.equal(sha256OfFile(join(tusServer.directory, idOf(run.result.asset.url))), run.sha256);
+    assert.equal(sha256OfFile(file), run.sha256);
   });
 });

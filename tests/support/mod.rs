@@ -89,6 +89,10 @@ impl Transport for ThreadTransport {
     }
 }
 
+/// The owner cookie of the one person these tests upload as (the
+/// reference broker binds each session to its creator's cookie).
+const OWNER_COOKIE: &str = "rindle_owner=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 /// The broker protocol over HTTP with JSON, as the browser edge speaks it.
 pub struct HttpBroker {
     pub endpoint: String,
@@ -99,12 +103,13 @@ impl Broker for HttpBroker {
         let url = format!("{}{}", self.endpoint, call.path());
         let unreachable = |e: ureq::Error| UploadError::new(ErrorCode::BrokerUnreachable, e.to_string());
         let mut response = if call.method() == "GET" {
-            agent().get(&url).call().map_err(unreachable)?
+            agent().get(&url).header("cookie", OWNER_COOKIE).call().map_err(unreachable)?
         } else {
             let body = call.serialize_body(serde_json::value::Serializer).unwrap();
             agent()
                 .post(&url)
                 .header("content-type", "application/json")
+                .header("cookie", OWNER_COOKIE)
                 .send(body.to_string())
                 .map_err(unreachable)?
         };

@@ -3,7 +3,8 @@
 //! the session ends `completed` with its asset or `failed` with a reason.
 
 use super::{
-    is_tus, load, multipart_plan, refuse_if_expired, reply, save, timestamp, AppState, Outcome, ServiceError,
+    discard_bytes, is_tus, multipart_plan, owned, refuse_if_expired, reply, save, timestamp, AppState, Caller,
+    Outcome, ServiceError,
 };
 use crate::db::Record;
 use rindle_upload::broker::Asset;
@@ -25,8 +26,10 @@ fn begin_verifying(state: &AppState, record: &mut Record) -> Result<bool, Servic
     Ok(true)
 }
 
-/// Ends a verifying session: `completed` with its asset, or `failed`.
-fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>) -> Outcome {
+/// Ends a verifying session: `completed` with its asset, or `failed` with
+/// its bytes removed from the store.
+async fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>) -> Outcome {
+    let failed = verified.is_err();
     match verified {
         Ok(asset) => {
             record.session.transition(SessionState::Completed)?;
@@ -41,16 +44,20 @@ fn finish(state: &AppState, mut record: Record, verified: Result<Asset, String>)
         }
     }
     save(state, &mut record)?;
+    if failed {
+        discard_bytes(state, &record).await;
+    }
     Ok(reply(record))
 }
 
-pub async fn complete(state: &AppState, id: &str, base: &str) -> Outcome {
-    let mut record = load(state, id)?;
+pub async fn complete(state: &AppState, id: &str, caller: &Caller, base: &str) -> Outcome {
+    let _writes = state.writes.lock(id).await;
+    let mut record = owned(state, id, caller)?;
     if !begin_verifying(state, &mut record)? {
         return Ok(reply(record));
     }
     let verified = verify(state, &record, base).await;
-    finish(state, record, verified)
+    finish(state, record, verified).await
 }
 
 #[derive(Deserialize)]
@@ -61,10 +68,12 @@ pub struct CompleteMultipartBody {
 pub async fn complete_multipart(
     state: &AppState,
     id: &str,
+    caller: &Caller,
     base: &str,
     request: CompleteMultipartBody,
 ) -> Outcome {
-    let mut record = load(state, id)?;
+    let _writes = state.writes.lock(id).await;
+    let mut record = owned(state, id, caller)?;
     let (_, upload_id) = multipart_plan(&record)?;
     if !begin_verifying(state, &mut record)? {
         return Ok(reply(record));
@@ -75,15 +84,10 @@ pub async fn complete_multipart(
             record.session.multipart_parts = request.parts;
             verify(state, &record, base).await
         }
-        Err(refused) => {
-            // A failed session must not leave parts behind in the store.
-            if let Err(e) = state.store.abort_multipart(&key, &upload_id).await {
-                tracing::warn!(session = %record.session.id, "could not abort a refused multipart upload: {e}");
-            }
-            Err(refused.message)
-        }
+        // `finish` removes the parts of the failed session.
+        Err(refused) => Err(refused.message),
     };
-    finish(state, record, verified)
+    finish(state, record, verified).await
 }
 
 /// Checks the stored object against the session and the profile.
@@ -96,22 +100,30 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
         Some(remote) => remote.inspect(&uri).await,
         None => state.store.inspect(&key).await,
     };
-    let (size, sha256) = match inspected {
+    let stored = match inspected {
         Ok(Some(found)) => found,
         Ok(None) => return Err("no object was stored for this session".into()),
         Err(e) => return Err(format!("the stored object could not be read: {e}")),
     };
-    let declared = session.upload_length.unwrap_or(0);
+    let (size, declared) = (stored.size, session.upload_length.unwrap_or(0));
     if size != declared {
         return Err(format!("stored {size} bytes, but the session declared {declared}"));
     }
-    state.config.profile.check(size, &record.content_type).map_err(|e| e.message)?;
+    let profile = &state.config.profile;
+    profile.check(size, &record.content_type).map_err(|e| e.message)?;
+    profile.check_content(&record.content_type, &stored.head).map_err(|e| e.message)?;
+    // An external tus server's upload URL also writes: page code gets the
+    // broker's read-only download route instead.
+    let url = match remote {
+        Some(_) => format!("{base}/objects/{key}"),
+        None => state.store.object_url(base, &key, &record.content_type),
+    };
     Ok(Asset {
         id: session.asset_id.clone().unwrap_or_default(),
-        url: if remote.is_some() { uri } else { state.store.object_url(base, &key) },
+        url,
         key,
         byte_size: size,
         content_type: record.content_type.clone(),
-        sha256,
+        sha256: stored.sha256,
     })
 }

@@ -1,27 +1,51 @@
 //! `initiate`: a new session (and, for multipart, the store's upload), or
 //! the one an earlier try with the same idempotency key created.
 
-use super::{key_for, load, reply, timestamp, AppState, Outcome, ServiceError};
+use super::{key_for, owned, reply, timestamp, AppState, Caller, Outcome, ServiceError};
 use crate::db::Record;
 use rindle_upload::broker::InitiateRequest;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
 use rindle_upload::{ErrorCode, Session, SessionState, UploadStrategy};
+use std::net::IpAddr;
 
-pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
-    if request.filename.is_empty() {
-        return Err(ServiceError::invalid("filename must not be empty"));
+/// `client`: the caller's address, for the rate of new sessions.
+pub async fn initiate(state: &AppState, caller: &Caller, client: IpAddr, request: InitiateRequest) -> Outcome {
+    if request.filename.is_empty() || request.filename.len() > 1024 {
+        return Err(ServiceError::invalid("filename must be 1 to 1024 bytes"));
     }
-    let idempotency_key = request.idempotency_key.clone();
-    if let Some(key) = &idempotency_key {
-        let plain = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !(1..=128).contains(&key.len()) || !plain {
-            return Err(ServiceError::invalid("idempotency_key must be 1-128 characters of [A-Za-z0-9_-]"));
+    if !crate::config::is_media_type(&request.content_type) {
+        return Err(ServiceError::invalid("content_type must be a media type such as text/plain"));
+    }
+    // Keys are the caller's own: another caller's key finds nothing.
+    let idempotency_key = match &request.idempotency_key {
+        Some(key) => {
+            let plain = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !(1..=128).contains(&key.len()) || !plain {
+                return Err(ServiceError::invalid("idempotency_key must be 1-128 characters of [A-Za-z0-9_-]"));
+            }
+            Some(format!("{}:{key}", caller.0))
         }
+        None => None,
+    };
+    if let Some(key) = &idempotency_key {
         if let Some(id) = state.db.session_initiated_as(key)? {
-            return initiated_before(state, &id, &request);
+            return initiated_before(state, &id, caller, &request);
         }
     }
     state.config.profile.check(request.byte_size, &request.content_type)?;
+    // Only new sessions count: a retried initiate was answered above.
+    let per_minute = state.config.limits.sessions_per_minute;
+    if !state.limits.allow_session(client, super::unix(state.clock.now()), per_minute) {
+        return Err(ServiceError::new(429, ErrorCode::RateLimited, "too many new sessions; try again in a minute"));
+    }
+    let limit = state.config.limits.open_sessions;
+    if state.db.open_sessions_of(&caller.0)? >= limit {
+        return Err(ServiceError::new(
+            429,
+            ErrorCode::RateLimited,
+            format!("at most {limit} unfinished sessions at once: finish or cancel one first"),
+        ));
+    }
     let tus = match request.resumable_protocol.as_deref() {
         None => false,
         Some("tus") if request.upload_strategy == UploadStrategy::Resumable => true,
@@ -86,6 +110,7 @@ pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
         content_type: request.content_type,
         part_size,
         asset: None,
+        owner: Some(caller.0.clone()),
         revision: 0,
     };
     let stored = match &idempotency_key {
@@ -101,7 +126,7 @@ pub async fn initiate(state: &AppState, request: InitiateRequest) -> Outcome {
                 let key = record.session.upload_key.as_deref().unwrap_or_default();
                 let _ = state.store.abort_multipart(key, upload_id).await;
             }
-            return initiated_before(state, &other, &request_shape(&record));
+            return initiated_before(state, &other, caller, &request_shape(&record));
         }
         return Err(e.into());
     }
@@ -124,8 +149,8 @@ fn request_shape(record: &Record) -> InitiateRequest {
 
 /// The answer to an `initiate` whose idempotency key created session `id`
 /// before: that session, if the request is for the same file.
-fn initiated_before(state: &AppState, id: &str, request: &InitiateRequest) -> Outcome {
-    let record = load(state, id)?;
+fn initiated_before(state: &AppState, id: &str, caller: &Caller, request: &InitiateRequest) -> Outcome {
+    let record = owned(state, id, caller)?;
     let earlier = request_shape(&record);
     let same_file = (earlier.filename.as_str(), earlier.byte_size, earlier.upload_strategy)
         == (request.filename.as_str(), request.byte_size, request.upload_strategy);

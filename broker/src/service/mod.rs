@@ -28,6 +28,33 @@ pub struct AppState {
     pub store: Store,
     /// Set when tus sessions go to an external tus server.
     pub remote_tus: Option<RemoteTus>,
+    pub writes: SessionLocks,
+    pub limits: crate::limits::Limits,
+}
+
+/// Who calls: a digest of the caller's credential (the owner cookie, or
+/// the bearer token), never the credential itself. Sessions are bound to
+/// the caller that initiated them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// One lock per session (striped): a store write lands wholly before or
+/// wholly after the call that ends its session (complete, cancel, the
+/// sweeper), so an ended session's URLs never write again.
+pub struct SessionLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for SessionLocks {
+    fn default() -> Self {
+        SessionLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl SessionLocks {
+    pub async fn lock(&self, session: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(session);
+        self.0[(hash % self.0.len() as u64) as usize].lock().await
+    }
 }
 
 /// A refused call: the HTTP status it is answered with, and the protocol's
@@ -145,12 +172,24 @@ fn signed_request(presigned: Presigned, signed_at: SystemTime, ttl: Duration) ->
     }
 }
 
+fn not_found() -> ServiceError {
+    ServiceError::new(404, ErrorCode::SessionNotFound, "no such upload session")
+}
+
+/// Loads a session of `caller`'s, first letting it expire if its time has
+/// passed. Another caller's session is answered as missing: its existence
+/// is not told.
+fn owned(state: &AppState, id: &str, caller: &Caller) -> Result<Record, ServiceError> {
+    let record = load(state, id)?;
+    if record.owner.as_deref() != Some(caller.0.as_str()) {
+        return Err(not_found());
+    }
+    Ok(record)
+}
+
 /// Loads a session, first letting it expire if its time has passed.
 fn load(state: &AppState, id: &str) -> Result<Record, ServiceError> {
-    let mut record = state
-        .db
-        .get(id)?
-        .ok_or_else(|| ServiceError::new(404, ErrorCode::SessionNotFound, "no such upload session"))?;
+    let mut record = state.db.get(id)?.ok_or_else(not_found)?;
     let session = &mut record.session;
     let past_ttl = session
         .expires_at
@@ -202,13 +241,44 @@ pub fn key_for(asset_id: &str, filename: &str) -> String {
     format!("uploads/{asset_id}/{}", if safe.is_empty() { "file" } else { safe })
 }
 
-pub fn show(state: &AppState, id: &str) -> Outcome {
-    Ok(reply(load(state, id)?))
+/// Whether session `id` may take bytes now: only while it is signed and
+/// not yet completing, cancelled, failed or expired.
+fn accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
+    let record = load(state, id)?;
+    match record.session.state {
+        SessionState::Signed | SessionState::Resuming | SessionState::Uploading => Ok(()),
+        other => Err(ServiceError::new(
+            409,
+            ErrorCode::IllegalTransition,
+            format!("the session is {other} and takes no more bytes"),
+        )),
+    }
+}
+
+/// Checked by the embedded store before it reads a body.
+pub fn check_accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
+    accepts_bytes(state, id)
+}
+
+/// Taken by the embedded store to put received bytes in place: the
+/// session's lock, held while the bytes are placed, once the session is
+/// seen to still take bytes.
+pub async fn lock_for_bytes<'a>(
+    state: &'a AppState,
+    id: &str,
+) -> Result<tokio::sync::MutexGuard<'a, ()>, ServiceError> {
+    let guard = state.writes.lock(id).await;
+    accepts_bytes(state, id)?;
+    Ok(guard)
+}
+
+pub fn show(state: &AppState, id: &str, caller: &Caller) -> Outcome {
+    Ok(reply(owned(state, id, caller)?))
 }
 
 /// `base`: where this broker is reached from, for the URLs it signs.
-pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
-    let mut record = load(state, id)?;
+pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str) -> Outcome {
+    let mut record = owned(state, id, caller)?;
     refuse_if_expired(&record)?;
     let key = record.session.upload_key.clone().unwrap_or_default();
     let total = record.session.upload_length.unwrap_or(0);
@@ -231,8 +301,8 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
                 (None, Some(local)) => {
                     if record.session.session_uri.is_none() {
                         let expires = state.clock.now() + state.config.tus_ttl;
-                        let id = local.create_tus(&key, total, unix(expires)).await?;
-                        record.session.session_uri = Some(Secret::new(format!("{base}/tus/{id}")));
+                        let upload = local.create_tus(&record.session.id, &key, total, unix(expires)).await?;
+                        record.session.session_uri = Some(Secret::new(format!("{base}/tus/{upload}")));
                         record.session.session_uri_expires_at = Some(timestamp(expires));
                         record.session.last_known_offset = Some(0);
                     }
@@ -248,7 +318,10 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
             record.session.transition(SessionState::Signed)?;
             if record.session.session_uri.is_none() {
                 let ttl = state.config.session_uri_ttl;
-                let uri = state.store.open_resumable(base, &key, &record.content_type, total, ttl).await?;
+                let uri = state
+                    .store
+                    .open_resumable(base, &record.session.id, &key, &record.content_type, total, ttl)
+                    .await?;
                 record.session.session_uri = Some(Secret::new(uri));
                 record.session.session_uri_expires_at = Some(timestamp(state.clock.now() + ttl));
                 record.session.last_known_offset = Some(0);
@@ -260,7 +333,8 @@ pub async fn sign(state: &AppState, id: &str, base: &str) -> Outcome {
             record.session.transition(SessionState::Signed)?;
             save(state, &mut record)?;
             let ttl = state.config.url_ttl;
-            let presigned = state.store.presign_put(base, &key, total, &record.content_type, ttl)?;
+            let presigned =
+                state.store.presign_put(base, &record.session.id, &key, total, &record.content_type, ttl)?;
             let upload = Some(signed_request(presigned, state.clock.now(), ttl));
             Ok(BrokerReply { upload, ..reply(record) })
         }
@@ -277,9 +351,14 @@ pub struct ResumableStatusBody {
 
 /// The client reports an offset; the broker records the store's own
 /// answer, which is the truth.
-pub async fn resumable_status(state: &AppState, id: &str, request: ResumableStatusBody) -> Outcome {
+pub async fn resumable_status(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    request: ResumableStatusBody,
+) -> Outcome {
     let reported = request.offset;
-    let mut record = load(state, id)?;
+    let mut record = owned(state, id, caller)?;
     refuse_if_expired(&record)?;
     if let (Some(created), None, Some(remote)) =
         (&request.session_uri, &record.session.session_uri, &state.remote_tus)
@@ -311,8 +390,14 @@ pub struct SignPartsBody {
     pub part_numbers: Vec<u32>,
 }
 
-pub async fn sign_parts(state: &AppState, id: &str, base: &str, request: SignPartsBody) -> Outcome {
-    let mut record = load(state, id)?;
+pub async fn sign_parts(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    base: &str,
+    request: SignPartsBody,
+) -> Outcome {
+    let mut record = owned(state, id, caller)?;
     refuse_if_expired(&record)?;
     let (plan, upload_id) = multipart_plan(&record)?;
     if request.part_numbers.is_empty() || request.part_numbers.len() > 1_000 {
@@ -333,7 +418,15 @@ pub async fn sign_parts(state: &AppState, id: &str, base: &str, request: SignPar
             Ok(SignedPart {
                 part_number,
                 upload: signed_request(
-                    state.store.presign_part(base, &key, &upload_id, part_number, ttl)?,
+                    state.store.presign_part(
+                        base,
+                        &record.session.id,
+                        &key,
+                        &upload_id,
+                        part_number,
+                        plan.piece(part_number).len,
+                        ttl,
+                    )?,
                     state.clock.now(),
                     ttl,
                 ),
@@ -343,8 +436,8 @@ pub async fn sign_parts(state: &AppState, id: &str, base: &str, request: SignPar
     Ok(BrokerReply { parts, ..reply(record) })
 }
 
-pub async fn list_parts(state: &AppState, id: &str) -> Outcome {
-    let mut record = load(state, id)?;
+pub async fn list_parts(state: &AppState, id: &str, caller: &Caller) -> Outcome {
+    let mut record = owned(state, id, caller)?;
     refuse_if_expired(&record)?;
     let (_, upload_id) = multipart_plan(&record)?;
     if record.session.state.is_terminal() {
@@ -356,29 +449,54 @@ pub async fn list_parts(state: &AppState, id: &str) -> Outcome {
     Ok(reply(record))
 }
 
-pub async fn cancel(state: &AppState, id: &str) -> Outcome {
-    let mut record = load(state, id)?;
+pub async fn cancel(state: &AppState, id: &str, caller: &Caller) -> Outcome {
+    let _writes = state.writes.lock(id).await;
+    let mut record = owned(state, id, caller)?;
     record.session.transition(SessionState::Aborted)?;
-    let key = record.session.upload_key.clone().unwrap_or_default();
-    if let Some(upload_id) = &record.session.multipart_upload_id {
+    save(state, &mut record)?;
+    discard_bytes(state, &record).await;
+    tracing::info!(session = %record.session.id, "session aborted");
+    Ok(reply(record))
+}
+
+/// Removes whatever a session that ended without an asset (cancelled,
+/// failed, expired) left in the store: its object, multipart upload or
+/// resumable upload. Failures are logged: the sweeper tries nothing twice,
+/// but a store's own lifecycle rules may.
+async fn discard_bytes(state: &AppState, record: &Record) {
+    let session = &record.session;
+    let key = session.upload_key.clone().unwrap_or_default();
+    if let Some(upload_id) = &session.multipart_upload_id {
         if let Err(e) = state.store.abort_multipart(&key, upload_id).await {
-            tracing::warn!(session = %record.session.id, "could not abort the multipart upload: {e}");
+            tracing::warn!(session = %session.id, "could not abort the multipart upload: {e}");
         }
     }
-    if let Some(uri) = &record.session.session_uri {
-        let cancelled = match (is_tus(&record.session), &state.remote_tus, state.store.local()) {
+    if let Some(uri) = &session.session_uri {
+        let cancelled = match (is_tus(session), &state.remote_tus, state.store.local()) {
             (true, Some(remote), _) => remote.terminate(uri.expose()).await,
             (true, None, Some(local)) => local.cancel_resumable(crate::tus::upload_id(uri.expose())).await,
             _ => state.store.cancel_resumable(uri.expose()).await,
         };
         if let Err(e) = cancelled {
-            tracing::warn!(session = %record.session.id, "could not cancel the resumable session: {e}");
+            tracing::warn!(session = %session.id, "could not cancel the resumable session: {e}");
         }
     }
     if let Err(e) = state.store.delete(&key).await {
-        tracing::warn!(session = %record.session.id, "could not delete the object of a cancelled session: {e}");
+        tracing::warn!(session = %session.id, "could not delete the object of an ended session: {e}");
     }
-    save(state, &mut record)?;
-    tracing::info!(session = %record.session.id, "session aborted");
-    Ok(reply(record))
+}
+
+/// Expires the open sessions whose time ran out and removes their bytes.
+/// Returns how many sessions it expired.
+pub async fn sweep(state: &AppState) -> Result<usize, ServiceError> {
+    let mut expired = 0;
+    for id in state.db.open_sessions_expired_at(unix(state.clock.now()))? {
+        let _writes = state.writes.lock(&id).await;
+        let record = load(state, &id)?;
+        if record.session.state == SessionState::Expired {
+            discard_bytes(state, &record).await;
+            expired += 1;
+        }
+    }
+    Ok(expired)
 }

@@ -2,12 +2,12 @@
 //! uploads: the broker opens the resumable session, reads its status,
 //! cancels it, and verifies the finished object.
 
-use super::StoreError;
+use super::{Inspected, Inspector, StoreError};
 use base64::Engine as _;
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 use md5::Md5;
 use rindle_upload::wire::gcs::{committed_offset, ContentRange};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::path::PathBuf;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -145,7 +145,7 @@ impl GcsStore {
 
     /// Reads the object back: its size and SHA-256, after checking the
     /// MD5 and CRC32C its metadata carries, when it carries them.
-    pub async fn inspect(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
         let metadata_url = format!("{}{}", self.base, self.object_path(key));
         let response = self.authorized(self.http.get(metadata_url)).await?.send().await;
         let response = response.map_err(|e| failed("object metadata", e.without_url()))?;
@@ -162,14 +162,14 @@ impl GcsStore {
         if !media.status().is_success() {
             return Err(failed("read object", format!("answered {}", media.status().as_u16())));
         }
-        let (mut sha256, mut md5, mut crc) = (Sha256::new(), Md5::new(), 0u32);
-        let mut size = 0u64;
+        let (mut inspector, mut md5, mut crc) = (Inspector::default(), Md5::new(), 0u32);
         while let Some(chunk) = media.chunk().await.map_err(|e| failed("read object", e.without_url()))? {
-            size += chunk.len() as u64;
-            sha256.update(&chunk);
+            inspector.update(&chunk);
             md5.update(&chunk);
             crc = crc32c::crc32c_append(crc, &chunk);
         }
+        let inspected = inspector.finish();
+        let size = inspected.size;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         if metadata.size.parse::<u64>().ok() != Some(size) {
             return Err(failed("verify", format!("read {size} bytes, metadata says {}", metadata.size)));
@@ -180,7 +180,7 @@ impl GcsStore {
         if metadata.crc32c.is_some_and(|expected| expected != b64(&crc.to_be_bytes())) {
             return Err(failed("verify", "the object's CRC32C does not match its metadata"));
         }
-        Ok(Some((size, hex::encode(sha256.finalize()))))
+        Ok(Some(inspected))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -229,8 +229,9 @@ mod tests {
         let md5 = Md5::digest(BYTES);
         let crc = crc32c::crc32c(BYTES);
         let good = serve(metadata("10", &md5, crc), BYTES).await;
-        let (size, sha256) = good.inspect("k").await.unwrap().unwrap();
-        assert_eq!((size, sha256), (10, hex::encode(Sha256::digest(BYTES))));
+        let inspected = good.inspect("k").await.unwrap().unwrap();
+        assert_eq!((inspected.size, inspected.sha256), (10, hex::encode(sha2::Sha256::digest(BYTES))));
+        assert_eq!(inspected.head, BYTES, "the first bytes are kept for sniffing");
 
         let bad_md5 = serve(metadata("10", &Md5::digest(b"other bytes"), crc), BYTES).await;
         assert!(bad_md5.inspect("k").await.unwrap_err().message.contains("MD5 does not match"));

@@ -58,6 +58,41 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// What verification learns of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub size: u64,
+    pub sha256: String,
+    /// The object's first bytes, for content sniffing.
+    pub head: Vec<u8>,
+}
+
+/// How many first bytes verification keeps for sniffing.
+pub const SNIFF_BYTES: usize = 4096;
+
+/// Reads an object once, chunk by chunk, into what verification needs.
+#[derive(Default)]
+pub struct Inspector {
+    hasher: sha2::Sha256,
+    size: u64,
+    head: Vec<u8>,
+}
+
+impl Inspector {
+    pub fn update(&mut self, chunk: &[u8]) {
+        use sha2::Digest;
+        self.size += chunk.len() as u64;
+        self.hasher.update(chunk);
+        let room = SNIFF_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+
+    pub fn finish(self) -> Inspected {
+        use sha2::Digest;
+        Inspected { size: self.size, sha256: hex::encode(self.hasher.finalize()), head: self.head }
+    }
+}
+
 /// A presigned request the client sends as is.
 pub struct Presigned {
     pub url: String,
@@ -90,9 +125,11 @@ impl Store {
     }
 
     /// `base` is the broker's own URL, where the embedded store is served.
+    /// The URL holds only for exactly `length` bytes of `content_type`.
     pub fn presign_put(
         &self,
         base: &str,
+        session: &str,
         key: &str,
         length: u64,
         content_type: &str,
@@ -101,6 +138,7 @@ impl Store {
         let url = match self {
             Store::Local(local) => {
                 let grant = PutGrant {
+                    session: session.to_owned(),
                     key: key.to_owned(),
                     length,
                     content_type: content_type.to_owned(),
@@ -108,7 +146,7 @@ impl Store {
                 };
                 format!("{base}{}", local.presign_put(&grant))
             }
-            Store::S3(s3) => s3.presign_put(key, content_type, ttl),
+            Store::S3(s3) => s3.presign_put(key, length, content_type, ttl),
             Store::Gcs(_) => return Err(not_offered()),
         };
         Ok(Presigned { url, headers: BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]) })
@@ -122,21 +160,31 @@ impl Store {
         }
     }
 
+    /// The URL holds only for a body of exactly `length` bytes (the plan's
+    /// size of that part).
+    #[allow(clippy::too_many_arguments)]
     pub fn presign_part(
         &self,
         base: &str,
+        session: &str,
         key: &str,
         upload_id: &str,
         part_number: u32,
+        length: u64,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         let url = match self {
             Store::Local(local) => {
-                let grant =
-                    PartGrant { upload_id: upload_id.to_owned(), part_number, expires_unix: unix_after(ttl) };
+                let grant = PartGrant {
+                    session: session.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                    part_number,
+                    length,
+                    expires_unix: unix_after(ttl),
+                };
                 format!("{base}{}", local.presign_part(&grant))
             }
-            Store::S3(s3) => s3.presign_part(key, upload_id, part_number, ttl),
+            Store::S3(s3) => s3.presign_part(key, upload_id, part_number, length, ttl),
             Store::Gcs(_) => return Err(not_offered()),
         };
         Ok(Presigned { url, headers: BTreeMap::new() })
@@ -171,8 +219,8 @@ impl Store {
         }
     }
 
-    /// Size and SHA-256 (hex) of a stored object, or `None`.
-    pub async fn inspect(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+    /// What a stored object holds, or `None`.
+    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
         match self {
             Store::Local(local) => local.inspect(key).await,
             Store::S3(s3) => s3.inspect(key).await,
@@ -188,11 +236,12 @@ impl Store {
         }
     }
 
-    /// Where the stored object can be read.
-    pub fn object_url(&self, base: &str, key: &str) -> String {
+    /// Where the stored object can be read: a URL that only reads, served
+    /// as `content_type` and as an attachment unless it is safe inline.
+    pub fn object_url(&self, base: &str, key: &str, content_type: &str) -> String {
         match self {
             Store::Local(_) => format!("{base}/objects/{key}"),
-            Store::S3(s3) => s3.presign_get(key, Duration::from_secs(3600)),
+            Store::S3(s3) => s3.presign_get(key, content_type, Duration::from_secs(3600)),
             Store::Gcs(gcs) => gcs.media_url(key),
         }
     }
@@ -201,6 +250,7 @@ impl Store {
     pub async fn open_resumable(
         &self,
         base: &str,
+        session: &str,
         key: &str,
         content_type: &str,
         total: u64,
@@ -208,7 +258,7 @@ impl Store {
     ) -> Result<String, StoreError> {
         match self {
             Store::Local(local) => {
-                Ok(format!("{base}{}", local.open_resumable(key, total, unix_after(ttl)).await?))
+                Ok(format!("{base}{}", local.open_resumable(session, key, total, unix_after(ttl)).await?))
             }
             Store::Gcs(gcs) => gcs.open_resumable(key, content_type, total).await,
             Store::S3(_) => Err(not_offered()),

@@ -1,11 +1,10 @@
 //! A real S3-compatible store (AWS S3, Garage, MinIO…): requests are
 //! signed with SigV4 by rusty-s3 and sent with reqwest.
 
-use super::{StoreError, StoreErrorKind};
+use super::{Inspected, Inspector, StoreError, StoreErrorKind};
 use rindle_upload::session::MultipartPart;
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// How long the broker's own signed calls to the store stay valid.
@@ -39,20 +38,40 @@ impl S3Store {
         })
     }
 
-    /// Content-Type is signed: the browser must send exactly it.
-    pub fn presign_put(&self, key: &str, content_type: &str, ttl: Duration) -> String {
+    /// Content-Type and Content-Length are signed: the store refuses any
+    /// other type or size. (The browser sets Content-Length itself, so it
+    /// is signed but not among the headers handed to the client.)
+    pub fn presign_put(&self, key: &str, length: u64, content_type: &str, ttl: Duration) -> String {
         let mut action = self.bucket.put_object(Some(&self.credentials), key);
         action.headers_mut().insert("content-type", content_type.to_owned());
+        action.headers_mut().insert("content-length", length.to_string());
         action.sign(ttl).to_string()
     }
 
-    pub fn presign_part(&self, key: &str, upload_id: &str, part_number: u32, ttl: Duration) -> String {
+    pub fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        length: u64,
+        ttl: Duration,
+    ) -> String {
         let part = u16::try_from(part_number).unwrap_or(u16::MAX);
-        self.bucket.upload_part(Some(&self.credentials), key, part, upload_id).sign(ttl).to_string()
+        let mut action = self.bucket.upload_part(Some(&self.credentials), key, part, upload_id);
+        action.headers_mut().insert("content-length", length.to_string());
+        action.sign(ttl).to_string()
     }
 
-    pub fn presign_get(&self, key: &str, ttl: Duration) -> String {
-        self.bucket.get_object(Some(&self.credentials), key).sign(ttl).to_string()
+    /// A read URL whose answer carries the verified type, and is an
+    /// attachment unless the type is safe to show inline.
+    pub fn presign_get(&self, key: &str, content_type: &str, ttl: Duration) -> String {
+        let mut action = self.bucket.get_object(Some(&self.credentials), key);
+        action.query_mut().insert("response-content-type", content_type.to_owned());
+        action.query_mut().insert(
+            "response-content-disposition",
+            crate::downloads::disposition(content_type).to_owned(),
+        );
+        action.sign(ttl).to_string()
     }
 
     /// Sends a signed request; a non-2xx answer becomes a readable error
@@ -149,24 +168,22 @@ impl S3Store {
     }
 
     /// Reads the object back to measure and hash it.
-    pub async fn inspect(&self, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
         let url = self.bucket.get_object(Some(&self.credentials), key).sign(CALL_TTL);
         let mut response = match self.send("GetObject", self.http.get(url)).await {
             Ok(response) => response,
             Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let mut inspector = Inspector::default();
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| StoreError::failed(format!("S3 GetObject: read failed: {}", e.without_url())))?
         {
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
+            inspector.update(&chunk);
         }
-        Ok(Some((size, hex::encode(hasher.finalize()))))
+        Ok(Some(inspector.finish()))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! The embedded store's multipart uploads, by S3's rules: parts kept apart
 //! until completion, which checks the part list and joins them.
 
-use super::{is_safe_id, LocalStore};
+use super::{is_safe_id, LocalStore, TempFile};
 use crate::store::StoreError;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::wire::s3::MIN_PART_SIZE;
@@ -83,8 +83,8 @@ impl LocalStore {
             }
             files.push(path.clone());
         }
-        let temp = self.incoming.join(uuid::Uuid::new_v4().to_string());
-        let mut joined = tokio::fs::File::create(&temp).await?;
+        let temp = TempFile(self.incoming.join(uuid::Uuid::new_v4().to_string()));
+        let mut joined = tokio::fs::File::create(&temp.0).await?;
         for path in files {
             let mut part = tokio::fs::File::open(path).await?;
             tokio::io::copy(&mut part, &mut joined).await?;
@@ -94,7 +94,7 @@ impl LocalStore {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        tokio::fs::rename(&temp, target).await?;
+        tokio::fs::rename(&temp.0, target).await?;
         self.abort_multipart(upload_id).await
     }
 

@@ -2,9 +2,8 @@
 //! with `Content-Range`, status queries) and tus uploads, sharing one
 //! offset-committing core.
 
-use super::{is_safe_id, LocalStore, Refusal, ResumableMeta, SignedQuery};
+use super::{is_safe_id, io_refusal, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery};
 use crate::store::StoreError;
-use axum::body::Body;
 use rindle_upload::transport::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
 use sha2::{Digest, Sha256};
@@ -19,16 +18,26 @@ impl LocalStore {
         self.resumable.join(format!("{id}.json"))
     }
 
-    /// Opens a resumable session for `total` bytes of `key`; returns the
-    /// session URI's path and query (a bearer credential).
+    /// Opens a resumable session of broker session `session` for `total`
+    /// bytes of `key`; returns the session URI's path and query (a bearer
+    /// credential).
     pub async fn open_resumable(
         &self,
+        session: &str,
         key: &str,
         total: u64,
         expires_unix: u64,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.create_session(&id, key, total, None).await?;
+        let meta = ResumableMeta {
+            session: session.to_owned(),
+            protocol: Protocol::Gcs,
+            key: key.to_owned(),
+            total,
+            complete: false,
+            expires_unix: None,
+        };
+        self.create_session(&id, &meta).await?;
         let sig = self.sign(&Self::resumable_canonical(&id, expires_unix));
         Ok(format!("/store-resumable/{id}?expires={expires_unix}&sig={sig}"))
     }
@@ -41,22 +50,35 @@ impl LocalStore {
     }
 
     async fn meta(&self, id: &str) -> Result<ResumableMeta, Refusal> {
-        let bytes = tokio::fs::read(self.meta_path(id))
-            .await
-            .map_err(|_| Refusal::new(404, "NoSuchUpload", "the resumable session does not exist"))?;
+        let missing = || Refusal::new(404, "NoSuchUpload", "the resumable session does not exist");
+        if !is_safe_id(id) {
+            return Err(missing());
+        }
+        let bytes = tokio::fs::read(self.meta_path(id)).await.map_err(|_| missing())?;
         serde_json::from_slice(&bytes).map_err(|_| Refusal::new(500, "InternalError", "unreadable session"))
+    }
+
+    /// A resumable upload of `protocol` (an upload of the other protocol
+    /// does not exist for this endpoint).
+    pub async fn resumable_meta(&self, id: &str, protocol: Protocol) -> Result<ResumableMeta, Refusal> {
+        let meta = self.meta(id).await?;
+        if meta.protocol != protocol {
+            return Err(Refusal::new(404, "NoSuchUpload", "the resumable session does not exist"));
+        }
+        Ok(meta)
     }
 
     /// Answers a chunk (or a status query) by GCS's rules: a chunk starts
     /// at the committed offset, is a whole number of 256 KiB units unless
-    /// it is the last, and arrives whole or not at all.
+    /// it is the last, and arrives whole or not at all. `received` is the
+    /// chunk's body, received with `receive_chunk`.
     pub async fn resumable_put(
         &self,
         id: &str,
+        meta: ResumableMeta,
         range: ContentRange,
-        body: Body,
+        received: Option<Received>,
     ) -> Result<ChunkAnswer, Refusal> {
-        let meta = self.meta(id).await?;
         let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
         let received = match range {
             ContentRange::Status { total } | ContentRange::Chunk { total, .. } if total != meta.total => {
@@ -69,46 +91,37 @@ impl LocalStore {
                 if last + 1 != total && len % CHUNK_UNIT != 0 {
                     return Err(refuse("every chunk but the last must be a multiple of 256 KiB".into()));
                 }
-                let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
-                self.write(body, len, Some(len), &chunk).await?;
-                Some((start, chunk))
+                match received {
+                    Some(chunk) if chunk.len == len => Some((start, chunk)),
+                    _ => return Err(refuse("the body does not have the length Content-Range says".into())),
+                }
             }
         };
         self.commit(id, meta, received, 400).await
     }
 
-    /// A tus PATCH: the chunk starts at the committed offset (else 409),
-    /// fits the declared length, and matches its `Upload-Checksum` (else
-    /// 460, and nothing is kept).
+    /// A tus PATCH: the upload is live and unfinished (a finished upload
+    /// takes no more bytes), the chunk starts at the committed offset (else
+    /// 409), and it matches its `Upload-Checksum` (else 460, and nothing is
+    /// kept).
     pub async fn tus_patch(
         &self,
         id: &str,
+        meta: ResumableMeta,
         offset: u64,
-        body: Body,
+        received: Received,
         checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
-        now_unix: u64,
     ) -> Result<ChunkAnswer, Refusal> {
-        let meta = self.live_tus_meta(id, now_unix).await?;
-        let committed = self.committed(id).await?;
-        if offset != committed {
-            return Err(Refusal::new(
-                409,
-                "Conflict",
-                format!("the upload is at offset {committed}, not {offset}"),
-            ));
+        if meta.complete {
+            return Err(completed());
         }
-        let chunk = self.resumable.join(format!("{id}.{}", uuid::Uuid::new_v4()));
-        self.write(body, meta.total - offset, None, &chunk).await?;
         if let Some((algorithm, expected)) = checksum {
-            let bytes = tokio::fs::read(&chunk)
-                .await
-                .map_err(|e| Refusal::new(500, "InternalError", e.to_string()))?;
+            let bytes = tokio::fs::read(&received.file.0).await.map_err(io_refusal)?;
             let actual = match algorithm {
                 ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(&bytes).to_vec(),
                 ChecksumAlgorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
             };
             if actual != expected {
-                let _ = tokio::fs::remove_file(&chunk).await;
                 return Err(Refusal::new(
                     460,
                     "ChecksumMismatch",
@@ -116,7 +129,7 @@ impl LocalStore {
                 ));
             }
         }
-        self.commit(id, meta, Some((offset, chunk)), 409).await
+        self.commit(id, meta, Some((offset, received)), 409).await
     }
 
     /// Appends a received chunk if it starts at the committed offset (else
@@ -125,25 +138,28 @@ impl LocalStore {
         &self,
         id: &str,
         meta: ResumableMeta,
-        received: Option<(u64, PathBuf)>,
+        received: Option<(u64, Received)>,
         conflict: u16,
     ) -> Result<ChunkAnswer, Refusal> {
         let data = self.resumable.join(format!("{id}.data"));
-        let io = |e: std::io::Error| Refusal::new(500, "InternalError", format!("store write failed: {e}"));
+        let io = io_refusal;
         let _committing = self.committing.lock().await;
+        // Read again under the lock: a concurrent chunk may have finished it.
+        let meta = ResumableMeta { complete: self.meta(id).await?.complete, ..meta };
+        if meta.complete {
+            return if received.is_some() { Err(completed()) } else { Ok(ChunkAnswer::Complete) };
+        }
         let committed = self.committed(id).await?;
         if let Some((start, chunk)) = received {
             if start != committed {
-                let _ = tokio::fs::remove_file(&chunk).await;
                 let message = format!("the chunk starts at {start}, but {committed} bytes are committed");
                 return Err(Refusal::new(conflict, "InvalidRange", message));
             }
             let mut appended = tokio::fs::OpenOptions::new().append(true).open(&data).await.map_err(io)?;
-            tokio::io::copy(&mut tokio::fs::File::open(&chunk).await.map_err(io)?, &mut appended)
+            tokio::io::copy(&mut tokio::fs::File::open(&chunk.file.0).await.map_err(io)?, &mut appended)
                 .await
                 .map_err(io)?;
             appended.sync_all().await.map_err(io)?;
-            tokio::fs::remove_file(&chunk).await.map_err(io)?;
         }
         let committed = self.committed(id).await?;
         if committed < meta.total {
@@ -168,37 +184,47 @@ impl LocalStore {
         if meta.complete {
             return Ok(meta.total);
         }
-        let data = tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await;
-        data.map(|m| m.len()).map_err(|e| Refusal::new(500, "InternalError", e.to_string()))
+        match tokio::fs::metadata(self.resumable.join(format!("{id}.data"))).await {
+            Ok(data) => Ok(data.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Refusal::new(404, "NoSuchUpload", "the resumable session does not exist"))
+            }
+            Err(e) => Err(io_refusal(e)),
+        }
     }
 
-    /// Creates a tus upload (the creation extension, or the broker
-    /// pre-creating one); returns its id.
-    pub async fn create_tus(&self, key: &str, total: u64, expires_unix: u64) -> Result<String, StoreError> {
+    /// Creates the tus upload of broker session `session` (the broker
+    /// pre-creates each one; the embedded server has no anonymous
+    /// creation); returns its id.
+    pub async fn create_tus(
+        &self,
+        session: &str,
+        key: &str,
+        total: u64,
+        expires_unix: u64,
+    ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.create_session(&id, key, total, Some(expires_unix)).await?;
+        let meta = ResumableMeta {
+            session: session.to_owned(),
+            protocol: Protocol::Tus,
+            key: key.to_owned(),
+            total,
+            complete: false,
+            expires_unix: Some(expires_unix),
+        };
+        self.create_session(&id, &meta).await?;
         Ok(id)
     }
 
-    async fn create_session(
-        &self,
-        id: &str,
-        key: &str,
-        total: u64,
-        expires_unix: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let meta = ResumableMeta { key: key.to_owned(), total, complete: false, expires_unix };
+    async fn create_session(&self, id: &str, meta: &ResumableMeta) -> Result<(), StoreError> {
         tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
-        tokio::fs::write(self.meta_path(id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        tokio::fs::write(self.meta_path(id), serde_json::to_vec(meta).expect("meta serializes")).await?;
         Ok(())
     }
 
     /// A tus upload that exists and has not expired (410 Gone once it has).
-    async fn live_tus_meta(&self, id: &str, now_unix: u64) -> Result<ResumableMeta, Refusal> {
-        if !is_safe_id(id) {
-            return Err(Refusal::new(404, "NoSuchUpload", "no such upload"));
-        }
-        let meta = self.meta(id).await?;
+    pub async fn live_tus_meta(&self, id: &str, now_unix: u64) -> Result<ResumableMeta, Refusal> {
+        let meta = self.resumable_meta(id, Protocol::Tus).await?;
         if meta.expires_unix.is_some_and(|at| now_unix > at) {
             return Err(Refusal::new(410, "Gone", "the upload has expired"));
         }
@@ -211,11 +237,17 @@ impl LocalStore {
         Ok((self.committed(id).await?, meta.total, meta.expires_unix))
     }
 
-    /// The committed offset (the total once complete), for the broker.
+    /// The committed offset (the total once complete), for the broker; an
+    /// upload that is gone is `NotFound`.
     pub async fn resumable_offset(&self, id: &str) -> Result<u64, StoreError> {
-        self.committed(id).await.map_err(|r| StoreError::failed(r.message))
+        self.committed(id).await.map_err(|r| match r.status {
+            404 => StoreError::not_found("the resumable upload no longer exists at the store"),
+            _ => StoreError::failed(r.message),
+        })
     }
 
+    /// Removes a resumable upload and what it received (not a completed
+    /// object).
     pub async fn cancel_resumable(&self, id: &str) -> Result<(), StoreError> {
         if !is_safe_id(id) {
             return Err(StoreError::refused("invalid session id"));
@@ -228,4 +260,8 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+fn completed() -> Refusal {
+    Refusal::new(403, "UploadComplete", "the upload is complete and takes no more bytes")
 }
