@@ -4,6 +4,7 @@
 //! embedded one.
 
 use crate::service::{self, unix, AppState};
+use crate::store::local::checksum::{claimed_by_gcs, claimed_by_s3, signed_form};
 use crate::store::local::{PartQuery, Protocol, PutQuery, Received, Refusal, SignedQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -93,16 +94,15 @@ async fn store_put(
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let result = match query {
-        Ok(Query(query)) => match local.check_put(&key, &query, content_type, unix(state.clock.now())) {
-            Ok(grant) => {
-                let received = local.receive(body, grant.length, Some(grant.length));
-                write_for_session(&state, &grant.session, received, |r| local.place_object(r, &grant.key)).await
-            }
-            Err(refusal) => Err(refusal),
-        },
-        Err(_) => Err(unsigned()),
-    };
+    let result = async {
+        let Ok(Query(query)) = query else { return Err(unsigned()) };
+        let claimed = claimed_by_s3(&headers)?;
+        let now = unix(state.clock.now());
+        let grant = local.check_put(&key, &query, content_type, &signed_form(&claimed), now)?;
+        let received = local.receive(body, grant.length, Some(grant.length), claimed);
+        write_for_session(&state, &grant.session, received, |r| local.place_object(r, &grant.key)).await
+    }
+    .await;
     store_answer(result)
 }
 
@@ -111,21 +111,19 @@ async fn store_put_part(
     State(state): State<Arc<AppState>>,
     Path((upload_id, part_number)): Path<(String, u32)>,
     query: Result<Query<PartQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let Some(local) = state.store.local() else { return StatusCode::NOT_FOUND.into_response() };
-    let result = match query {
-        Ok(Query(query)) => {
-            match local.check_part(&upload_id, part_number, &query, unix(state.clock.now())) {
-                Ok(grant) => {
-                    let received = local.receive(body, grant.length, Some(grant.length));
-                    write_for_session(&state, &grant.session, received, |r| local.place_part(r, &grant)).await
-                }
-                Err(refusal) => Err(refusal),
-            }
-        }
-        Err(_) => Err(unsigned()),
-    };
+    let result = async {
+        let Ok(Query(query)) = query else { return Err(unsigned()) };
+        let claimed = claimed_by_s3(&headers)?;
+        let now = unix(state.clock.now());
+        let grant = local.check_part(&upload_id, part_number, &query, &signed_form(&claimed), now)?;
+        let received = local.receive(body, grant.length, Some(grant.length), claimed);
+        write_for_session(&state, &grant.session, received, |r| local.place_part(r, &grant)).await
+    }
+    .await;
     store_answer(result)
 }
 
@@ -146,13 +144,16 @@ async fn store_resumable_put(
         match range {
             None => Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed")),
             // A status query writes nothing: answered in any state.
-            Some(range @ ContentRange::Status { .. }) => local.resumable_put(&id, meta, range, None).await,
+            Some(range @ ContentRange::Status { .. }) => local.resumable_put(&id, meta, range, None, vec![]).await,
             Some(range @ ContentRange::Chunk { start, last, .. }) => {
                 let len = last + 1 - start;
                 let session = meta.session.clone();
-                let received = local.receive(body, len, Some(len));
-                write_for_session(&state, &session, received, |r| local.resumable_put(&id, meta, range, Some(r)))
-                    .await
+                let whole_object = claimed_by_gcs(&headers)?;
+                let received = local.receive(body, len, Some(len), vec![]);
+                write_for_session(&state, &session, received, |r| {
+                    local.resumable_put(&id, meta, range, Some(r), whole_object)
+                })
+                .await
             }
         }
     }
@@ -301,7 +302,7 @@ async fn tus_patch(
             return Err(Refusal::new(409, "Conflict", message));
         }
         let session = meta.session.clone();
-        let received = local.receive(body, total - committed, None);
+        let received = local.receive(body, total - committed, None, vec![]);
         write_for_session(&state, &session, received, |r| local.tus_patch(&id, meta, offset, r, checksum)).await
     }
     .await;

@@ -160,6 +160,14 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
     body.map(|Json(value)| value).map_err(|e| ServiceError::invalid(e.body_text()))
 }
 
+/// A JSON body that may be absent (older clients send none, or `{}`).
+fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ServiceError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ServiceError::invalid(format!("the body is not valid: {e}")))
+}
+
 /// Where this broker is reached from, for absolute URLs in replies:
 /// `PUBLIC_URL`, or the Host header when it is one of the allowed hosts
 /// (never any other).
@@ -208,8 +216,10 @@ async fn sign(
     Extension(caller): CallerOf,
     Path(id): Path<String>,
     headers: HeaderMap,
+    request: axum::body::Bytes,
 ) -> ApiResult {
-    ok(service::sign(&state, &id, &caller, &base_url(&state.config, &headers)?).await)
+    let base = base_url(&state.config, &headers)?;
+    ok(service::sign(&state, &id, &caller, &base, optional_body(&request)?).await)
 }
 
 async fn resumable_status(
@@ -241,8 +251,10 @@ async fn complete(
     Extension(caller): CallerOf,
     Path(id): Path<String>,
     headers: HeaderMap,
+    request: axum::body::Bytes,
 ) -> ApiResult {
-    ok(service::complete(&state, &id, &caller, &base_url(&state.config, &headers)?).await)
+    let base = base_url(&state.config, &headers)?;
+    ok(service::complete(&state, &id, &caller, &base, optional_body(&request)?).await)
 }
 
 async fn complete_multipart(

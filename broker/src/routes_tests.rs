@@ -460,3 +460,98 @@ async fn tus_termination_expiration_and_no_anonymous_creation() {
     state.clock.advance(Duration::from_secs(2));
     assert_eq!(tus(&expiring, "HEAD", &path, &[v], vec![]).await.status(), StatusCode::GONE);
 }
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn a_resumable_object_completes_only_with_the_hash_its_last_chunk_claims() {
+    let app = app(900, 3_600);
+    let data: Vec<u8> = (0..300_000usize).map(|i| (i % 239) as u8).collect();
+    let (id, uri) = signed_resumable(&app, data.len(), "gcs").await;
+    put_range(&app, &uri, "bytes 0-262143/300000", &data[..262_144]).await;
+    let last = |hash: String| {
+        let (app, uri, tail) = (app.clone(), uri.clone(), data[262_144..].to_vec());
+        async move {
+            let headers = [("content-range", "bytes 262144-299999/300000".to_owned()), ("x-goog-hash", hash)];
+            request(&app, "PUT", &uri, &headers, tail).await.0
+        }
+    };
+    let mut corrupted = data.clone();
+    corrupted[7] ^= 0x80;
+    let wrong = format!("crc32c={}", b64(&crc32c::crc32c(&corrupted).to_be_bytes()));
+    assert_eq!(last(wrong).await, StatusCode::BAD_REQUEST, "the whole object's hash is checked");
+    assert_eq!(put_range(&app, &uri, "bytes */300000", b"").await.1, Some("bytes=0-262143".into()), "nothing committed");
+    let right = format!("crc32c={},md5={}", b64(&crc32c::crc32c(&data).to_be_bytes()), b64(&md5::Md5::digest(&data)));
+    assert_eq!(last(right).await, StatusCode::OK);
+    let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
+    assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
+}
+
+fn crc32c_of(bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({"algorithm": "crc32c", "value": b64(&crc32c::crc32c(bytes).to_be_bytes())})
+}
+
+#[tokio::test]
+async fn urls_signed_with_a_checksum_take_only_bytes_that_have_it() {
+    let app = app(900, 3_600);
+    let (_, created) = initiate(&app, 5, "text/plain").await;
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let (status, refused) =
+        call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"checksum": {"algorithm": "md5", "value": "AAAA"}})).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"checksum": crc32c_of(b"hello")})).await;
+    let header = signed["upload"]["headers"]["x-amz-checksum-crc32c"].as_str().unwrap().to_owned();
+    assert_eq!(header, b64(&crc32c::crc32c(b"hello").to_be_bytes()), "the client is told to send it");
+    let path = path_of(signed["upload"]["url"].as_str().unwrap());
+    let put = |claim: Option<&str>, body: &'static [u8]| {
+        let (app, path) = (app.clone(), path.clone());
+        let mut headers = vec![("content-type", "text/plain".to_owned())];
+        headers.extend(claim.map(|value| ("x-amz-checksum-crc32c", value.to_owned())));
+        async move { request(&app, "PUT", &path, &headers, body.to_vec()).await.0 }
+    };
+    assert_eq!(put(None, b"hello").await, StatusCode::FORBIDDEN, "the checksum is part of the signature");
+    assert_eq!(put(Some("AAAAAA=="), b"hello").await, StatusCode::FORBIDDEN, "and only that checksum");
+    assert_eq!(put(Some(&header), b"hellm").await, StatusCode::BAD_REQUEST, "a flipped bit is refused");
+    assert_eq!(put(Some(&header), b"hello").await, StatusCode::OK);
+
+    let (part_session, _) = initiate_multipart(&app, 10).await;
+    let body = serde_json::json!({"part_numbers": [1], "checksums": {"1": crc32c_of(b"0123456789")}});
+    let (_, signed) = call(&app, &format!("/api/uploads/{part_session}/parts/sign"), body).await;
+    let header = signed["parts"][0]["upload"]["headers"]["x-amz-checksum-crc32c"].as_str().unwrap().to_owned();
+    let url = path_of(signed["parts"][0]["upload"]["url"].as_str().unwrap());
+    let claim = [("x-amz-checksum-crc32c", header)];
+    assert_eq!(request(&app, "PUT", &url, &[], b"0123456789".to_vec()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(request(&app, "PUT", &url, &claim, b"0123456788".to_vec()).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(request(&app, "PUT", &url, &claim, b"0123456789".to_vec()).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn complete_compares_the_clients_checksum_of_the_whole_file() {
+    let (app, state) = app_and_state(900, 3_600, 3_600);
+    for (claimed, outcome) in [(b"hellm", "failed"), (b"hello", "completed")] {
+        let (id, path) = signed_put(&app, 5).await;
+        assert_eq!(send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await.0, StatusCode::OK);
+        let body = serde_json::json!({"checksum": crc32c_of(claimed)});
+        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), body).await;
+        assert_eq!(done["session"]["state"], outcome, "{done}");
+        let key = path.trim_start_matches("/store/").split('?').next().unwrap();
+        assert_eq!(state.store.local().unwrap().object_path(key).unwrap().exists(), outcome == "completed");
+        if outcome == "failed" {
+            assert_eq!(
+                done["session"]["failure_reason"],
+                "the stored object's CRC32C does not match the one the client computed of the file"
+            );
+        }
+    }
+    for algorithm in ["md5", "sha256"] {
+        let (id, path) = signed_put(&app, 5).await;
+        send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await;
+        let digest = if algorithm == "md5" { md5::Md5::digest(b"hello").to_vec() } else { Sha256::digest(b"hello").to_vec() };
+        let body = serde_json::json!({"checksum": {"algorithm": algorithm, "value": b64(&digest)}});
+        let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), body).await;
+        assert_eq!(done["session"]["state"], "completed", "{algorithm}");
+    }
+}

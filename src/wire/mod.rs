@@ -3,6 +3,7 @@
 //! (`Content-Range`, `Range`), tus 1.0 (headers, metadata, checksums) and
 //! the broker protocol's routes.
 
+pub mod checksum;
 pub mod gcs;
 pub mod routes;
 pub mod s3;

@@ -31,6 +31,22 @@ const MULTIPART_SEQUENCE = [
   ["verifying", "completed"],
 ];
 
+/** CRC32C (Castagnoli), base64 of the big-endian value, as S3 headers carry it. */
+const CRC32C_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32c(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC32C_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE((c ^ 0xffffffff) >>> 0);
+  return out.toString("base64");
+}
+// RFC 3720, appendix B.4: 32 bytes of zeros.
+assert.equal(crc32c(Buffer.alloc(32)), Buffer.from("8a9136aa", "hex").toString("base64"));
+
 function garageEnv() {
   const names = ["S3_ENDPOINT", "S3_REGION", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_PATH_STYLE"];
   for (const name of names) assert.ok(process.env[name], `${name} is not set: start scripts/garage.sh (npm test does)`);
@@ -107,6 +123,41 @@ function multipartSuite(name, { brokerEnv, openUploadsFor }) {
       assert.ok(longer >= 400 && longer < 500, `a longer object is refused: ${longer}`);
       assert.equal(await put(putUrl, Buffer.from("hello"), "text/plain"), 200);
       for (const session of [parts.session, single.session]) await post(`/${session.id}/cancel`, {});
+    });
+
+    test("URLs signed with a checksum take only bytes that have it; complete compares the whole file's", async () => {
+      const headers = { cookie: `rindle_owner=${"d".repeat(64)}`, "content-type": "application/json" };
+      const post = async (path, body) =>
+        (await fetch(`${endpoint}${path}`, { method: "POST", headers, body: JSON.stringify(body) })).json();
+      const crc = (bytes) => ({ algorithm: "crc32c", value: crc32c(bytes) });
+      const flipped = (bytes) => { const copy = Buffer.from(bytes); copy[3] ^= 0x01; return copy; };
+      const put = (upload, body) => fetch(upload.url, { method: "PUT", headers: upload.headers, body });
+
+      const file = randomBytes(6 * MiB);
+      const [one, two] = [file.subarray(0, 5 * MiB), file.subarray(5 * MiB)];
+      const created = await post("", {
+        filename: "checked.bin", content_type: "application/octet-stream", byte_size: file.length,
+        upload_strategy: "multipart", part_size: 5 * MiB,
+      });
+      const id = created.session.id;
+      const signed = await post(`/${id}/parts/sign`, { part_numbers: [1, 2], checksums: { 1: crc(one), 2: crc(two) } });
+      assert.equal(signed.parts[1].upload.headers["x-amz-checksum-crc32c"], crc32c(two), "the client is told the header");
+      const corrupted = await put(signed.parts[1].upload, flipped(two));
+      assert.equal(corrupted.status, 400, "the store refuses a part with a flipped bit");
+      assert.match(await corrupted.text(), /<Code>(BadDigest|InvalidDigest)<\/Code>/);
+      const stored = [await put(signed.parts[0].upload, one), await put(signed.parts[1].upload, two)];
+      assert.deepEqual(stored.map((r) => r.status), [200, 200], "sent again intact, they are stored");
+      const parts = stored.map((r, i) => ({ part_number: i + 1, etag: r.headers.get("etag") }));
+      const wrong = await post(`/${id}/multipart/complete`, { parts, checksum: crc(flipped(file)) });
+      assert.equal(wrong.session.state, "failed", "the whole file's checksum is compared at completion");
+      assert.equal(wrong.session.failure_reason, "the stored object's CRC32C does not match the one the client computed of the file");
+
+      const single = await post("", { filename: "checked.txt", content_type: "text/plain", byte_size: 5, upload_strategy: "presigned_put" });
+      const upload = (await post(`/${single.session.id}/sign`, { checksum: crc(Buffer.from("hello")) })).upload;
+      assert.equal((await put(upload, Buffer.from("hellm"))).status, 400);
+      assert.equal((await put(upload, Buffer.from("hello"))).status, 200);
+      const done = await post(`/${single.session.id}/complete`, { checksum: crc(Buffer.from("hello")) });
+      assert.equal(done.session.state, "completed");
     });
 
     test("cancel at ~30 % aborts the multipart upload in the store", async () => {

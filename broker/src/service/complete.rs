@@ -10,6 +10,7 @@ use crate::db::Record;
 use rindle_upload::broker::Asset;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::SessionState;
+use rindle_upload::wire::checksum::Checksum;
 use serde::Deserialize;
 
 /// Moves a session to `verifying`, or answers that it is already completed.
@@ -50,19 +51,30 @@ async fn finish(state: &AppState, mut record: Record, verified: Result<Asset, St
     Ok(reply(record))
 }
 
-pub async fn complete(state: &AppState, id: &str, caller: &Caller, base: &str) -> Outcome {
+/// What `complete` may carry: the checksum of the whole file as the client
+/// read it, which the stored object must have.
+#[derive(Default, Deserialize)]
+pub struct CompleteBody {
+    #[serde(default)]
+    pub checksum: Option<Checksum>,
+}
+
+pub async fn complete(state: &AppState, id: &str, caller: &Caller, base: &str, request: CompleteBody) -> Outcome {
     let _writes = state.writes.lock(id).await;
     let mut record = owned(state, id, caller)?;
     if !begin_verifying(state, &mut record)? {
         return Ok(reply(record));
     }
-    let verified = verify(state, &record, base).await;
+    let verified = verify(state, &record, base, request.checksum.as_ref()).await;
     finish(state, record, verified).await
 }
 
 #[derive(Deserialize)]
 pub struct CompleteMultipartBody {
     pub parts: Vec<MultipartPart>,
+    /// As in `complete`.
+    #[serde(default)]
+    pub checksum: Option<Checksum>,
 }
 
 pub async fn complete_multipart(
@@ -82,7 +94,7 @@ pub async fn complete_multipart(
     let verified = match state.store.complete_multipart(&key, &upload_id, &request.parts).await {
         Ok(()) => {
             record.session.multipart_parts = request.parts;
-            verify(state, &record, base).await
+            verify(state, &record, base, request.checksum.as_ref()).await
         }
         // `finish` removes the parts of the failed session.
         Err(refused) => Err(refused.message),
@@ -90,8 +102,9 @@ pub async fn complete_multipart(
     finish(state, record, verified).await
 }
 
-/// Checks the stored object against the session and the profile.
-async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, String> {
+/// Checks the stored object against the session, the profile and the
+/// client's checksum of the whole file.
+async fn verify(state: &AppState, record: &Record, base: &str, checksum: Option<&Checksum>) -> Result<Asset, String> {
     let session = &record.session;
     let key = session.upload_key.clone().unwrap_or_default();
     let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
@@ -108,6 +121,12 @@ async fn verify(state: &AppState, record: &Record, base: &str) -> Result<Asset, 
     let (size, declared) = (stored.size, session.upload_length.unwrap_or(0));
     if size != declared {
         return Err(format!("stored {size} bytes, but the session declared {declared}"));
+    }
+    if let Some(checksum) = checksum.filter(|checksum| !stored.matches(checksum)) {
+        return Err(format!(
+            "the stored object's {} does not match the one the client computed of the file",
+            checksum.algorithm.label()
+        ));
     }
     let profile = &state.config.profile;
     profile.check(size, &record.content_type).map_err(|e| e.message)?;

@@ -11,7 +11,10 @@ use rindle_upload::error::ErrorBody;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
 use rindle_upload::secret::Secret;
 use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
+use crate::store::local::checksum::Claimed;
+use rindle_upload::wire::checksum::Checksum;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 mod complete;
 mod initiate;
@@ -276,8 +279,28 @@ pub fn show(state: &AppState, id: &str, caller: &Caller) -> Outcome {
     Ok(reply(owned(state, id, caller)?))
 }
 
+/// What `sign` may carry: the checksum of the whole file, for a presigned
+/// PUT (the store then verifies the bytes against it).
+#[derive(Default, Deserialize)]
+pub struct SignBody {
+    #[serde(default)]
+    pub checksum: Option<Checksum>,
+}
+
+/// A checksum a client sent, as the store will check it.
+fn claimed(checksum: &Checksum) -> Result<Claimed, ServiceError> {
+    Claimed::from_checksum(checksum).ok_or_else(|| {
+        ServiceError::invalid(format!(
+            "checksum value must be base64 of a {}-byte {} digest",
+            checksum.algorithm.digest_len(),
+            checksum.algorithm.label()
+        ))
+    })
+}
+
 /// `base`: where this broker is reached from, for the URLs it signs.
-pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str) -> Outcome {
+pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str, request: SignBody) -> Outcome {
+    let checksum = request.checksum.as_ref().map(claimed).transpose()?;
     let mut record = owned(state, id, caller)?;
     refuse_if_expired(&record)?;
     let key = record.session.upload_key.clone().unwrap_or_default();
@@ -333,8 +356,15 @@ pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str) -> Ou
             record.session.transition(SessionState::Signed)?;
             save(state, &mut record)?;
             let ttl = state.config.url_ttl;
-            let presigned =
-                state.store.presign_put(base, &record.session.id, &key, total, &record.content_type, ttl)?;
+            let presigned = state.store.presign_put(
+                base,
+                &record.session.id,
+                &key,
+                total,
+                &record.content_type,
+                checksum.as_ref(),
+                ttl,
+            )?;
             let upload = Some(signed_request(presigned, state.clock.now(), ttl));
             Ok(BrokerReply { upload, ..reply(record) })
         }
@@ -388,6 +418,9 @@ pub async fn resumable_status(
 #[derive(Deserialize)]
 pub struct SignPartsBody {
     pub part_numbers: Vec<u32>,
+    /// Parts' checksums, by part number: each URL is signed for its part's.
+    #[serde(default)]
+    pub checksums: BTreeMap<u32, Checksum>,
 }
 
 pub async fn sign_parts(
@@ -406,6 +439,11 @@ pub async fn sign_parts(
     if let Some(bad) = request.part_numbers.iter().find(|n| !(1..=plan.count()).contains(n)) {
         return Err(ServiceError::invalid(format!("part {bad} is outside 1..={}", plan.count())));
     }
+    let checksums = request
+        .checksums
+        .iter()
+        .map(|(&part, checksum)| Ok((part, claimed(checksum)?)))
+        .collect::<Result<BTreeMap<u32, Claimed>, ServiceError>>()?;
     record.session.transition(SessionState::Signed)?;
     save(state, &mut record)?;
 
@@ -425,6 +463,7 @@ pub async fn sign_parts(
                         &upload_id,
                         part_number,
                         plan.piece(part_number).len,
+                        checksums.get(&part_number),
                         ttl,
                     )?,
                     state.clock.now(),

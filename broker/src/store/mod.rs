@@ -6,6 +6,7 @@ pub mod local;
 pub mod s3;
 
 use gcs::GcsStore;
+use local::checksum::{signed_form, Claimed};
 use local::{LocalStore, PartGrant, PutGrant};
 use rindle_upload::session::{MultipartPart, UploadStrategy};
 use s3::S3Store;
@@ -63,6 +64,9 @@ impl std::fmt::Display for StoreError {
 pub struct Inspected {
     pub size: u64,
     pub sha256: String,
+    /// The other digests a client may claim for the whole object.
+    pub crc32c: u32,
+    pub md5: [u8; 16],
     /// The object's first bytes, for content sniffing.
     pub head: Vec<u8>,
 }
@@ -74,6 +78,8 @@ pub const SNIFF_BYTES: usize = 4096;
 #[derive(Default)]
 pub struct Inspector {
     hasher: sha2::Sha256,
+    crc32c: u32,
+    md5: md5::Md5,
     size: u64,
     head: Vec<u8>,
 }
@@ -83,13 +89,34 @@ impl Inspector {
         use sha2::Digest;
         self.size += chunk.len() as u64;
         self.hasher.update(chunk);
+        self.crc32c = crc32c::crc32c_append(self.crc32c, chunk);
+        self.md5.update(chunk);
         let room = SNIFF_BYTES.saturating_sub(self.head.len());
         self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
 
     pub fn finish(self) -> Inspected {
         use sha2::Digest;
-        Inspected { size: self.size, sha256: hex::encode(self.hasher.finalize()), head: self.head }
+        Inspected {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+            crc32c: self.crc32c,
+            md5: self.md5.finalize().into(),
+            head: self.head,
+        }
+    }
+}
+
+impl Inspected {
+    /// Whether the object has the digest a client computed of it.
+    pub fn matches(&self, checksum: &rindle_upload::wire::checksum::Checksum) -> bool {
+        use rindle_upload::wire::checksum::ChecksumKind;
+        let Some(claimed) = checksum.digest() else { return false };
+        match checksum.algorithm {
+            ChecksumKind::Crc32c => claimed == self.crc32c.to_be_bytes(),
+            ChecksumKind::Md5 => claimed == self.md5,
+            ChecksumKind::Sha256 => hex::encode(claimed) == self.sha256,
+        }
     }
 }
 
@@ -110,6 +137,13 @@ fn unix_after(ttl: Duration) -> u64 {
     (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The header a checksum travels in to an S3-style store, and its value.
+fn checksum_header(checksum: Option<&Claimed>) -> Option<(String, String)> {
+    let claimed = checksum?;
+    let value = rindle_upload::wire::checksum::Checksum::of_digest(claimed.algorithm, &claimed.digest).value;
+    Some((claimed.algorithm.s3_header().to_owned(), value))
+}
+
 fn not_offered() -> StoreError {
     StoreError::refused("this store does not offer that strategy")
 }
@@ -125,7 +159,10 @@ impl Store {
     }
 
     /// `base` is the broker's own URL, where the embedded store is served.
-    /// The URL holds only for exactly `length` bytes of `content_type`.
+    /// The URL holds only for exactly `length` bytes of `content_type`, and
+    /// with `checksum` only for bytes that have it (the header is signed
+    /// and handed to the client).
+    #[allow(clippy::too_many_arguments)]
     pub fn presign_put(
         &self,
         base: &str,
@@ -133,6 +170,7 @@ impl Store {
         key: &str,
         length: u64,
         content_type: &str,
+        checksum: Option<&Claimed>,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         let url = match self {
@@ -142,14 +180,17 @@ impl Store {
                     key: key.to_owned(),
                     length,
                     content_type: content_type.to_owned(),
+                    checksum: signed_form(checksum.map(std::slice::from_ref).unwrap_or_default()),
                     expires_unix: unix_after(ttl),
                 };
                 format!("{base}{}", local.presign_put(&grant))
             }
-            Store::S3(s3) => s3.presign_put(key, length, content_type, ttl),
+            Store::S3(s3) => s3.presign_put(key, length, content_type, checksum_header(checksum).as_ref(), ttl),
             Store::Gcs(_) => return Err(not_offered()),
         };
-        Ok(Presigned { url, headers: BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]) })
+        let mut headers = BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]);
+        headers.extend(checksum_header(checksum));
+        Ok(Presigned { url, headers })
     }
 
     pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
@@ -161,7 +202,7 @@ impl Store {
     }
 
     /// The URL holds only for a body of exactly `length` bytes (the plan's
-    /// size of that part).
+    /// size of that part), with `checksum` if given.
     #[allow(clippy::too_many_arguments)]
     pub fn presign_part(
         &self,
@@ -171,6 +212,7 @@ impl Store {
         upload_id: &str,
         part_number: u32,
         length: u64,
+        checksum: Option<&Claimed>,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         let url = match self {
@@ -180,14 +222,17 @@ impl Store {
                     upload_id: upload_id.to_owned(),
                     part_number,
                     length,
+                    checksum: signed_form(checksum.map(std::slice::from_ref).unwrap_or_default()),
                     expires_unix: unix_after(ttl),
                 };
                 format!("{base}{}", local.presign_part(&grant))
             }
-            Store::S3(s3) => s3.presign_part(key, upload_id, part_number, length, ttl),
+            Store::S3(s3) => {
+                s3.presign_part(key, upload_id, part_number, length, checksum_header(checksum).as_ref(), ttl)
+            }
             Store::Gcs(_) => return Err(not_offered()),
         };
-        Ok(Presigned { url, headers: BTreeMap::new() })
+        Ok(Presigned { url, headers: checksum_header(checksum).into_iter().collect() })
     }
 
     pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<MultipartPart>, StoreError> {

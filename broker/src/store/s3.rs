@@ -41,10 +41,22 @@ impl S3Store {
     /// Content-Type and Content-Length are signed: the store refuses any
     /// other type or size. (The browser sets Content-Length itself, so it
     /// is signed but not among the headers handed to the client.)
-    pub fn presign_put(&self, key: &str, length: u64, content_type: &str, ttl: Duration) -> String {
+    /// A checksum header given is signed too: the store verifies the
+    /// bytes against it.
+    pub fn presign_put(
+        &self,
+        key: &str,
+        length: u64,
+        content_type: &str,
+        checksum: Option<&(String, String)>,
+        ttl: Duration,
+    ) -> String {
         let mut action = self.bucket.put_object(Some(&self.credentials), key);
         action.headers_mut().insert("content-type", content_type.to_owned());
         action.headers_mut().insert("content-length", length.to_string());
+        if let Some((name, value)) = checksum {
+            action.headers_mut().insert(name.to_ascii_lowercase(), value.clone());
+        }
         action.sign(ttl).to_string()
     }
 
@@ -54,11 +66,15 @@ impl S3Store {
         upload_id: &str,
         part_number: u32,
         length: u64,
+        checksum: Option<&(String, String)>,
         ttl: Duration,
     ) -> String {
         let part = u16::try_from(part_number).unwrap_or(u16::MAX);
         let mut action = self.bucket.upload_part(Some(&self.credentials), key, part, upload_id);
         action.headers_mut().insert("content-length", length.to_string());
+        if let Some((name, value)) = checksum {
+            action.headers_mut().insert(name.to_ascii_lowercase(), value.clone());
+        }
         action.sign(ttl).to_string()
     }
 

@@ -3,6 +3,7 @@
 //! dialect so clients read it like any S3-compatible store; and it serves
 //! multipart uploads by S3's rules.
 
+pub mod checksum;
 mod multipart;
 mod resumable;
 
@@ -64,6 +65,8 @@ pub struct PutGrant {
     pub key: String,
     pub length: u64,
     pub content_type: String,
+    /// The checksums the body must have (`checksum::signed_form`), or "".
+    pub checksum: String,
     pub expires_unix: u64,
 }
 
@@ -75,6 +78,8 @@ pub struct PartGrant {
     pub part_number: u32,
     /// The part's planned size: no other body is accepted.
     pub length: u64,
+    /// The checksums the body must have (`checksum::signed_form`), or "".
+    pub checksum: String,
     pub expires_unix: u64,
 }
 
@@ -196,13 +201,13 @@ impl LocalStore {
     }
 
     fn put_canonical(grant: &PutGrant) -> String {
-        let PutGrant { session, key, length, content_type, expires_unix } = grant;
-        format!("PUT\n{session}\n{key}\n{length}\n{content_type}\n{expires_unix}")
+        let PutGrant { session, key, length, content_type, checksum, expires_unix } = grant;
+        format!("PUT\n{session}\n{key}\n{length}\n{content_type}\n{checksum}\n{expires_unix}")
     }
 
     fn part_canonical(grant: &PartGrant) -> String {
-        let PartGrant { session, upload_id, part_number, length, expires_unix } = grant;
-        format!("PART\n{session}\n{upload_id}\n{part_number}\n{length}\n{expires_unix}")
+        let PartGrant { session, upload_id, part_number, length, checksum, expires_unix } = grant;
+        format!("PART\n{session}\n{upload_id}\n{part_number}\n{length}\n{checksum}\n{expires_unix}")
     }
 
     fn sign(&self, canonical: &str) -> String {
@@ -235,16 +240,18 @@ impl LocalStore {
     /// The URL path and query that make `grant` a presigned part PUT.
     pub fn presign_part(&self, grant: &PartGrant) -> String {
         let sig = self.sign(&Self::part_canonical(grant));
-        let PartGrant { session, upload_id, part_number, length, expires_unix } = grant;
+        let PartGrant { session, upload_id, part_number, length, expires_unix, .. } = grant;
         format!("/store-parts/{upload_id}/{part_number}?session={session}&expires={expires_unix}&len={length}&sig={sig}")
     }
 
-    /// Checks an object PUT against its signature, expiry and headers.
+    /// Checks an object PUT against its signature, expiry and headers
+    /// (`checksum`: the request's claimed checksums, `checksum::signed_form`).
     pub fn check_put(
         &self,
         key: &str,
         query: &PutQuery,
         content_type: &str,
+        checksum: &str,
         now_unix: u64,
     ) -> Result<PutGrant, Refusal> {
         if !is_safe_key(key) {
@@ -255,6 +262,7 @@ impl LocalStore {
             key: key.to_owned(),
             length: query.len,
             content_type: content_type.to_owned(),
+            checksum: checksum.to_owned(),
             expires_unix: query.expires,
         };
         self.check(&Self::put_canonical(&grant), &query.sig, grant.expires_unix, now_unix)?;
@@ -266,6 +274,7 @@ impl LocalStore {
         upload_id: &str,
         part_number: u32,
         query: &PartQuery,
+        checksum: &str,
         now_unix: u64,
     ) -> Result<PartGrant, Refusal> {
         if !is_safe_id(upload_id) || !(1..=MAX_PARTS).contains(&u64::from(part_number)) {
@@ -276,6 +285,7 @@ impl LocalStore {
             upload_id: upload_id.to_owned(),
             part_number,
             length: query.len,
+            checksum: checksum.to_owned(),
             expires_unix: query.expires,
         };
         self.check(&Self::part_canonical(&grant), &query.sig, grant.expires_unix, now_unix)?;
@@ -286,9 +296,17 @@ impl LocalStore {
     }
 
     /// Receives a whole body of at most `max` bytes (exactly `exact` when
-    /// given) into a temporary file. A body that sends nothing for the idle
+    /// given) into a temporary file, refusing it (`BadDigest`) unless it has
+    /// every `claimed` checksum. A body that sends nothing for the idle
     /// timeout is dropped.
-    pub async fn receive(&self, body: Body, max: u64, exact: Option<u64>) -> Result<Received, Refusal> {
+    pub async fn receive(
+        &self,
+        body: Body,
+        max: u64,
+        exact: Option<u64>,
+        claimed: Vec<checksum::Claimed>,
+    ) -> Result<Received, Refusal> {
+        let mut verifier = checksum::Verifier::new(claimed);
         let temp = TempFile(self.incoming.join(uuid::Uuid::new_v4().to_string()));
         let mut file = tokio::fs::File::create(&temp.0).await.map_err(io_refusal)?;
         let mut hasher = Sha256::new();
@@ -306,11 +324,13 @@ impl LocalStore {
                 return Err(Refusal::new(400, "EntityTooLarge", "the body is longer than allowed"));
             }
             hasher.update(&chunk);
+            verifier.update(&chunk);
             file.write_all(&chunk).await.map_err(io_refusal)?;
         }
         if exact.is_some_and(|exact| exact != received) {
             return Err(Refusal::new(400, "IncompleteBody", "the body is shorter than the signed length"));
         }
+        verifier.check()?;
         file.sync_all().await.map_err(io_refusal)?;
         Ok(Received { file: temp, len: received, sha256: hex::encode(hasher.finalize()) })
     }
@@ -428,6 +448,7 @@ mod tests {
             key: "uploads/a/f.txt".into(),
             length: 5,
             content_type: "text/plain".into(),
+            checksum: String::new(),
             expires_unix: 1_000,
         }
     }
@@ -441,8 +462,8 @@ mod tests {
     fn a_valid_signature_passes_until_expiry() {
         let (store, _) = store();
         let g = grant();
-        assert_eq!(store.check_put(&g.key, &query(&store, &g), "text/plain", 1_000), Ok(g.clone()));
-        let err = store.check_put(&g.key, &query(&store, &g), "text/plain", 1_001).unwrap_err();
+        assert_eq!(store.check_put(&g.key, &query(&store, &g), "text/plain", "", 1_000), Ok(g.clone()));
+        let err = store.check_put(&g.key, &query(&store, &g), "text/plain", "", 1_001).unwrap_err();
         assert_eq!(
             (err.status, err.code, err.message.as_str()),
             (403, "AccessDenied", "Request has expired")
@@ -454,7 +475,9 @@ mod tests {
         let (store, _) = store();
         let g = grant();
         let q = query(&store, &g);
-        let refused = |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, 0).unwrap_err().code;
+        let refused = |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, "", 0).unwrap_err().code;
+        let unsigned_checksum = store.check_put(&g.key, &q, "text/plain", "content-md5:AAAA", 0).unwrap_err();
+        assert_eq!(unsigned_checksum.code, "SignatureDoesNotMatch", "a checksum the broker did not sign");
         assert_eq!(refused("uploads/a/other.txt", &q, "text/plain"), "SignatureDoesNotMatch");
         assert_eq!(refused(&g.key, &q, "text/html"), "SignatureDoesNotMatch");
         assert_eq!(
@@ -482,7 +505,7 @@ mod tests {
 
     /// Writes `body` as the object of grant `g`, as the PUT handler does.
     async fn put(store: &LocalStore, g: &PutGrant, body: &'static str) -> Result<String, Refusal> {
-        let received = store.receive(Body::from(body), g.length, Some(g.length)).await?;
+        let received = store.receive(Body::from(body), g.length, Some(g.length), vec![]).await?;
         store.place_object(received, &g.key).await
     }
 
@@ -522,7 +545,7 @@ mod tests {
         let (store, dir) = store();
         let (mut sender, body) = streamed();
         futures::SinkExt::send(&mut sender, Ok(axum::body::Bytes::from_static(b"he"))).await.unwrap();
-        let receiving = store.receive(body, 5, Some(5));
+        let receiving = store.receive(body, 5, Some(5), vec![]);
         // The handler's future is dropped, as when its connection goes.
         let dropped = tokio::time::timeout(Duration::from_millis(100), receiving).await;
         assert!(dropped.is_err(), "still waiting for the rest");
@@ -534,17 +557,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rindle-store-{}", uuid::Uuid::new_v4()));
         let store = LocalStore::open(&dir, Duration::from_millis(50)).unwrap();
         let (_sender, body) = streamed();
-        let refused = store.receive(body, 5, Some(5)).await.err().unwrap();
+        let refused = store.receive(body, 5, Some(5), vec![]).await.err().unwrap();
         assert_eq!((refused.status, refused.code), (408, "RequestTimeout"));
         assert_eq!(temp_files(&dir), 0);
     }
 
     fn part_grant(upload_id: &str, part_number: u32) -> PartGrant {
-        PartGrant { session: "s1".into(), upload_id: upload_id.into(), part_number, length: 0, expires_unix: 1_000 }
+        PartGrant {
+            session: "s1".into(),
+            upload_id: upload_id.into(),
+            part_number,
+            length: 0,
+            checksum: String::new(),
+            expires_unix: 1_000,
+        }
     }
 
     async fn put_part(store: &LocalStore, upload_id: &str, part_number: u32, body: Vec<u8>) -> Result<String, Refusal> {
-        let received = store.receive(Body::from(body), u64::MAX, None).await?;
+        let received = store.receive(Body::from(body), u64::MAX, None, vec![]).await?;
         store.place_part(received, &part_grant(upload_id, part_number)).await
     }
 
@@ -610,11 +640,11 @@ mod tests {
         let path = store.presign_part(&part_grant("nope", 3));
         let sig = path.rsplit("sig=").next().unwrap().to_owned();
         let q = PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig };
-        assert_eq!(store.check_part("nope", 3, &q, 0).unwrap_err().code, "NoSuchUpload");
+        assert_eq!(store.check_part("nope", 3, &q, "", 0).unwrap_err().code, "NoSuchUpload");
         let resized = PartQuery { len: 1, ..PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig: q.sig.clone() } };
-        assert_eq!(store.check_part("nope", 3, &resized, 0).unwrap_err().code, "SignatureDoesNotMatch", "the size is signed");
-        assert_eq!(store.check_part("nope", 4, &q, 0).unwrap_err().code, "SignatureDoesNotMatch");
-        assert_eq!(store.check_part("nope", 3, &q, 1_001).unwrap_err().code, "AccessDenied");
-        assert_eq!(store.check_part("../x", 3, &q, 0).unwrap_err().code, "InvalidArgument");
+        assert_eq!(store.check_part("nope", 3, &resized, "", 0).unwrap_err().code, "SignatureDoesNotMatch", "the size is signed");
+        assert_eq!(store.check_part("nope", 4, &q, "", 0).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(store.check_part("nope", 3, &q, "", 1_001).unwrap_err().code, "AccessDenied");
+        assert_eq!(store.check_part("../x", 3, &q, "", 0).unwrap_err().code, "InvalidArgument");
     }
 }

@@ -2,7 +2,7 @@
 //! with `Content-Range`, status queries) and tus uploads, sharing one
 //! offset-committing core.
 
-use super::{is_safe_id, io_refusal, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery};
+use super::{checksum, is_safe_id, io_refusal, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery};
 use crate::store::StoreError;
 use rindle_upload::transport::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
@@ -71,13 +71,15 @@ impl LocalStore {
     /// Answers a chunk (or a status query) by GCS's rules: a chunk starts
     /// at the committed offset, is a whole number of 256 KiB units unless
     /// it is the last, and arrives whole or not at all. `received` is the
-    /// chunk's body, received with `receive_chunk`.
+    /// chunk's body; the last chunk completes the object only if the whole
+    /// object has the digests `whole_object` claims (`x-goog-hash`).
     pub async fn resumable_put(
         &self,
         id: &str,
         meta: ResumableMeta,
         range: ContentRange,
         received: Option<Received>,
+        whole_object: Vec<checksum::Claimed>,
     ) -> Result<ChunkAnswer, Refusal> {
         let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
         let received = match range {
@@ -91,13 +93,41 @@ impl LocalStore {
                 if last + 1 != total && len % CHUNK_UNIT != 0 {
                     return Err(refuse("every chunk but the last must be a multiple of 256 KiB".into()));
                 }
-                match received {
-                    Some(chunk) if chunk.len == len => Some((start, chunk)),
+                let chunk = match received {
+                    Some(chunk) if chunk.len == len => chunk,
                     _ => return Err(refuse("the body does not have the length Content-Range says".into())),
+                };
+                if last + 1 == total && !whole_object.is_empty() {
+                    self.check_whole_object(id, &chunk, whole_object).await?;
                 }
+                Some((start, chunk))
             }
         };
         self.commit(id, meta, received, 400).await
+    }
+
+    /// Whether what is committed plus the last chunk has the claimed
+    /// digests (GCS checks `x-goog-hash` against the whole object).
+    async fn check_whole_object(
+        &self,
+        id: &str,
+        last: &Received,
+        claimed: Vec<checksum::Claimed>,
+    ) -> Result<(), Refusal> {
+        use tokio::io::AsyncReadExt;
+        let mut verifier = checksum::Verifier::new(claimed);
+        let mut buffer = vec![0u8; 1 << 20];
+        for path in [self.resumable.join(format!("{id}.data")), last.file.0.clone()] {
+            let mut file = tokio::fs::File::open(path).await.map_err(io_refusal)?;
+            loop {
+                let n = file.read(&mut buffer).await.map_err(io_refusal)?;
+                if n == 0 {
+                    break;
+                }
+                verifier.update(&buffer[..n]);
+            }
+        }
+        verifier.check()
     }
 
     /// A tus PATCH: the upload is live and unfinished (a finished upload
