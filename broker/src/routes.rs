@@ -160,6 +160,16 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
     body.map(|Json(value)| value).map_err(|e| ServiceError::invalid(e.body_text()))
 }
 
+/// The calling page's origin, when CORS lets it call: its `Origin` header,
+/// if it is an origin (`scheme://host[:port]`) the policy allows.
+fn page_origin(config: &Config, headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let parsed = url::Url::parse(origin).ok()?;
+    let is_origin = matches!(parsed.scheme(), "http" | "https") && parsed.origin().ascii_serialization() == origin;
+    let allowed = config.allowed_origins.is_empty() || matches_any(&config.allowed_origins, origin);
+    (is_origin && allowed).then(|| origin.to_owned())
+}
+
 /// A JSON body that may be absent (older clients send none, or `{}`).
 fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ServiceError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -219,7 +229,8 @@ async fn sign(
     request: axum::body::Bytes,
 ) -> ApiResult {
     let base = base_url(&state.config, &headers)?;
-    ok(service::sign(&state, &id, &caller, &base, optional_body(&request)?).await)
+    let body = service::SignBody { origin: page_origin(&state.config, &headers), ..optional_body(&request)? };
+    ok(service::sign(&state, &id, &caller, &base, body).await)
 }
 
 async fn resumable_status(

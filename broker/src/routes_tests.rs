@@ -555,3 +555,21 @@ async fn complete_compares_the_clients_checksum_of_the_whole_file() {
         assert_eq!(done["session"]["state"], "completed", "{algorithm}");
     }
 }
+
+#[test]
+fn the_page_origin_passed_to_gcs_is_one_cors_allows() {
+    let dir = std::env::temp_dir();
+    let mut config = test_config(&dir);
+    let origin = |value: &str| {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::ORIGIN, HeaderValue::from_str(value).unwrap());
+        headers
+    };
+    assert_eq!(super::page_origin(&config, &origin("https://app.example")), Some("https://app.example".into()));
+    for not_an_origin in ["https://app.example/path", "null", "javascript:alert(1)", "https://app.example:443"] {
+        assert_eq!(super::page_origin(&config, &origin(not_an_origin)), None, "{not_an_origin}");
+    }
+    assert_eq!(super::page_origin(&config, &axum::http::HeaderMap::new()), None);
+    config.allowed_origins = vec!["https://app.example".into()];
+    assert_eq!(super::page_origin(&config, &origin("https://other.example")), None, "only an allowed one");
+}

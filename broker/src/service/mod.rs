@@ -285,6 +285,10 @@ pub fn show(state: &AppState, id: &str, caller: &Caller) -> Outcome {
 pub struct SignBody {
     #[serde(default)]
     pub checksum: Option<Checksum>,
+    /// Not from the body: the page's origin, as the request's validated
+    /// `Origin` header (a GCS session answers CORS only for it).
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// A checksum a client sent, as the store will check it.
@@ -343,7 +347,15 @@ pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str, reque
                 let ttl = state.config.session_uri_ttl;
                 let uri = state
                     .store
-                    .open_resumable(base, &record.session.id, &key, &record.content_type, total, ttl)
+                    .open_resumable(
+                        base,
+                        &record.session.id,
+                        &key,
+                        &record.content_type,
+                        total,
+                        request.origin.as_deref(),
+                        ttl,
+                    )
                     .await?;
                 record.session.session_uri = Some(Secret::new(uri));
                 record.session.session_uri_expires_at = Some(timestamp(state.clock.now() + ttl));

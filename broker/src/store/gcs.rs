@@ -81,11 +81,14 @@ impl GcsStore {
     }
 
     /// Opens a resumable session; returns its URI (a bearer credential).
+    /// GCS answers CORS on the session URI only for the `Origin` the
+    /// opening request carried, so `origin` is the page's.
     pub async fn open_resumable(
         &self,
         key: &str,
         content_type: &str,
         total: u64,
+        origin: Option<&str>,
     ) -> Result<String, StoreError> {
         let url = format!(
             "{}/upload/storage/v1/b/{}/o?uploadType=resumable&name={}",
@@ -93,12 +96,15 @@ impl GcsStore {
             encoded(&self.bucket),
             encoded(key)
         );
-        let request = self
+        let mut request = self
             .http
             .post(url)
             .header("X-Upload-Content-Type", content_type)
             .header("X-Upload-Content-Length", total)
             .json(&serde_json::json!({ "name": key, "contentType": content_type }));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
         let response = self
             .authorized(request)
             .await?
@@ -222,6 +228,28 @@ mod tests {
     fn metadata(size: &str, md5: &[u8], crc: u32) -> serde_json::Value {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         serde_json::json!({ "size": size, "md5Hash": b64(md5), "crc32c": b64(&crc.to_be_bytes()) })
+    }
+
+    #[tokio::test]
+    async fn a_session_is_opened_for_the_pages_origin() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = std::sync::Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let recorded = std::sync::Arc::clone(&recorded);
+            async move {
+                let origin = headers.get("origin").map(|o| o.to_str().unwrap().to_owned());
+                recorded.lock().unwrap().push(origin);
+                ([("location", "http://gcs.test/session/1")], "").into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let gcs = GcsStore::new(GcsConfig { base_url, bucket: "b".into(), credentials: None }).unwrap();
+        let uri = gcs.open_resumable("k", "text/plain", 5, Some("https://app.example")).await.unwrap();
+        assert_eq!(uri, "http://gcs.test/session/1");
+        gcs.open_resumable("k", "text/plain", 5, None).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [Some("https://app.example".to_owned()), None]);
     }
 
     #[tokio::test]

@@ -291,7 +291,9 @@ impl Store {
         }
     }
 
-    /// Opens a resumable session for `total` bytes; returns its URI.
+    /// Opens a resumable session for `total` bytes, for a page on `origin`;
+    /// returns its URI.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open_resumable(
         &self,
         base: &str,
@@ -299,13 +301,14 @@ impl Store {
         key: &str,
         content_type: &str,
         total: u64,
+        origin: Option<&str>,
         ttl: Duration,
     ) -> Result<String, StoreError> {
         match self {
             Store::Local(local) => {
                 Ok(format!("{base}{}", local.open_resumable(session, key, total, unix_after(ttl)).await?))
             }
-            Store::Gcs(gcs) => gcs.open_resumable(key, content_type, total).await,
+            Store::Gcs(gcs) => gcs.open_resumable(key, content_type, total, origin).await,
             Store::S3(_) => Err(not_offered()),
         }
     }
