@@ -13,6 +13,8 @@ node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   pkg/rindle_upload_bg.wasm -o pkg/rindle_upload_bg.wasm
+# The checksum worker runs the same package (src/web/checksums.rs starts it).
+cp js/checksum-worker.js pkg/
 
 cargo build --release -p rindle-broker
 node scripts/size.mjs

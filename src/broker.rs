@@ -6,6 +6,7 @@
 use crate::error::{ErrorBody, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::session::{MultipartPart, Session, UploadStrategy};
+use crate::wire::checksum::Checksum;
 use crate::wire::routes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,21 +42,28 @@ pub enum BrokerCall {
     Show {
         session_id: String,
     },
+    /// `checksum`: of the whole file, for a presigned PUT: the URL is then
+    /// signed for bytes that have it.
     Sign {
         session_id: String,
+        checksum: Option<Checksum>,
     },
-    /// Signs a batch of multipart part URLs.
+    /// Signs a batch of multipart part URLs, each for its part's checksum
+    /// when given.
     SignParts {
         session_id: String,
         part_numbers: Vec<u32>,
+        checksums: Vec<(u32, Checksum)>,
     },
     /// Asks which parts the store already holds (S3 ListParts); the reply's
     /// session carries them in `multipart_parts`.
     ListParts {
         session_id: String,
     },
+    /// `checksum`: of the whole file, which the stored object must have.
     Complete {
         session_id: String,
+        checksum: Option<Checksum>,
     },
     /// Reports the offset a resumable store has committed; the broker
     /// checks it with the store and records it as `last_known_offset`. A
@@ -69,6 +77,7 @@ pub enum BrokerCall {
     CompleteMultipart {
         session_id: String,
         parts: Vec<MultipartPart>,
+        checksum: Option<Checksum>,
     },
     Cancel {
         session_id: String,
@@ -86,6 +95,11 @@ struct CallBody<'a> {
     offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_uri: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checksum: Option<&'a Checksum>,
+    /// By part number (JSON object keys are strings).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    checksums: BTreeMap<String, &'a Checksum>,
 }
 
 impl BrokerCall {
@@ -109,11 +123,11 @@ impl BrokerCall {
         match self {
             BrokerCall::Initiate(_) => None,
             BrokerCall::Show { session_id }
-            | BrokerCall::Sign { session_id }
+            | BrokerCall::Sign { session_id, .. }
             | BrokerCall::SignParts { session_id, .. }
             | BrokerCall::ListParts { session_id }
             | BrokerCall::ResumableStatus { session_id, .. }
-            | BrokerCall::Complete { session_id }
+            | BrokerCall::Complete { session_id, .. }
             | BrokerCall::CompleteMultipart { session_id, .. }
             | BrokerCall::Cancel { session_id } => Some(session_id),
         }
@@ -149,8 +163,17 @@ impl BrokerCall {
         let mut body = CallBody { session_id: self.session_id().unwrap_or_default(), ..CallBody::default() };
         match self {
             BrokerCall::Initiate(request) => return request.serialize(serializer),
-            BrokerCall::SignParts { part_numbers, .. } => body.part_numbers = Some(part_numbers),
-            BrokerCall::CompleteMultipart { parts, .. } => body.parts = Some(parts),
+            BrokerCall::Sign { checksum, .. } | BrokerCall::Complete { checksum, .. } => {
+                body.checksum = checksum.as_ref();
+            }
+            BrokerCall::SignParts { part_numbers, checksums, .. } => {
+                body.part_numbers = Some(part_numbers);
+                body.checksums = checksums.iter().map(|(n, c)| (n.to_string(), c)).collect();
+            }
+            BrokerCall::CompleteMultipart { parts, checksum, .. } => {
+                body.parts = Some(parts);
+                body.checksum = checksum.as_ref();
+            }
             BrokerCall::ResumableStatus { offset, session_uri, .. } => {
                 body.offset = Some(*offset);
                 body.session_uri = session_uri.as_ref();
@@ -347,7 +370,7 @@ mod tests {
                   "expires_at":"2026-11-26T00:15:00Z","expires_in":900}}"#;
 
     fn sign() -> BrokerCall {
-        BrokerCall::Sign { session_id: "s1".into() }
+        BrokerCall::Sign { session_id: "s1".into(), checksum: None }
     }
 
     #[test]
@@ -363,7 +386,7 @@ mod tests {
         });
         assert_eq!(initiate.path(), "");
         assert_eq!(sign().path(), "/s1/sign");
-        assert_eq!(BrokerCall::Complete { session_id: "s1".into() }.path(), "/s1/complete");
+        assert_eq!(BrokerCall::Complete { session_id: "s1".into(), checksum: None }.path(), "/s1/complete");
         assert_eq!(BrokerCall::Cancel { session_id: "s1".into() }.path(), "/s1/cancel");
         let body = initiate.serialize_body(serde_json::value::Serializer).unwrap();
         assert_eq!(
@@ -373,6 +396,22 @@ mod tests {
         assert_eq!(
             sign().serialize_body(serde_json::value::Serializer).unwrap(),
             serde_json::json!({"session_id":"s1"})
+        );
+        let crc = Checksum { algorithm: crate::transport::ChecksumAlgorithm::Crc32c, value: "ipE2qg==".into() };
+        let parts = BrokerCall::SignParts {
+            session_id: "s1".into(),
+            part_numbers: vec![1, 2],
+            checksums: vec![(1, crc.clone()), (2, crc.clone())],
+        };
+        let checksum = serde_json::json!({"algorithm": "crc32c", "value": "ipE2qg=="});
+        assert_eq!(
+            parts.serialize_body(serde_json::value::Serializer).unwrap(),
+            serde_json::json!({"session_id": "s1", "part_numbers": [1, 2], "checksums": {"1": checksum, "2": checksum}})
+        );
+        let complete = BrokerCall::Complete { session_id: "s1".into(), checksum: Some(crc) };
+        assert_eq!(
+            complete.serialize_body(serde_json::value::Serializer).unwrap(),
+            serde_json::json!({"session_id": "s1", "checksum": checksum})
         );
     }
 

@@ -3,6 +3,7 @@
 //! tested natively); `web` is the thin browser edge.
 
 pub mod broker;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod events;

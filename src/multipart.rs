@@ -9,7 +9,8 @@ use crate::recovery::{send_signed, UrlSigner};
 use crate::session::MultipartPart;
 use crate::state::SessionState;
 use crate::toolbox::{ActiveUpload, Io};
-use crate::transport::HttpResponse;
+use crate::transport::{ChecksumAlgorithm, HttpResponse};
+use crate::wire::checksum::Checksum;
 use crate::wire::s3::{self, MAX_OBJECT_SIZE, MAX_PARTS, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
@@ -74,19 +75,20 @@ impl PartPlan {
 }
 
 /// Sends every part the store does not hold yet; returns the complete part
-/// list in part order.
+/// list in part order, and the whole file's checksum when it comes from the
+/// parts' (CRC32C combines; other algorithms would need another pass).
 pub(crate) async fn transfer<I: Io>(
     upload: &ActiveUpload<'_, I>,
     plan: PartPlan,
     concurrency: usize,
     resuming: bool,
-) -> Result<Vec<MultipartPart>, UploadError> {
+) -> Result<(Vec<MultipartPart>, Option<Checksum>), UploadError> {
     let plan = plan.as_planned_by(upload.planned_part_size())?;
     let stored = if resuming { stored_parts(upload, plan).await? } else { BTreeMap::new() };
     // What the store holds counts as acknowledged at once, in one report.
     upload.already_stored(stored.keys().map(|&n| plan.piece(n).len).sum());
     let pending: Vec<u32> = (1..=plan.count()).filter(|n| !stored.contains_key(n)).collect();
-    let signer = UrlSigner::parts(upload, &pending, (concurrency * 2).clamp(1, 100));
+    let signer = UrlSigner::parts(upload, &pending, (concurrency * 2).clamp(1, 100), plan);
     if let Some(&first) = pending.first() {
         signer.sign_ahead(first).await?;
     }
@@ -100,7 +102,32 @@ pub(crate) async fn transfer<I: Io>(
     let mut parts: Vec<MultipartPart> = stored.into_values().chain(sent).collect();
     parts.sort_by_key(|p| p.part_number);
     upload.transition(SessionState::Uploaded)?;
-    Ok(parts)
+    let checksum = whole_crc32c(upload, plan, signer.checksums()).await?;
+    Ok((parts, checksum))
+}
+
+/// The whole file's CRC32C from its parts' (parts a resumed upload found
+/// stored are checksummed now), when the upload's checksum is CRC32C.
+async fn whole_crc32c<I: Io>(
+    upload: &ActiveUpload<'_, I>,
+    plan: PartPlan,
+    mut known: BTreeMap<u32, Checksum>,
+) -> Result<Option<Checksum>, UploadError> {
+    if upload.tools.checksum != Some(ChecksumAlgorithm::Crc32c) {
+        return Ok(None);
+    }
+    let mut pieces = Vec::with_capacity(plan.count() as usize);
+    for part in 1..=plan.count() {
+        let checksum = match known.remove(&part) {
+            Some(checksum) => Some(checksum),
+            None => upload.tools.checksum_of(plan.piece(part)).await?,
+        };
+        let crc = checksum.and_then(|c| c.digest()).and_then(|d| <[u8; 4]>::try_from(d).ok());
+        let Some(crc) = crc else { return Ok(None) };
+        pieces.push((u32::from_be_bytes(crc), plan.piece(part).len));
+    }
+    let whole = crate::digest::crc32c_of_pieces(pieces);
+    Ok(Some(Checksum::of_digest(ChecksumAlgorithm::Crc32c, &whole.to_be_bytes())))
 }
 
 /// On resume: the parts the store already holds (ListParts through the

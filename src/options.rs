@@ -8,6 +8,7 @@ use crate::multipart::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE};
 use crate::resumable::DEFAULT_CHUNK_SIZE;
 use crate::retry::RetryPolicy;
 use crate::session::UploadStrategy;
+use crate::transport::ChecksumAlgorithm;
 
 /// Which resumable protocol a `resumable` upload speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct UploadOptions {
     /// tus: create the upload without its length (creation-defer-length)
     /// and send the length with the first PATCH.
     pub defer_length: bool,
+    /// The checksum each piece is sent with and the store verifies (and
+    /// the whole file's, given to the broker at completion); `None`: off.
+    pub checksum: Option<ChecksumAlgorithm>,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
     /// When a request has failed and when it is tried again (store
@@ -67,6 +71,7 @@ impl UploadOptions {
             concurrency: DEFAULT_CONCURRENCY,
             chunk_size: DEFAULT_CHUNK_SIZE,
             defer_length: false,
+            checksum: Some(ChecksumAlgorithm::Crc32c),
             resume_session_id: None,
             retry: RetryPolicy::default(),
         }
@@ -97,6 +102,8 @@ pub struct GivenOptions {
     pub stall_timeout: Option<f64>,
     pub retry_budget: Option<f64>,
     pub defer_length: bool,
+    /// "crc32c", "sha256", "md5" or "none".
+    pub checksum: Option<String>,
 }
 
 /// What the file itself says.
@@ -142,6 +149,12 @@ impl GivenOptions {
             concurrency: concurrency as usize,
             chunk_size: number("chunkSize", self.chunk_size.or(previous.chunk_size), defaults.chunk_size)?,
             defer_length: self.defer_length,
+            checksum: match self.checksum.as_deref() {
+                None => defaults.checksum,
+                Some("none") => None,
+                Some(name @ ("crc32c" | "sha256" | "md5")) => ChecksumAlgorithm::named(name),
+                Some(_) => return Err(invalid("option `checksum` is \"crc32c\", \"sha256\", \"md5\" or \"none\"".into())),
+            },
             resume_session_id: self.session_id.clone().or_else(|| previous.session_id.clone()),
             retry: RetryPolicy {
                 delays_ms: retry_delays,

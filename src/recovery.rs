@@ -5,8 +5,10 @@
 
 use crate::broker::{BrokerCall, SignedRequest};
 use crate::error::{ErrorCode, UploadError};
+use crate::multipart::PartPlan;
 use crate::progress::Piece;
 use crate::toolbox::{ActiveUpload, Io};
+use crate::wire::checksum::Checksum;
 use crate::transport::HttpResponse;
 use futures::lock::Mutex;
 use std::cell::RefCell;
@@ -16,7 +18,8 @@ use std::collections::BTreeMap;
 /// piece before `url_expired` is reported.
 const RESIGNS_AFTER_REFUSAL: usize = 1;
 /// Tries in a row that moved a resumable upload's offset nowhere before it
-/// gives up.
+/// gives up; also how often one piece the store refuses as corrupted is
+/// sent again.
 const TRIES_WITHOUT_PROGRESS: usize = 5;
 
 /// How the pieces of a strategy are addressed, which decides what a failure
@@ -51,7 +54,7 @@ pub(crate) fn recovery_for(error: &UploadError, pieces: Pieces) -> Recovery {
     match (error.code, pieces) {
         (ErrorCode::UrlExpired, Pieces::SignedUrls) => Recovery::Resign,
         (ErrorCode::UrlExpired, Pieces::Offsets) => Recovery::Fail,
-        (ErrorCode::ChecksumMismatch, Pieces::Offsets) => Recovery::Resend,
+        (ErrorCode::ChecksumMismatch, _) => Recovery::Resend,
         (ErrorCode::OffsetConflict, Pieces::Offsets) => Recovery::AskOffset,
         (ErrorCode::StoreRejected, Pieces::Offsets) if !error.retryable => Recovery::AskOffset,
         _ if error.retryable => Recovery::BackOff,
@@ -79,26 +82,55 @@ impl SignedUrl {
 /// `signParts` in batches just ahead of need (`multipart`).
 pub(crate) struct UrlSigner<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
-    /// `multipart`: the part numbers to send, in order, and how many to sign
-    /// per call; `None`: the one URL of `presigned_put`, keyed 0.
-    parts: Option<(&'a [u32], usize)>,
+    /// `multipart`: the part numbers to send, in order, how many to sign
+    /// per call, and the plan; `None`: the one URL of `presigned_put`,
+    /// keyed 0.
+    parts: Option<(&'a [u32], usize, PartPlan)>,
+    /// The checksums URLs are signed for, by key: computed once per piece
+    /// (a URL signed again keeps its piece's).
+    checksums: RefCell<BTreeMap<u32, Checksum>>,
     signed: RefCell<BTreeMap<u32, SignedUrl>>,
     /// One signing call at a time, so concurrent parts share a batch.
     signing: Mutex<()>,
 }
 
 impl<'a, I: Io> UrlSigner<'a, I> {
-    pub fn single(upload: &'a ActiveUpload<'a, I>) -> Self {
-        UrlSigner { upload, parts: None, signed: RefCell::default(), signing: Mutex::new(()) }
-    }
-
-    pub fn parts(upload: &'a ActiveUpload<'a, I>, pending: &'a [u32], batch: usize) -> Self {
+    /// `checksum`: the whole file's, which the URL is signed for.
+    pub fn single(upload: &'a ActiveUpload<'a, I>, checksum: Option<Checksum>) -> Self {
         UrlSigner {
             upload,
-            parts: Some((pending, batch)),
+            parts: None,
+            checksums: RefCell::new(checksum.into_iter().map(|c| (0, c)).collect()),
             signed: RefCell::default(),
             signing: Mutex::new(()),
         }
+    }
+
+    pub fn parts(upload: &'a ActiveUpload<'a, I>, pending: &'a [u32], batch: usize, plan: PartPlan) -> Self {
+        UrlSigner {
+            upload,
+            parts: Some((pending, batch, plan)),
+            checksums: RefCell::default(),
+            signed: RefCell::default(),
+            signing: Mutex::new(()),
+        }
+    }
+
+    /// The checksums computed so far, by part number.
+    pub fn checksums(&self) -> BTreeMap<u32, Checksum> {
+        self.checksums.borrow().clone()
+    }
+
+    /// Part `part`'s checksum, computed the first time it is asked for.
+    async fn part_checksum(&self, part: u32, plan: PartPlan) -> Result<Option<Checksum>, UploadError> {
+        if let Some(known) = self.checksums.borrow().get(&part) {
+            return Ok(Some(known.clone()));
+        }
+        let computed = self.upload.tools.checksum_of(plan.piece(part)).await?;
+        if let Some(checksum) = &computed {
+            self.checksums.borrow_mut().insert(part, checksum.clone());
+        }
+        Ok(computed)
     }
 
     /// Signs the URLs starting at `key` before any byte moves.
@@ -146,8 +178,9 @@ impl<'a, I: Io> UrlSigner<'a, I> {
 
     async fn sign_from(&self, key: u32) -> Result<(), UploadError> {
         let session_id = self.upload.session_id();
-        let Some((pending, batch)) = self.parts else {
-            let reply = self.upload.ask(&BrokerCall::Sign { session_id }).await?;
+        let Some((pending, batch, plan)) = self.parts else {
+            let checksum = self.checksums.borrow().get(&0).cloned();
+            let reply = self.upload.ask(&BrokerCall::Sign { session_id, checksum }).await?;
             let request = reply.upload.ok_or_else(|| {
                 UploadError::new(ErrorCode::BrokerMalformedResponse, "sign: reply has no `upload` request")
             })?;
@@ -162,7 +195,13 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             .filter(|&n| n == key || self.is_fresh(n) != Some(true))
             .take(batch)
             .collect();
-        let reply = self.upload.ask(&BrokerCall::SignParts { session_id, part_numbers }).await?;
+        let mut checksums = Vec::new();
+        for &part in &part_numbers {
+            if let Some(checksum) = self.part_checksum(part, plan).await? {
+                checksums.push((part, checksum));
+            }
+        }
+        let reply = self.upload.ask(&BrokerCall::SignParts { session_id, part_numbers, checksums }).await?;
         let signed_at = self.upload.tools.now_ms();
         let mut signed = self.signed.borrow_mut();
         for part in reply.parts {
@@ -183,7 +222,7 @@ pub(crate) async fn send_signed<I: Io, R>(
     accept: impl Fn(&HttpResponse) -> Result<(R, u64), UploadError>,
 ) -> Result<R, UploadError> {
     let upload = signer.upload;
-    let (mut tries, mut resigned, mut refused) = (0, 0, false);
+    let (mut tries, mut resigned, mut resent, mut refused) = (0, 0, 0, false);
     loop {
         let attempt = async {
             let signed = signer.url_for(key, refused).await?;
@@ -196,6 +235,11 @@ pub(crate) async fn send_signed<I: Io, R>(
         match recovery_for(&error, Pieces::SignedUrls) {
             Recovery::Resign if resigned < RESIGNS_AFTER_REFUSAL => {
                 (resigned, refused) = (resigned + 1, true)
+            }
+            // Corrupted on the way (the store checked the signed checksum):
+            // the same bytes again, to the same URL.
+            Recovery::Resend if resent < TRIES_WITHOUT_PROGRESS && upload.tools.spend_retry() => {
+                (resent, refused) = (resent + 1, false)
             }
             Recovery::BackOff if upload.tools.back_off(&mut tries, &error).await => refused = false,
             _ => return Err(error),
@@ -255,7 +299,9 @@ pub(crate) async fn send_from_offset<I: Io>(
             _ => return Err(error),
         }
         if fruitless >= TRIES_WITHOUT_PROGRESS {
-            return Err(if recovery == Recovery::BackOff { error } else { keeps_refusing() });
+            // A refused checksum stays what it is; refusals to go on are
+            // summed up.
+            return Err(if recovery == Recovery::AskOffset { keeps_refusing() } else { error });
         }
         if recovery == Recovery::Resend {
             continue;
@@ -302,6 +348,7 @@ mod tests {
             (error(ErrorCode::NetworkError, true), Offsets, Recovery::BackOff),
             (error(ErrorCode::StoreServerError, true), Offsets, Recovery::BackOff),
             (error(ErrorCode::ChecksumMismatch, true), Offsets, Recovery::Resend),
+            (error(ErrorCode::ChecksumMismatch, true), SignedUrls, Recovery::Resend),
             (error(ErrorCode::OffsetConflict, true), Offsets, Recovery::AskOffset),
             (error(ErrorCode::StoreRejected, false), Offsets, Recovery::AskOffset),
             (error(ErrorCode::StoreRejected, false), SignedUrls, Recovery::Fail),

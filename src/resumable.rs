@@ -12,7 +12,9 @@ use crate::state::SessionState;
 use crate::strategy::OffsetUpload;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
+use crate::wire::checksum::Checksum;
 use crate::wire::s3::MIB;
+use std::cell::RefCell;
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;
 
@@ -27,14 +29,32 @@ fn as_committed(answer: ChunkAnswer, total: u64) -> Committed {
 pub(crate) struct GcsSession<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
     uri: Secret,
+    /// The whole file's checksum, once computed: the last chunk carries it
+    /// (`x-goog-hash`) and the store completes the object only if it holds.
+    whole: &'a RefCell<Option<Checksum>>,
 }
 
 impl<I: Io> GcsSession<'_, I> {
+    /// The whole file's checksum, computed the first time it is asked for.
+    async fn whole_checksum(&self) -> Result<Option<Checksum>, UploadError> {
+        if let Some(known) = self.whole.borrow().clone() {
+            return Ok(Some(known));
+        }
+        let computed = self.upload.tools.checksum_of(Piece::between(0, self.upload.total())).await?;
+        self.whole.replace(computed.clone());
+        Ok(computed)
+    }
+
     pub async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
         let total = self.upload.total();
         let range = ContentRange::for_bytes(piece.start, piece.end(), total);
         let body = self.upload.body(piece);
-        let request = chunk_request(&self.uri, range, Some(body));
+        let mut request = chunk_request(&self.uri, range, Some(body));
+        if piece.end() == total {
+            if let Some(hash) = self.whole_checksum().await?.and_then(|c| c.goog_hash()) {
+                request.headers.push(("x-goog-hash".to_owned(), hash));
+            }
+        }
         self.upload
             .send_piece(piece, request, |response| {
                 let committed = as_committed(read_answer(response, total)?, total);
@@ -67,15 +87,16 @@ impl<I: Io> GcsSession<'_, I> {
     }
 }
 
-/// Sends the file's bytes from the store's committed offset to the end.
+/// Sends the file's bytes from the store's committed offset to the end;
+/// answers the whole file's checksum, for `complete`.
 pub(crate) async fn transfer<I: Io>(
     upload: &ActiveUpload<'_, I>,
     chunk: u64,
     resuming: bool,
-) -> Result<(), UploadError> {
+) -> Result<Option<Checksum>, UploadError> {
     if upload.state() == SessionState::Initialized {
         // For a resumable session, signing opens the session at the store.
-        upload.ask(&BrokerCall::Sign { session_id: upload.session_id() }).await?;
+        upload.ask(&BrokerCall::Sign { session_id: upload.session_id(), checksum: None }).await?;
     }
     let (uri, expires_at) = {
         let session = upload.session();
@@ -91,7 +112,8 @@ pub(crate) async fn transfer<I: Io>(
         upload.transition(SessionState::Expired)?;
         return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
     }
-    let session = OffsetUpload::Gcs(GcsSession { upload, uri });
+    let whole = RefCell::new(None);
+    let session = OffsetUpload::Gcs(GcsSession { upload, uri, whole: &whole });
     let mut at = Committed { offset: 0, complete: false };
     if resuming {
         upload.begin_resuming()?;
@@ -102,5 +124,10 @@ pub(crate) async fn transfer<I: Io>(
     upload.already_stored(at.offset);
     upload.transition(SessionState::Uploading)?;
     send_from_offset(upload, &session, at, chunk).await?;
-    upload.transition(SessionState::Uploaded)
+    upload.transition(SessionState::Uploaded)?;
+    match whole.take() {
+        Some(checksum) => Ok(Some(checksum)),
+        // The last chunk went out before this page (a resumed upload).
+        None => upload.tools.checksum_of(Piece::between(0, upload.total())).await,
+    }
 }

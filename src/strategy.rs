@@ -87,16 +87,24 @@ impl Plan {
         resuming: bool,
     ) -> Result<BrokerCall, UploadError> {
         let session_id = upload.session_id();
-        match *self {
+        // The whole file's checksum goes to the broker at completion.
+        let checksum = match *self {
             Plan::PresignedPut => crate::presigned_put::transfer(upload).await?,
             Plan::Multipart(plan) => {
-                let parts = crate::multipart::transfer(upload, plan, options.concurrency, resuming).await?;
-                return Ok(BrokerCall::CompleteMultipart { session_id, parts });
+                let (parts, checksum) =
+                    crate::multipart::transfer(upload, plan, options.concurrency, resuming).await?;
+                return Ok(BrokerCall::CompleteMultipart { session_id, parts, checksum });
             }
             Plan::Resumable { chunk } => crate::resumable::transfer(upload, chunk, resuming).await?,
-            Plan::Tus { chunk } => crate::tus::transfer(upload, options, chunk, resuming).await?,
-        }
-        Ok(BrokerCall::Complete { session_id })
+            // tus chunks come and go at the server's offsets: the whole
+            // file is hashed once more (servers without the checksum
+            // extension verify nothing on the way).
+            Plan::Tus { chunk } => {
+                crate::tus::transfer(upload, options, chunk, resuming).await?;
+                upload.tools.checksum_of(Piece::between(0, upload.total())).await?
+            }
+        };
+        Ok(BrokerCall::Complete { session_id, checksum })
     }
 
     /// The request that discards a cancelled upload at the store, for the

@@ -11,7 +11,10 @@ use crate::progress::{Piece, Progress};
 use crate::retry::RetryPolicy;
 use crate::session::Session;
 use crate::state::SessionState;
-use crate::transport::{ByteSource, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
+use crate::transport::{
+    ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+};
+use crate::wire::checksum::Checksum;
 use futures::future::{self, Either};
 use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
@@ -44,6 +47,8 @@ pub(crate) struct Toolbox<'a, I: Io> {
     pub source: &'a I::Source,
     pub events: EventSink,
     pub policy: RetryPolicy,
+    /// The checksum pieces are sent with; `None`: off.
+    pub checksum: Option<ChecksumAlgorithm>,
     /// Retries spent so far by every request of the upload, against the
     /// policy's budget.
     retries_spent: Cell<usize>,
@@ -57,8 +62,17 @@ impl<'a, I: Io> Toolbox<'a, I> {
         source: &'a I::Source,
         events: EventSink,
         policy: RetryPolicy,
+        checksum: Option<ChecksumAlgorithm>,
     ) -> Self {
-        Toolbox { broker, transport, clock, source, events, policy, retries_spent: Cell::new(0) }
+        Toolbox { broker, transport, clock, source, events, policy, checksum, retries_spent: Cell::new(0) }
+    }
+
+    /// The checksum of `piece` by the upload's algorithm (computed by the
+    /// byte source, where the bytes are); `None` when checksums are off.
+    pub async fn checksum_of(&self, piece: Piece) -> Result<Option<Checksum>, UploadError> {
+        let Some(algorithm) = self.checksum else { return Ok(None) };
+        let digest = self.source.digest(piece.start, piece.end(), algorithm).await?;
+        Ok(Some(Checksum::of_digest(algorithm, &digest)))
     }
 
     pub fn now_ms(&self) -> f64 {
@@ -99,6 +113,17 @@ impl<'a, I: Io> Toolbox<'a, I> {
                 done => return done,
             }
         }
+    }
+
+    /// Counts one retry that needs no wait (a piece sent again at once);
+    /// `false` when the budget is spent.
+    pub fn spend_retry(&self) -> bool {
+        let spent = self.retries_spent.get();
+        if spent >= self.policy.budget {
+            return false;
+        }
+        self.retries_spent.set(spent + 1);
+        true
     }
 
     /// Waits before trying again after `error`; `false` when the error is

@@ -70,11 +70,7 @@ pub trait Transport {
     async fn online(&self) {}
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChecksumAlgorithm {
-    Sha1,
-    Sha256,
-}
+pub use crate::wire::checksum::ChecksumAlgorithm;
 
 /// The bytes to upload, handed out as slices the transport can send.
 #[allow(async_fn_in_trait)]

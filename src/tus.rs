@@ -67,7 +67,7 @@ impl<I: Io> TusUpload<'_, I> {
         if self.length_deferred.get() {
             headers.push(("Upload-Length".to_owned(), self.upload.total().to_string()));
         }
-        if let Some(algorithm) = self.discovery.checksum() {
+        if let Some(algorithm) = self.discovery.checksum(self.upload.tools.checksum) {
             let digest = source.digest(piece.start, piece.end(), algorithm).await?;
             headers.push(("Upload-Checksum".to_owned(), checksum_header(algorithm, &digest)));
         }
@@ -111,7 +111,7 @@ pub(crate) async fn transfer<I: Io>(
     if upload.state() == SessionState::Initialized {
         // The broker either pre-creates the upload (session_uri) or hands
         // out the creation endpoint (`upload`, a POST).
-        let reply = upload.ask(&BrokerCall::Sign { session_id: upload.session_id() }).await?;
+        let reply = upload.ask(&BrokerCall::Sign { session_id: upload.session_id(), checksum: None }).await?;
         if reply.session.session_uri.is_none() {
             let endpoint = reply.upload.map(|u| u.url).ok_or_else(|| {
                 UploadError::new(

@@ -68,7 +68,7 @@ async fn signed_session(len: u64) -> BrokerReply {
         .await
         .unwrap();
     assert_eq!(created.session.state, SessionState::Initialized);
-    let signed = broker.call(&BrokerCall::Sign { session_id: created.session.id }).await.unwrap();
+    let signed = broker.call(&BrokerCall::Sign { session_id: created.session.id, checksum: None }).await.unwrap();
     assert_eq!(signed.session.state, SessionState::Signed);
     signed
 }
@@ -78,7 +78,7 @@ fn put(reply: &BrokerReply, body: web_sys::Blob) -> HttpRequest<web_sys::Blob> {
 }
 
 async fn complete(session_id: String) -> BrokerReply {
-    broker().call(&BrokerCall::Complete { session_id }).await.unwrap()
+    broker().call(&BrokerCall::Complete { session_id, checksum: None }).await.unwrap()
 }
 
 #[wasm_bindgen_test]
@@ -162,7 +162,7 @@ async fn an_unreachable_store_is_a_network_error() {
 
 #[wasm_bindgen_test]
 async fn broker_errors_over_http_keep_their_codes() {
-    let err = broker().call(&BrokerCall::Sign { session_id: "no-such-session".into() }).await.unwrap_err();
+    let err = broker().call(&BrokerCall::Sign { session_id: "no-such-session".into(), checksum: None }).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::SessionNotFound);
     let unreachable = WebBroker {
         endpoint: "http://127.0.0.1:9/api/uploads".into(),
@@ -170,7 +170,7 @@ async fn broker_errors_over_http_keep_their_codes() {
         credentials: web_sys::RequestCredentials::SameOrigin,
         callbacks: JsValue::UNDEFINED,
     };
-    let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into() }).await.unwrap_err();
+    let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into(), checksum: None }).await.unwrap_err();
     assert_eq!((err.code, err.retryable), (ErrorCode::BrokerUnreachable, true));
 }
 

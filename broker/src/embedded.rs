@@ -4,7 +4,7 @@
 //! embedded one.
 
 use crate::service::{self, unix, AppState};
-use crate::store::local::checksum::{claimed_by_gcs, claimed_by_s3, signed_form};
+use crate::store::local::checksum::{claimed_by_gcs, claimed_by_s3, signed_form, Claimed};
 use crate::store::local::{PartQuery, Protocol, PutQuery, Received, Refusal, SignedQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -15,7 +15,7 @@ use axum::routing::put;
 use axum::Router;
 use rindle_upload::transport::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange};
-use rindle_upload::wire::tus::{algorithm_name, parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
+use rindle_upload::wire::tus::{parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -229,7 +229,9 @@ async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
             ("tus-extension", TUS_EXTENSIONS.to_owned()),
             (
                 "tus-checksum-algorithm",
-                [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256].map(algorithm_name).join(","),
+                [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256]
+                    .map(ChecksumAlgorithm::name)
+                    .join(","),
             ),
             ("tus-max-size", state.config.profile.max_bytes.to_string()),
         ],
@@ -302,8 +304,17 @@ async fn tus_patch(
             return Err(Refusal::new(409, "Conflict", message));
         }
         let session = meta.session.clone();
-        let received = local.receive(body, total - committed, None, vec![]);
-        write_for_session(&state, &session, received, |r| local.tus_patch(&id, meta, offset, r, checksum)).await
+        let claimed = checksum.map(|(algorithm, digest)| Claimed { algorithm, digest });
+        // tus answers a chunk that does not match its checksum with 460.
+        let received = async {
+            local.receive(body, total - committed, None, claimed.into_iter().collect()).await.map_err(|refusal| {
+                match refusal.code {
+                    "BadDigest" => Refusal::new(460, "ChecksumMismatch", "the chunk does not match Upload-Checksum"),
+                    _ => refusal,
+                }
+            })
+        };
+        write_for_session(&state, &session, received, |r| local.tus_patch(&id, meta, offset, r)).await
     }
     .await;
     match result {

@@ -390,7 +390,7 @@ async fn tus_on_the_embedded_server() {
 
     let options = tus(&app, "OPTIONS", &path, &[], vec![]).await;
     assert_eq!(options.headers()["tus-extension"], crate::embedded::TUS_EXTENSIONS);
-    assert_eq!(options.headers()["tus-checksum-algorithm"], "sha1,sha256");
+    assert_eq!(options.headers()["tus-checksum-algorithm"], "crc32c,md5,sha1,sha256");
     let v = [("tus-resumable", "1.0.0".to_owned())];
     let head = tus(&app, "HEAD", &path, &v, vec![]).await;
     assert_eq!(

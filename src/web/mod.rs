@@ -2,6 +2,7 @@
 //! `#[wasm_bindgen]` API (`Uploader`, `Upload`) with its TypeScript types.
 
 mod broker;
+mod checksums;
 mod records;
 mod types;
 mod xhr;
@@ -300,6 +301,7 @@ fn given_options(value: &JsValue) -> Result<GivenOptions, JsValue> {
         stall_timeout: number_option(value, "stallTimeout")?,
         retry_budget: number_option(value, "retryBudget")?,
         defer_length: get(value, "deferLength").is_some_and(|v| v.is_truthy()),
+        checksum: string_option(value, "checksum")?,
     })
 }
 

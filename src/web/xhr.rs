@@ -146,24 +146,7 @@ impl ByteSource for BlobSource {
         end: u64,
         algorithm: ChecksumAlgorithm,
     ) -> Result<Vec<u8>, UploadError> {
-        let unreadable =
-            |_| UploadError::new(ErrorCode::FileChanged, "the file could not be read (it may have changed)");
-        let bytes = JsFuture::from(self.slice(start, end).array_buffer()).await.map_err(unreadable)?;
-        let subtle = web_sys::window()
-            .and_then(|w| w.crypto().ok())
-            .map(|c| c.subtle())
-            .ok_or_else(|| UploadError::new(ErrorCode::Internal, "Web Crypto is not available"))?;
-        let name = match algorithm {
-            ChecksumAlgorithm::Sha1 => "SHA-1",
-            ChecksumAlgorithm::Sha256 => "SHA-256",
-        };
-        let hashing = subtle
-            .digest_with_str_and_buffer_source(name, &bytes.unchecked_into::<js_sys::Object>())
-            .map_err(|_| UploadError::new(ErrorCode::Internal, "Web Crypto refused the digest"))?;
-        let digest = JsFuture::from(hashing)
-            .await
-            .map_err(|_| UploadError::new(ErrorCode::Internal, "Web Crypto failed the digest"))?;
-        Ok(js_sys::Uint8Array::new(&digest).to_vec())
+        super::checksums::digest(&self.0, start, end, algorithm).await
     }
 
     /// A file changed on disk since it was picked can no longer be read

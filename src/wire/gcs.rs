@@ -93,6 +93,11 @@ pub fn read_answer(response: &HttpResponse, total: u64) -> Result<ChunkAnswer, U
             ErrorCode::SessionExpired,
             "the store no longer knows the resumable session (it expired or was cancelled)",
         )),
+        // GCS: "Provided CRC32C … doesn't match calculated CRC32C …".
+        400 if response.body.contains("doesn't match calculated") => Err(UploadError::new(
+            ErrorCode::ChecksumMismatch,
+            "the store refused the object's checksum (x-goog-hash)",
+        )),
         _ => s3::check_answer(response).and_then(|()| {
             Err(UploadError::new(
                 ErrorCode::StoreMalformedResponse,
@@ -122,6 +127,18 @@ impl ChunkAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_object_hash_is_a_checksum_mismatch() {
+        let refused = HttpResponse {
+            status: 400,
+            headers: vec![],
+            body: "Provided CRC32C \"AAAAAA==\" doesn't match calculated CRC32C \"ipE2qg==\".".into(),
+        };
+        assert_eq!(read_answer(&refused, 10).unwrap_err().code, ErrorCode::ChecksumMismatch);
+        let embedded = HttpResponse { status: 400, headers: vec![], body: "<Error><Code>BadDigest</Code></Error>".into() };
+        assert_eq!(read_answer(&embedded, 10).unwrap_err().code, ErrorCode::ChecksumMismatch);
+    }
 
     #[test]
     fn chunk_sizes_follow_the_256_kib_rule() {

@@ -33,6 +33,9 @@ pub fn check_answer(response: &HttpResponse) -> Result<(), UploadError> {
             (ErrorCode::UrlExpired, true)
         }
         (_, "SignatureDoesNotMatch") => (ErrorCode::SignatureInvalid, false),
+        // The bytes do not have the checksum the URL was signed for (AWS:
+        // BadDigest; Garage: InvalidDigest): corrupted on the way.
+        (400, "BadDigest" | "InvalidDigest") => (ErrorCode::ChecksumMismatch, true),
         (408 | 429, _) => (ErrorCode::StoreRejected, true),
         (500.., _) => (ErrorCode::StoreServerError, true),
         _ => (ErrorCode::StoreRejected, false),
@@ -71,6 +74,14 @@ mod tests {
     fn success_is_any_2xx() {
         assert!(answer(200, "").is_ok());
         assert!(answer(204, "").is_ok());
+    }
+
+    #[test]
+    fn a_digest_mismatch_is_a_checksum_mismatch_to_resend() {
+        for code in ["BadDigest", "InvalidDigest"] {
+            let error = answer(400, &s3_error(code, "the checksum did not match")).unwrap_err();
+            assert_eq!((error.code, error.retryable), (ErrorCode::ChecksumMismatch, true), "{code}");
+        }
     }
 
     #[test]

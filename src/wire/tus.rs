@@ -61,26 +61,15 @@ pub fn decode_metadata(value: &str) -> Option<Vec<(String, String)>> {
 }
 
 /// The algorithm's name in `Tus-Checksum-Algorithm` and `Upload-Checksum`.
-pub fn algorithm_name(algorithm: ChecksumAlgorithm) -> &'static str {
-    match algorithm {
-        ChecksumAlgorithm::Sha1 => "sha1",
-        ChecksumAlgorithm::Sha256 => "sha256",
-    }
-}
-
-pub fn algorithm_named(name: &str) -> Option<ChecksumAlgorithm> {
-    [ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256].into_iter().find(|&a| algorithm_name(a) == name)
-}
-
 /// `Upload-Checksum: <algorithm> <base64 digest>`.
 pub fn checksum_header(algorithm: ChecksumAlgorithm, digest: &[u8]) -> String {
-    format!("{} {}", algorithm_name(algorithm), base64::engine::general_purpose::STANDARD.encode(digest))
+    format!("{} {}", algorithm.name(), base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 /// Parses `Upload-Checksum` (for the embedded server).
 pub fn parse_checksum(value: &str) -> Option<(ChecksumAlgorithm, Vec<u8>)> {
     let (name, digest) = value.trim().split_once(' ')?;
-    let algorithm = algorithm_named(name)?;
+    let algorithm = ChecksumAlgorithm::named(name)?;
     Some((algorithm, base64::engine::general_purpose::STANDARD.decode(digest.trim()).ok()?))
 }
 
@@ -115,14 +104,18 @@ impl Discovery {
         self.extensions.iter().any(|e| e == extension)
     }
 
-    /// The strongest checksum both sides know, if the server offers any.
-    pub fn checksum(&self) -> Option<ChecksumAlgorithm> {
+    /// The checksum to send with each PATCH: `preferred` if the server
+    /// offers it, else the strongest it offers; none if it offers none (or
+    /// checksums are off: `preferred` is `None`).
+    pub fn checksum(&self, preferred: Option<ChecksumAlgorithm>) -> Option<ChecksumAlgorithm> {
+        let preferred = preferred?;
         if !self.supports("checksum") {
             return None;
         }
-        [ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Sha1].into_iter().find(|&a| {
-            self.checksum_algorithms.iter().any(|name| name.eq_ignore_ascii_case(algorithm_name(a)))
-        })
+        let offered = |a: ChecksumAlgorithm| self.checksum_algorithms.iter().any(|name| name.eq_ignore_ascii_case(a.name()));
+        std::iter::once(preferred)
+            .chain([ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Crc32c])
+            .find(|&a| offered(a))
     }
 }
 
@@ -217,7 +210,8 @@ mod tests {
         let header = checksum_header(ChecksumAlgorithm::Sha1, &[0xde, 0xad]);
         assert_eq!(header, "sha1 3q0=");
         assert_eq!(parse_checksum(&header), Some((ChecksumAlgorithm::Sha1, vec![0xde, 0xad])));
-        assert_eq!(parse_checksum("md5 3q0="), None);
+        assert_eq!(parse_checksum("sha512 3q0="), None);
+        assert_eq!(parse_checksum("crc32c 3q0="), Some((ChecksumAlgorithm::Crc32c, vec![0xde, 0xad])));
         assert_eq!(parse_checksum("sha256 not-base64!"), None);
         assert_eq!(parse_checksum("sha256"), None);
     }
@@ -234,11 +228,16 @@ mod tests {
         assert_eq!(found.versions, ["1.0.0", "0.2.2"]);
         assert!(found.supports("creation-with-upload") && !found.supports("concatenation"));
         assert_eq!(found.max_size, Some(1 << 30));
-        assert_eq!(found.checksum(), Some(ChecksumAlgorithm::Sha256));
+        let crc = Some(ChecksumAlgorithm::Crc32c);
+        assert_eq!(found.checksum(crc), Some(ChecksumAlgorithm::Sha256), "crc32c not offered: the strongest");
+        assert_eq!(found.checksum(Some(ChecksumAlgorithm::Md5)), Some(ChecksumAlgorithm::Md5), "the one asked for");
+        assert_eq!(found.checksum(None), None, "checksums off");
         let sha1_only = Discovery { checksum_algorithms: vec!["SHA1".into()], ..found.clone() };
-        assert_eq!(sha1_only.checksum(), Some(ChecksumAlgorithm::Sha1));
+        assert_eq!(sha1_only.checksum(crc), Some(ChecksumAlgorithm::Sha1));
+        let with_crc = Discovery { checksum_algorithms: vec!["sha1".into(), "crc32c".into()], ..found.clone() };
+        assert_eq!(with_crc.checksum(crc), Some(ChecksumAlgorithm::Crc32c));
         let no_extension = Discovery { extensions: vec![], ..found };
-        assert_eq!(no_extension.checksum(), None);
+        assert_eq!(no_extension.checksum(crc), None);
         let bad = Discovery::from_response(&response(&[("tus-max-size", "lots")]));
         assert_eq!(bad.unwrap_err().code, ErrorCode::StoreMalformedResponse);
     }

@@ -108,6 +108,27 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       await second.close();
     });
 
+    test(`${strategy}: a bit flipped on the way is refused by the store, sent again, and the stored bytes are the file's`, async () => {
+      // One piece, so the flip hits the one a GCS session checks (its last).
+      const flipScenario = strategy === "resumable" ? { ...scenario, options: { chunkSize: size } } : scenario;
+      const before = proxy.log.length;
+      proxy.flipNext(1);
+      const page = await openPage();
+      const workers = [];
+      page.on("worker", (worker) => workers.push(worker.url()));
+      const run = await uploadInPage(page, { ...flipScenario, endpoint, seed: 700 + index });
+      await page.close();
+      assert.equal(run.ok, true, JSON.stringify(run.error));
+      const sent = proxy.log.slice(before).filter((entry) => entry.bytes > 0 && entry.method !== "POST");
+      const flipped = sent.findIndex((entry) => entry.flipped);
+      assert.ok(flipped >= 0, "a bit was flipped");
+      assert.ok([400, 460].includes(sent[flipped].status), `the store refused the corrupted piece: ${sent[flipped].status}`);
+      const again = (entry) => [entry.path, entry.contentRange, entry.bytes];
+      assert.deepEqual(again(sent[flipped + 1]), again(sent[flipped]), "the same piece went again, to the same URL");
+      assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+      assert.ok(workers.some((url) => url.endsWith("/pkg/checksum-worker.js")), `hashed in the checksum worker: ${workers}`);
+    });
+
     test(`${strategy}: pause for 5 s sends nothing, resume completes from the store's truth`, async () => {
       scenario.endpoint = endpoint;
       const before = proxy.dataRequests().length;
@@ -278,5 +299,23 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       await short.broker.stop();
       await short.proxy.stop();
     }
+  });
+
+  test("a store that refuses every attempt's bytes ends checksum_mismatch, and a GCS session corrupted before its last chunk never completes", async () => {
+    const page = await openPage();
+    proxy.flipNext(Infinity);
+    const always = await uploadInPage(page, { endpoint, size: 2 * MiB, seed: 800, strategy: "presigned_put" });
+    proxy.flipNext(0);
+    assert.deepEqual([always.ok, always.error.code, always.error.state], [false, "checksum_mismatch", "uploading"]);
+    assert.equal(storedObjectExists(broker, always.session.upload_key), false, "nothing was stored");
+
+    proxy.flipNext(1);
+    const early = await uploadInPage(page, {
+      endpoint, size: 8 * MiB, seed: 801, strategy: "resumable", options: { chunkSize: 4 * MiB },
+    });
+    await page.close();
+    assert.equal(early.ok, false, "a corrupted chunk the store committed is never reported as completed");
+    assert.equal(early.error.code, "checksum_mismatch");
+    assert.notEqual(early.finalState, "completed");
   });
 });

@@ -334,6 +334,7 @@ export async function startProxy(upstream) {
   const cut = { after: null, limit: null, range: null };
   const throttle = { bytesPerSecond: null };
   const hold = { next: false };
+  const flip = { next: 0 };
   const server = createServer((req, res) => {
     const cors = {
       "access-control-allow-origin": "*",
@@ -348,7 +349,9 @@ export async function startProxy(upstream) {
     if (req.method === "OPTIONS" && req.headers["access-control-request-method"]) return res.writeHead(204, cors).end();
     const contentRange = req.headers["content-range"] ?? null;
     // `at`: when the request reached the proxy (ms since the epoch, the clock pages read too).
-    const entry = { method: req.method, contentRange, bytes: Number(req.headers["content-length"] ?? 0), at: Date.now() };
+    const entry = {
+      method: req.method, path: req.url, contentRange, bytes: Number(req.headers["content-length"] ?? 0), at: Date.now(),
+    };
     log.push(entry);
     const upstreamRequest = httpRequest(
       // A connection per request: no idle upstream connection outlives it
@@ -394,6 +397,20 @@ export async function startProxy(upstream) {
       req.on("end", () => upstreamRequest.end());
       return;
     }
+    // One bit of the body flipped on the way (its length unchanged).
+    let transform = (data) => data;
+    if (flip.next > 0 && (req.method === "PUT" || req.method === "PATCH") && entry.bytes > 0 && !isStatusQuery(contentRange)) {
+      flip.next -= 1;
+      entry.flipped = true;
+      let done = false;
+      transform = (data) => {
+        if (done || data.length === 0) return data;
+        done = true;
+        const copy = Buffer.from(data);
+        copy[copy.length >> 1] ^= 0x10;
+        return copy;
+      };
+    }
     // A held request: its body is read, no answer ever comes.
     if (hold.next && (req.method === "PUT" || req.method === "PATCH") && entry.bytes > 0) {
       hold.next = false;
@@ -402,8 +419,9 @@ export async function startProxy(upstream) {
       req.resume();
       return;
     }
-    if (throttle.bytesPerSecond) return pipeThrottled(req, upstreamRequest, throttle.bytesPerSecond);
-    req.pipe(upstreamRequest);
+    if (throttle.bytesPerSecond) return pipeThrottled(req, upstreamRequest, throttle.bytesPerSecond, transform);
+    req.on("data", (data) => upstreamRequest.write(transform(data)));
+    req.on("end", () => upstreamRequest.end());
   });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
@@ -424,6 +442,10 @@ export async function startProxy(upstream) {
     },
     /** Requests that carried file bytes (PUT, PATCH with a body). */
     dataRequests: () => log.filter((e) => (e.method === "PUT" || e.method === "PATCH") && e.bytes > 0),
+    /** The next `count` requests carrying file bytes have one bit flipped. */
+    flipNext(count = 1) {
+      flip.next = count;
+    },
     /** The next chunk PUT is cut after `bytes` of its body. */
     cutNextChunk(bytes) {
       cut.after = bytes;
@@ -432,13 +454,16 @@ export async function startProxy(upstream) {
   };
 }
 
+// A GCS status query (`Content-Range: bytes */total`) carries no file bytes.
+const isStatusQuery = (contentRange) => contentRange?.includes("*") ?? false;
+
 /** Relays a request body no faster than `rate` bytes per second, so the
  * browser sees its upload slowed by back-pressure. */
-function pipeThrottled(req, upstreamRequest, rate) {
+function pipeThrottled(req, upstreamRequest, rate, transform) {
   const started = Date.now();
   let relayed = 0;
   req.on("data", (data) => {
-    upstreamRequest.write(data);
+    upstreamRequest.write(transform(data));
     relayed += data.length;
     const ahead = (relayed / rate) * 1000 - (Date.now() - started);
     if (ahead > 0) {

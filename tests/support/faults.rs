@@ -25,6 +25,9 @@ pub enum Fault {
     /// Forward, then close the client's connection without an answer: the
     /// store has the bytes, the client saw a reset.
     DropResponse,
+    /// Forward the body with one bit flipped at this share of it (its
+    /// length unchanged): corruption on the way.
+    Flip { at: f64 },
 }
 
 impl Fault {
@@ -34,6 +37,7 @@ impl Fault {
             Fault::Status(_) => "status",
             Fault::Delay(_) => "delay",
             Fault::DropResponse => "drop-response",
+            Fault::Flip { .. } => "flip",
         }
     }
 }
@@ -201,7 +205,20 @@ fn relay(
         Some(Fault::Cut { fraction }) => ((length as f64 * fraction) as u64).min(length.saturating_sub(1)),
         _ => length,
     };
-    std::io::copy(&mut (&mut from_client).take(forwarded), &mut to_store)?;
+    match fault {
+        Some(Fault::Flip { at }) => {
+            let mut body = Vec::with_capacity(length as usize);
+            (&mut from_client).take(length).read_to_end(&mut body)?;
+            let flipped = ((length as f64 * at) as usize).min(body.len().saturating_sub(1));
+            if let Some(byte) = body.get_mut(flipped) {
+                *byte ^= 0x10;
+            }
+            to_store.write_all(&body)?;
+        }
+        _ => {
+            std::io::copy(&mut (&mut from_client).take(forwarded), &mut to_store)?;
+        }
+    }
     if forwarded < length {
         let _ = to_store.shutdown(Shutdown::Both);
         return to_client.shutdown(Shutdown::Both);

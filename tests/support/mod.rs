@@ -136,12 +136,7 @@ impl ByteSource for Bytes {
         end: u64,
         algorithm: ChecksumAlgorithm,
     ) -> Result<Vec<u8>, UploadError> {
-        use sha2::Digest;
-        let bytes = &self.0[start as usize..end as usize];
-        Ok(match algorithm {
-            ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
-            ChecksumAlgorithm::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
-        })
+        Ok(rindle_upload::digest::digest_of(algorithm, &self.0[start as usize..end as usize]))
     }
 }
 

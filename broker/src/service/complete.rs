@@ -10,7 +10,7 @@ use crate::db::Record;
 use rindle_upload::broker::Asset;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::SessionState;
-use rindle_upload::wire::checksum::Checksum;
+use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use serde::Deserialize;
 
 /// Moves a session to `verifying`, or answers that it is already completed.
@@ -59,7 +59,19 @@ pub struct CompleteBody {
     pub checksum: Option<Checksum>,
 }
 
+/// A whole-object checksum the broker can check: CRC32C, MD5 or SHA-256,
+/// a digest of the algorithm's length.
+fn check_whole(checksum: Option<&Checksum>) -> Result<(), ServiceError> {
+    let Some(checksum) = checksum else { return Ok(()) };
+    let known = !matches!(checksum.algorithm, ChecksumAlgorithm::Sha1);
+    if !known || checksum.digest().is_none() {
+        return Err(ServiceError::invalid("checksum must be a crc32c, md5 or sha256 digest, in base64"));
+    }
+    Ok(())
+}
+
 pub async fn complete(state: &AppState, id: &str, caller: &Caller, base: &str, request: CompleteBody) -> Outcome {
+    check_whole(request.checksum.as_ref())?;
     let _writes = state.writes.lock(id).await;
     let mut record = owned(state, id, caller)?;
     if !begin_verifying(state, &mut record)? {
@@ -84,6 +96,7 @@ pub async fn complete_multipart(
     base: &str,
     request: CompleteMultipartBody,
 ) -> Outcome {
+    check_whole(request.checksum.as_ref())?;
     let _writes = state.writes.lock(id).await;
     let mut record = owned(state, id, caller)?;
     let (_, upload_id) = multipart_plan(&record)?;

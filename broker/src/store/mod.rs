@@ -110,12 +110,14 @@ impl Inspector {
 impl Inspected {
     /// Whether the object has the digest a client computed of it.
     pub fn matches(&self, checksum: &rindle_upload::wire::checksum::Checksum) -> bool {
-        use rindle_upload::wire::checksum::ChecksumKind;
+        use rindle_upload::wire::checksum::ChecksumAlgorithm;
         let Some(claimed) = checksum.digest() else { return false };
         match checksum.algorithm {
-            ChecksumKind::Crc32c => claimed == self.crc32c.to_be_bytes(),
-            ChecksumKind::Md5 => claimed == self.md5,
-            ChecksumKind::Sha256 => hex::encode(claimed) == self.sha256,
+            ChecksumAlgorithm::Crc32c => claimed == self.crc32c.to_be_bytes(),
+            ChecksumAlgorithm::Md5 => claimed == self.md5,
+            ChecksumAlgorithm::Sha256 => hex::encode(claimed) == self.sha256,
+            // Refused before verification (`complete` takes the others).
+            ChecksumAlgorithm::Sha1 => false,
         }
     }
 }

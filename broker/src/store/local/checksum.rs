@@ -7,10 +7,9 @@
 
 use super::Refusal;
 use axum::http::HeaderMap;
-use md5::Md5;
-pub use rindle_upload::wire::checksum::ChecksumKind as Algorithm;
+use rindle_upload::digest::Hasher;
+pub use rindle_upload::wire::checksum::ChecksumAlgorithm as Algorithm;
 use rindle_upload::wire::checksum::Checksum;
-use sha2::{Digest, Sha256};
 
 /// A digest a request claims its bytes have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +47,7 @@ impl Claimed {
 /// What an S3-style PUT claims, from its headers.
 pub fn claimed_by_s3(headers: &HeaderMap) -> Result<Vec<Claimed>, Refusal> {
     let mut claimed = Vec::new();
-    for algorithm in [Algorithm::Crc32c, Algorithm::Sha256, Algorithm::Md5] {
+    for algorithm in [Algorithm::Crc32c, Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5] {
         if let Some(value) = headers.get(algorithm.s3_header()) {
             let value = value.to_str().map_err(|_| decode(algorithm, "").unwrap_err())?;
             claimed.push(decode(algorithm, value)?);
@@ -77,43 +76,24 @@ pub fn claimed_by_gcs(headers: &HeaderMap) -> Result<Vec<Claimed>, Refusal> {
 
 /// Computes the claimed algorithms over a body, chunk by chunk.
 pub struct Verifier {
-    claimed: Vec<Claimed>,
-    crc32c: u32,
-    md5: Md5,
-    sha256: Sha256,
+    claimed: Vec<(Claimed, Hasher)>,
 }
 
 impl Verifier {
     pub fn new(claimed: Vec<Claimed>) -> Self {
-        Verifier { claimed, crc32c: 0, md5: Md5::new(), sha256: Sha256::new() }
-    }
-
-    fn wants(&self, algorithm: Algorithm) -> bool {
-        self.claimed.iter().any(|c| c.algorithm == algorithm)
+        Verifier { claimed: claimed.into_iter().map(|c| { let h = Hasher::new(c.algorithm); (c, h) }).collect() }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
-        if self.wants(Algorithm::Crc32c) {
-            self.crc32c = crc32c::crc32c_append(self.crc32c, chunk);
-        }
-        if self.wants(Algorithm::Md5) {
-            self.md5.update(chunk);
-        }
-        if self.wants(Algorithm::Sha256) {
-            self.sha256.update(chunk);
+        for (_, hasher) in &mut self.claimed {
+            hasher.update(chunk);
         }
     }
 
     /// Refuses (`400 BadDigest`) when any claimed digest differs.
     pub fn check(self) -> Result<(), Refusal> {
-        let (crc32c, md5, sha256) = (self.crc32c.to_be_bytes().to_vec(), self.md5.finalize().to_vec(), self.sha256.finalize().to_vec());
-        for claimed in &self.claimed {
-            let actual = match claimed.algorithm {
-                Algorithm::Crc32c => &crc32c,
-                Algorithm::Md5 => &md5,
-                Algorithm::Sha256 => &sha256,
-            };
-            if *actual != claimed.digest {
+        for (claimed, hasher) in self.claimed {
+            if hasher.finish() != claimed.digest {
                 return Err(Refusal::new(
                     400,
                     "BadDigest",
@@ -129,6 +109,8 @@ impl Verifier {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
 
     fn b64(bytes: &[u8]) -> String {
         use base64::Engine as _;

@@ -4,9 +4,7 @@
 
 use super::{checksum, is_safe_id, io_refusal, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery};
 use crate::store::StoreError;
-use rindle_upload::transport::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 impl LocalStore {
@@ -130,34 +128,19 @@ impl LocalStore {
         verifier.check()
     }
 
-    /// A tus PATCH: the upload is live and unfinished (a finished upload
-    /// takes no more bytes), the chunk starts at the committed offset (else
-    /// 409), and it matches its `Upload-Checksum` (else 460, and nothing is
-    /// kept).
+    /// A tus PATCH (its body received, and checked against its
+    /// `Upload-Checksum`, by `receive`): the upload is live and unfinished
+    /// (a finished upload takes no more bytes) and the chunk starts at the
+    /// committed offset (else 409).
     pub async fn tus_patch(
         &self,
         id: &str,
         meta: ResumableMeta,
         offset: u64,
         received: Received,
-        checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
     ) -> Result<ChunkAnswer, Refusal> {
         if meta.complete {
             return Err(completed());
-        }
-        if let Some((algorithm, expected)) = checksum {
-            let bytes = tokio::fs::read(&received.file.0).await.map_err(io_refusal)?;
-            let actual = match algorithm {
-                ChecksumAlgorithm::Sha1 => sha1::Sha1::digest(&bytes).to_vec(),
-                ChecksumAlgorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
-            };
-            if actual != expected {
-                return Err(Refusal::new(
-                    460,
-                    "ChecksumMismatch",
-                    "the chunk does not match Upload-Checksum",
-                ));
-            }
         }
         self.commit(id, meta, Some((offset, received)), 409).await
     }
