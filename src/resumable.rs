@@ -12,9 +12,10 @@ use crate::state::SessionState;
 use crate::strategy::OffsetUpload;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
+use crate::toolbox::PendingDigest;
+use crate::transport::ChecksumAlgorithm;
 use crate::wire::checksum::Checksum;
 use crate::wire::s3::MIB;
-use std::cell::RefCell;
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;
 
@@ -29,20 +30,16 @@ fn as_committed(answer: ChunkAnswer, total: u64) -> Committed {
 pub(crate) struct GcsSession<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
     uri: Secret,
-    /// The whole file's checksum, once computed: the last chunk carries it
-    /// (`x-goog-hash`) and the store completes the object only if it holds.
-    whole: &'a RefCell<Option<Checksum>>,
+    /// The whole file's checksum, hashed from the start while chunks go:
+    /// the last chunk carries it (`x-goog-hash`) and the store completes
+    /// the object only if it holds.
+    whole: Option<(ChecksumAlgorithm, PendingDigest<'a>)>,
 }
 
 impl<I: Io> GcsSession<'_, I> {
-    /// The whole file's checksum, computed the first time it is asked for.
     async fn whole_checksum(&self) -> Result<Option<Checksum>, UploadError> {
-        if let Some(known) = self.whole.borrow().clone() {
-            return Ok(Some(known));
-        }
-        let computed = self.upload.tools.checksum_of(Piece::between(0, self.upload.total())).await?;
-        self.whole.replace(computed.clone());
-        Ok(computed)
+        let Some((algorithm, pending)) = &self.whole else { return Ok(None) };
+        Ok(Some(Checksum::of_digest(*algorithm, &pending.clone().await?)))
     }
 
     pub async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
@@ -112,8 +109,9 @@ pub(crate) async fn transfer<I: Io>(
         upload.transition(SessionState::Expired)?;
         return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
     }
-    let whole = RefCell::new(None);
-    let session = OffsetUpload::Gcs(GcsSession { upload, uri, whole: &whole });
+    let tools = upload.tools;
+    let whole = tools.checksum.map(|a| (a, tools.digest_ahead(Piece::between(0, upload.total()), a)));
+    let session = OffsetUpload::Gcs(GcsSession { upload, uri, whole: whole.clone() });
     let mut at = Committed { offset: 0, complete: false };
     if resuming {
         upload.begin_resuming()?;
@@ -125,9 +123,8 @@ pub(crate) async fn transfer<I: Io>(
     upload.transition(SessionState::Uploading)?;
     send_from_offset(upload, &session, at, chunk).await?;
     upload.transition(SessionState::Uploaded)?;
-    match whole.take() {
-        Some(checksum) => Ok(Some(checksum)),
-        // The last chunk went out before this page (a resumed upload).
-        None => upload.tools.checksum_of(Piece::between(0, upload.total())).await,
+    match whole {
+        Some((algorithm, pending)) => Ok(Some(Checksum::of_digest(algorithm, &pending.await?))),
+        None => Ok(None),
     }
 }

@@ -15,7 +15,8 @@ use crate::transport::{
     ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
 };
 use crate::wire::checksum::Checksum;
-use futures::future::{self, Either};
+use futures::future::{self, Either, LocalBoxFuture, Shared};
+use futures::FutureExt;
 use std::cell::{Cell, Ref, RefCell};
 use std::future::Future;
 use std::pin::pin;
@@ -39,6 +40,9 @@ impl<B: Broker, T: Transport, C: Clock, S: ByteSource<Slice = T::Body>> Io for (
     type Clock = C;
     type Source = S;
 }
+
+/// A digest being computed, shared by whoever awaits it.
+pub(crate) type PendingDigest<'a> = Shared<LocalBoxFuture<'a, Result<Vec<u8>, UploadError>>>;
 
 pub(crate) struct Toolbox<'a, I: Io> {
     pub broker: &'a I::Broker,
@@ -65,6 +69,16 @@ impl<'a, I: Io> Toolbox<'a, I> {
         checksum: Option<ChecksumAlgorithm>,
     ) -> Self {
         Toolbox { broker, transport, clock, source, events, policy, checksum, retries_spent: Cell::new(0) }
+    }
+
+    /// Starts the digest of `piece` now and answers it later: in the browser
+    /// the checksum worker hashes while pieces go, so the hash is ready (or
+    /// nearly) when it is needed.
+    pub fn digest_ahead(&'a self, piece: Piece, algorithm: ChecksumAlgorithm) -> PendingDigest<'a> {
+        let pending = self.source.digest(piece.start, piece.end(), algorithm).boxed_local().shared();
+        // One poll hands the work over (to the worker, in the browser).
+        let _ = pending.clone().now_or_never();
+        pending
     }
 
     /// The checksum of `piece` by the upload's algorithm (computed by the

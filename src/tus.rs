@@ -18,7 +18,8 @@ use crate::wire::tus::{
     check, checksum_header, encode_metadata, parse_expires, parse_size, tus_request, upload_url, Discovery,
     OFFSET_CONTENT_TYPE, TUS_VERSION,
 };
-use std::cell::Cell;
+use crate::toolbox::PendingDigest;
+use std::cell::{Cell, RefCell};
 
 /// Where the bytes go and how: the upload URL once known, and what the
 /// server offers.
@@ -28,9 +29,17 @@ pub(crate) struct TusUpload<'a, I: Io> {
     url: Secret,
     /// creation-defer-length: the next PATCH still has to send the length.
     length_deferred: Cell<bool>,
+    chunk: u64,
+    /// The next chunk's checksum, hashed while this one goes.
+    next_checksum: RefCell<Option<(Piece, PendingDigest<'a>)>>,
 }
 
-impl<I: Io> TusUpload<'_, I> {
+impl<'a, I: Io> TusUpload<'a, I> {
+    fn new(upload: &'a ActiveUpload<'a, I>, discovery: Discovery, url: Secret, deferred: bool, chunk: u64) -> Self {
+        let (length_deferred, next_checksum) = (Cell::new(deferred), RefCell::new(None));
+        TusUpload { upload, discovery, url, length_deferred, chunk, next_checksum }
+    }
+
     /// Ends the upload as `expired` if the server says its time is up.
     fn check_expiry(&self, response: &HttpResponse) -> Result<(), UploadError> {
         if let Some(value) = response.header("upload-expires") {
@@ -68,8 +77,15 @@ impl<I: Io> TusUpload<'_, I> {
             headers.push(("Upload-Length".to_owned(), self.upload.total().to_string()));
         }
         if let Some(algorithm) = self.discovery.checksum(self.upload.tools.checksum) {
-            let digest = source.digest(piece.start, piece.end(), algorithm).await?;
+            let digest = match self.next_checksum.take() {
+                Some((ahead, pending)) if ahead == piece => pending.await?,
+                _ => source.digest(piece.start, piece.end(), algorithm).await?,
+            };
             headers.push(("Upload-Checksum".to_owned(), checksum_header(algorithm, &digest)));
+            let next = Piece::between(piece.end(), (piece.end() + self.chunk).min(self.upload.total()));
+            if next.len > 0 {
+                self.next_checksum.replace(Some((next, self.upload.tools.digest_ahead(next, algorithm))));
+            }
         }
         let request = tus_request("PATCH", &self.url, headers, Some(self.upload.body(piece)));
         let offset = self
@@ -127,7 +143,7 @@ pub(crate) async fn transfer<I: Io>(
     })?;
     let discovery = discover(upload, &url).await?;
     check_size(&discovery, total)?;
-    let tus = TusUpload { upload, discovery, url, length_deferred: Cell::new(false) };
+    let tus = TusUpload::new(upload, discovery, url, false, chunk);
     if resuming {
         upload.begin_resuming()?;
     }
@@ -201,7 +217,7 @@ async fn create_and_send<I: Io>(
             Ok(((url, offset), offset))
         })
         .await?;
-    let tus = TusUpload { upload, discovery, url, length_deferred: Cell::new(defer) };
+    let tus = TusUpload::new(upload, discovery, url, defer, chunk);
     tus.report(offset).await?;
     let at = tus.at(offset);
     send_from(tus, at, chunk).await

@@ -196,3 +196,33 @@ fn dates_are_read_by_the_browser_as_natively() {
         assert_eq!((parse_ms(bad), parse_http_date_ms(bad)), (None, None), "{bad:?}");
     }
 }
+
+/// Checksums computed in the browser (here in the page: the test runner
+/// serves no checksum worker, so the same code runs in this thread) give
+/// the known answers, across 1 MiB windows too.
+#[wasm_bindgen_test]
+async fn checksums_in_the_browser_give_the_known_answers() {
+    use rindle_upload::digest::digest_of;
+    use rindle_upload::transport::{ByteSource, ChecksumAlgorithm};
+    use rindle_upload::web::BlobSource;
+    let from_bytes = |bytes: &[u8]| {
+        let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+        BlobSource(web_sys::Blob::new_with_u8_array_sequence(&parts).unwrap())
+    };
+    let zeros = from_bytes(&[0u8; 32]);
+    let hex = |d: Vec<u8>| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(hex(zeros.digest(0, 32, ChecksumAlgorithm::Crc32c).await.unwrap()), "8a9136aa", "RFC 3720");
+    let abc = from_bytes(b"abc");
+    assert_eq!(
+        hex(abc.digest(0, 3, ChecksumAlgorithm::Sha256).await.unwrap()),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(hex(abc.digest(0, 3, ChecksumAlgorithm::Md5).await.unwrap()), "900150983cd24fb0d6963f7d28e17f72");
+    let data = pattern(3 << 20 | 12_345);
+    let big = from_bytes(&data);
+    for algorithm in [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Sha1] {
+        let (start, end) = (7, data.len() as u64 - 11);
+        let digest = big.digest(start, end, algorithm).await.unwrap();
+        assert_eq!(digest, digest_of(algorithm, &data[start as usize..end as usize]), "{algorithm:?} over windows");
+    }
+}

@@ -134,6 +134,11 @@ export interface UploadOptions {
   onPausedChange?: (paused: boolean) => void;
   /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */
   deferLength?: boolean;
+  /** The checksum each piece is sent with, verified by the store (a corrupted piece is sent again),
+   * and the whole file's, checked by the broker at completion: "crc32c" (default), "sha256", "md5"
+   * or "none". Computed in a Worker (pkg/checksum-worker.js). tus uses it if the server offers it,
+   * else the strongest the server offers. */
+  checksum?: "crc32c" | "sha256" | "md5" | "none";
   /** multipart: called once per stored part. */
   onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
   /** Defaults to the File's name, or "blob". */
