@@ -69,11 +69,14 @@ const rows = [
   { ours: true, name: "rindle presigned_put", store: "Garage", variant: "presignedPut", endpoint: api(garageBroker) },
   { ours: true, name: "rindle multipart ×4", store: "Garage", variant: "multipart4", endpoint: api(garageBroker) },
   { ours: true, name: "rindle multipart ×8", store: "Garage", variant: "multipart8", endpoint: api(garageBroker) },
+  { ours: true, name: "rindle presigned_put, no checksum", store: "Garage", variant: "presignedPutNoChecksum", endpoint: api(garageBroker) },
+  { ours: true, name: "rindle multipart ×4, no checksum", store: "Garage", variant: "multipart4NoChecksum", endpoint: api(garageBroker) },
   { name: "@uppy/aws-s3", store: "Garage", variant: "uppyAwsS3" },
   { name: "@aws-sdk/lib-storage", store: "Garage", variant: "libStorage" },
   { name: "fetch PUT (ceiling)", store: "embedded", variant: "fetchPut", endpoint: api(localBroker) },
   { ours: true, name: "rindle resumable", store: "embedded", variant: "resumable", endpoint: api(localBroker) },
   { ours: true, name: "rindle tus", store: "@tus/server", variant: "tus", endpoint: api(tusBroker) },
+  { ours: true, name: "rindle tus, no checksum", store: "@tus/server", variant: "tusNoChecksum", endpoint: api(tusBroker) },
   { name: "tus-js-client", store: "@tus/server", variant: "tusJsClient" },
 ];
 
@@ -112,6 +115,15 @@ async function measure(row, size) {
     clearInterval(sampler);
   }
 }
+
+// Hashing: the checksum worker in Chromium, and the same code natively
+// (not in the smoke run: it needs a large file and a release build).
+const hashSize = 256 * MiB;
+const inWorker = check ? {} : await page.evaluate((size) => window.hashBench(size), hashSize);
+const native = check ? {} : Object.fromEntries(
+  execFileSync("cargo", ["run", "--quiet", "--release", "--example", "hash_throughput"], { cwd: root, encoding: "utf8" })
+    .trim().split("\n").map((line) => JSON.parse(line)).map(({ algorithm, mibPerSecond }) => [algorithm, mibPerSecond]),
+);
 
 // Every row at every size, `repeat` times, in turns, so a slow moment of
 // the machine hits all rows alike.
@@ -172,6 +184,17 @@ for (const row of rows) {
   const longTasks = stats(row, largest, "longTasks");
   const verified = row.ours ? fmt(stats(row, largest, "withVerification")?.median) : "—";
   lines.push(`| ${row.name} | ${row.store} | ${fmt(t?.median)} | ${fmt(t?.min)}–${fmt(t?.max)} | ${verified} | ${t && base ? (t.median / base.median).toFixed(2) : "—"} | ${peers || "—"} | ${fmt(longTasks?.max)} | ${failures.length ? failures[0].error : 0} |`);
+}
+lines.push("");
+lines.push("Rows \"no checksum\" run with `checksum: \"none\"`: the others send CRC32C with every piece (tus: the");
+lines.push("server here offers no checksum extension, so only the whole file's goes to the broker).");
+lines.push("");
+lines.push(`### Hashing, MiB/s over a ${mib(hashSize)} MiB disk-backed File`);
+lines.push("");
+lines.push("| algorithm | in the checksum worker (WebAssembly, Chromium) | native (same code, release) |");
+lines.push("|---|---|---|");
+for (const algorithm of ["crc32c", "md5", "sha1", "sha256"]) {
+  lines.push(`| ${algorithm} | ${fmt(inWorker[algorithm])} | ${fmt(native[algorithm])} |`);
 }
 lines.push("");
 lines.push("### Memory (median): renderer RSS growth during the upload, JS heap and WASM memory after it");

@@ -7,7 +7,7 @@ use crate::broker::{BrokerCall, SignedRequest};
 use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
 use crate::progress::Piece;
-use crate::toolbox::{ActiveUpload, Io};
+use crate::toolbox::{ActiveUpload, Io, PendingDigest};
 use crate::wire::checksum::Checksum;
 use crate::transport::HttpResponse;
 use futures::lock::Mutex;
@@ -89,6 +89,8 @@ pub(crate) struct UrlSigner<'a, I: Io> {
     /// The checksums URLs are signed for, by key: computed once per piece
     /// (a URL signed again keeps its piece's).
     checksums: RefCell<BTreeMap<u32, Checksum>>,
+    /// Checksums of the next batch's parts, hashed while this batch goes.
+    ahead: RefCell<BTreeMap<u32, PendingDigest<'a>>>,
     signed: RefCell<BTreeMap<u32, SignedUrl>>,
     /// One signing call at a time, so concurrent parts share a batch.
     signing: Mutex<()>,
@@ -101,6 +103,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             upload,
             parts: None,
             checksums: RefCell::new(checksum.into_iter().map(|c| (0, c)).collect()),
+            ahead: RefCell::default(),
             signed: RefCell::default(),
             signing: Mutex::new(()),
         }
@@ -111,6 +114,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             upload,
             parts: Some((pending, batch, plan)),
             checksums: RefCell::default(),
+            ahead: RefCell::default(),
             signed: RefCell::default(),
             signing: Mutex::new(()),
         }
@@ -121,12 +125,18 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         self.checksums.borrow().clone()
     }
 
-    /// Part `part`'s checksum, computed the first time it is asked for.
+    /// Part `part`'s checksum, computed the first time it is asked for
+    /// (or hashed ahead).
     async fn part_checksum(&self, part: u32, plan: PartPlan) -> Result<Option<Checksum>, UploadError> {
         if let Some(known) = self.checksums.borrow().get(&part) {
             return Ok(Some(known.clone()));
         }
-        let computed = self.upload.tools.checksum_of(plan.piece(part)).await?;
+        let Some(algorithm) = self.upload.tools.checksum else { return Ok(None) };
+        let ahead = self.ahead.borrow_mut().remove(&part);
+        let computed = match ahead {
+            Some(pending) => Some(Checksum::of_digest(algorithm, &pending.await?)),
+            None => self.upload.tools.checksum_of(plan.piece(part)).await?,
+        };
         if let Some(checksum) = &computed {
             self.checksums.borrow_mut().insert(part, checksum.clone());
         }
@@ -202,6 +212,16 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             }
         }
         let reply = self.upload.ask(&BrokerCall::SignParts { session_id, part_numbers, checksums }).await?;
+        if let (Some(algorithm), Some(&last)) = (self.upload.tools.checksum, reply.parts.iter().map(|p| &p.part_number).max()) {
+            // The next batch is hashed while this one goes.
+            let after = pending.iter().position(|&n| n == last).map_or(pending.len(), |i| i + 1);
+            let mut ahead = self.ahead.borrow_mut();
+            for &part in pending[after..].iter().take(batch) {
+                if !ahead.contains_key(&part) && !self.checksums.borrow().contains_key(&part) {
+                    ahead.insert(part, self.upload.tools.digest_ahead(plan.piece(part), algorithm));
+                }
+            }
+        }
         let signed_at = self.upload.tools.now_ms();
         let mut signed = self.signed.borrow_mut();
         for part in reply.parts {

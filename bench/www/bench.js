@@ -58,6 +58,11 @@ const variants = {
   multipart8: (file, c) => rindle(file, c.endpoint, { strategy: "multipart", concurrency: 8, partSize: 8 * MiB }),
   resumable: (file, c) => rindle(file, c.endpoint, { strategy: "resumable", chunkSize: 8 * MiB }),
   tus: (file, c) => rindle(file, c.endpoint, { strategy: "tus", chunkSize: 8 * MiB }),
+  // The same without checksums: what integrity costs.
+  presignedPutNoChecksum: (file, c) => rindle(file, c.endpoint, { strategy: "presigned_put", checksum: "none" }),
+  multipart4NoChecksum: (file, c) =>
+    rindle(file, c.endpoint, { strategy: "multipart", concurrency: 4, partSize: 8 * MiB, checksum: "none" }),
+  tusNoChecksum: (file, c) => rindle(file, c.endpoint, { strategy: "tus", chunkSize: 8 * MiB, checksum: "none" }),
   async uppyAwsS3(file, c) {
     const uppy = new Uppy({ autoProceed: false });
     uppy.use(AwsS3, {
@@ -115,5 +120,23 @@ window.bench = async (variant, size, config) => {
   await new Promise((resolve) => setTimeout(resolve, 0));
   observer.disconnect();
   return { ms, transferMs, longTasks: longTasks.length, longestTask: Math.max(0, ...longTasks), wasmBytes: wasm.memory.buffer.byteLength };
+};
+/** Hash throughput in the checksum worker (the package's own), MiB/s per algorithm. */
+window.hashBench = async (size) => {
+  const file = await diskFile(size);
+  const worker = new Worker("/pkg/checksum-worker.js", { type: "module" });
+  const digest = (algorithm) => new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => (data.error ? reject(new Error(data.error.message)) : resolve(data.digest));
+    worker.postMessage({ id: 0, blob: file, start: 0, end: file.size, algorithm });
+  });
+  await digest("crc32c"); // warm: the worker loads the package first
+  const speeds = {};
+  for (const algorithm of ["crc32c", "md5", "sha1", "sha256"]) {
+    const started = performance.now();
+    await digest(algorithm);
+    speeds[algorithm] = size / MiB / ((performance.now() - started) / 1000);
+  }
+  worker.terminate();
+  return speeds;
 };
 window.benchReady = true;
