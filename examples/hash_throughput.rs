@@ -9,7 +9,12 @@ use std::time::Instant;
 fn main() {
     let window: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let windows = 256;
-    for algorithm in [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256] {
+    for algorithm in [
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Md5,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Sha256,
+    ] {
         let started = Instant::now();
         let mut hasher = Hasher::new(algorithm);
         for _ in 0..windows {

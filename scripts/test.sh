@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/build.sh
 
-echo "== lint: clippy on the native and browser builds"
+echo "== lint: rustfmt, and clippy on the native and browser builds"
+cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
 

@@ -397,7 +397,8 @@ mod tests {
             sign().serialize_body(serde_json::value::Serializer).unwrap(),
             serde_json::json!({"session_id":"s1"})
         );
-        let crc = Checksum { algorithm: crate::transport::ChecksumAlgorithm::Crc32c, value: "ipE2qg==".into() };
+        let crc =
+            Checksum { algorithm: crate::transport::ChecksumAlgorithm::Crc32c, value: "ipE2qg==".into() };
         let parts = BrokerCall::SignParts {
             session_id: "s1".into(),
             part_numbers: vec![1, 2],

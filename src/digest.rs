@@ -76,14 +76,22 @@ mod tests {
             hex(&digest_of(ChecksumAlgorithm::Sha256, b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(hex(&digest_of(ChecksumAlgorithm::Sha1, b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            hex(&digest_of(ChecksumAlgorithm::Sha1, b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         assert_eq!(hex(&digest_of(ChecksumAlgorithm::Md5, b"abc")), "900150983cd24fb0d6963f7d28e17f72");
     }
 
     #[test]
     fn windows_and_pieces_give_the_whole_objects_checksum() {
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for algorithm in [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256] {
+        for algorithm in [
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Md5,
+            ChecksumAlgorithm::Sha1,
+            ChecksumAlgorithm::Sha256,
+        ] {
             let mut hasher = Hasher::new(algorithm);
             bytes.chunks(4096).for_each(|window| hasher.update(window));
             assert_eq!(hasher.finish(), digest_of(algorithm, &bytes), "{algorithm:?}");

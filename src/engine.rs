@@ -92,16 +92,15 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     where
         S: ByteSource<Slice = T::Body>,
     {
-        let tools: Toolbox<'_, (B, T, C, S)> =
-            Toolbox::new(
-                &self.broker,
-                &self.transport,
-                &self.clock,
-                source,
-                events,
-                options.retry.clone(),
-                options.checksum,
-            );
+        let tools: Toolbox<'_, (B, T, C, S)> = Toolbox::new(
+            &self.broker,
+            &self.transport,
+            &self.clock,
+            source,
+            events,
+            options.retry.clone(),
+            options.checksum,
+        );
         let upload = OnceCell::new();
         let result = run(&tools, options, &upload, commands).await;
         result.map_err(|e| e.in_state(upload.get().map(ActiveUpload::state)))

@@ -153,7 +153,11 @@ impl GivenOptions {
                 None => defaults.checksum,
                 Some("none") => None,
                 Some(name @ ("crc32c" | "sha256" | "md5")) => ChecksumAlgorithm::named(name),
-                Some(_) => return Err(invalid("option `checksum` is \"crc32c\", \"sha256\", \"md5\" or \"none\"".into())),
+                Some(_) => {
+                    return Err(invalid(
+                        "option `checksum` is \"crc32c\", \"sha256\", \"md5\" or \"none\"".into(),
+                    ))
+                }
             },
             resume_session_id: self.session_id.clone().or_else(|| previous.session_id.clone()),
             retry: RetryPolicy {

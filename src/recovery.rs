@@ -8,8 +8,8 @@ use crate::error::{ErrorCode, UploadError};
 use crate::multipart::PartPlan;
 use crate::progress::Piece;
 use crate::toolbox::{ActiveUpload, Io, PendingDigest};
-use crate::wire::checksum::Checksum;
 use crate::transport::HttpResponse;
+use crate::wire::checksum::Checksum;
 use futures::lock::Mutex;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -212,7 +212,9 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             }
         }
         let reply = self.upload.ask(&BrokerCall::SignParts { session_id, part_numbers, checksums }).await?;
-        if let (Some(algorithm), Some(&last)) = (self.upload.tools.checksum, reply.parts.iter().map(|p| &p.part_number).max()) {
+        if let (Some(algorithm), Some(&last)) =
+            (self.upload.tools.checksum, reply.parts.iter().map(|p| &p.part_number).max())
+        {
             // The next batch is hashed while this one goes.
             let after = pending.iter().position(|&n| n == last).map_or(pending.len(), |i| i + 1);
             let mut ahead = self.ahead.borrow_mut();

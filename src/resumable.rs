@@ -10,11 +10,11 @@ use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::strategy::OffsetUpload;
-use crate::toolbox::{ActiveUpload, Io};
-use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
 use crate::toolbox::PendingDigest;
+use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::ChecksumAlgorithm;
 use crate::wire::checksum::Checksum;
+use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
 use crate::wire::s3::MIB;
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * MIB;

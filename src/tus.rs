@@ -11,6 +11,7 @@ use crate::recovery::{send_from_offset, Committed};
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::strategy::OffsetUpload;
+use crate::toolbox::PendingDigest;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{ByteSource, HttpRequest, HttpResponse};
 use crate::wire::s3;
@@ -18,7 +19,6 @@ use crate::wire::tus::{
     check, checksum_header, encode_metadata, parse_expires, parse_size, tus_request, upload_url, Discovery,
     OFFSET_CONTENT_TYPE, TUS_VERSION,
 };
-use crate::toolbox::PendingDigest;
 use std::cell::{Cell, RefCell};
 
 /// Where the bytes go and how: the upload URL once known, and what the
@@ -35,7 +35,13 @@ pub(crate) struct TusUpload<'a, I: Io> {
 }
 
 impl<'a, I: Io> TusUpload<'a, I> {
-    fn new(upload: &'a ActiveUpload<'a, I>, discovery: Discovery, url: Secret, deferred: bool, chunk: u64) -> Self {
+    fn new(
+        upload: &'a ActiveUpload<'a, I>,
+        discovery: Discovery,
+        url: Secret,
+        deferred: bool,
+        chunk: u64,
+    ) -> Self {
         let (length_deferred, next_checksum) = (Cell::new(deferred), RefCell::new(None));
         TusUpload { upload, discovery, url, length_deferred, chunk, next_checksum }
     }

@@ -68,7 +68,8 @@ async fn signed_session(len: u64) -> BrokerReply {
         .await
         .unwrap();
     assert_eq!(created.session.state, SessionState::Initialized);
-    let signed = broker.call(&BrokerCall::Sign { session_id: created.session.id, checksum: None }).await.unwrap();
+    let signed =
+        broker.call(&BrokerCall::Sign { session_id: created.session.id, checksum: None }).await.unwrap();
     assert_eq!(signed.session.state, SessionState::Signed);
     signed
 }
@@ -162,7 +163,10 @@ async fn an_unreachable_store_is_a_network_error() {
 
 #[wasm_bindgen_test]
 async fn broker_errors_over_http_keep_their_codes() {
-    let err = broker().call(&BrokerCall::Sign { session_id: "no-such-session".into(), checksum: None }).await.unwrap_err();
+    let err = broker()
+        .call(&BrokerCall::Sign { session_id: "no-such-session".into(), checksum: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::SessionNotFound);
     let unreachable = WebBroker {
         endpoint: "http://127.0.0.1:9/api/uploads".into(),
@@ -170,7 +174,8 @@ async fn broker_errors_over_http_keep_their_codes() {
         credentials: web_sys::RequestCredentials::SameOrigin,
         callbacks: JsValue::UNDEFINED,
     };
-    let err = unreachable.call(&BrokerCall::Sign { session_id: "x".into(), checksum: None }).await.unwrap_err();
+    let err =
+        unreachable.call(&BrokerCall::Sign { session_id: "x".into(), checksum: None }).await.unwrap_err();
     assert_eq!((err.code, err.retryable), (ErrorCode::BrokerUnreachable, true));
 }
 
@@ -217,12 +222,19 @@ async fn checksums_in_the_browser_give_the_known_answers() {
         hex(abc.digest(0, 3, ChecksumAlgorithm::Sha256).await.unwrap()),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-    assert_eq!(hex(abc.digest(0, 3, ChecksumAlgorithm::Md5).await.unwrap()), "900150983cd24fb0d6963f7d28e17f72");
+    assert_eq!(
+        hex(abc.digest(0, 3, ChecksumAlgorithm::Md5).await.unwrap()),
+        "900150983cd24fb0d6963f7d28e17f72"
+    );
     let data = pattern(3 << 20 | 12_345);
     let big = from_bytes(&data);
     for algorithm in [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Sha1] {
         let (start, end) = (7, data.len() as u64 - 11);
         let digest = big.digest(start, end, algorithm).await.unwrap();
-        assert_eq!(digest, digest_of(algorithm, &data[start as usize..end as usize]), "{algorithm:?} over windows");
+        assert_eq!(
+            digest,
+            digest_of(algorithm, &data[start as usize..end as usize]),
+            "{algorithm:?} over windows"
+        );
     }
 }

@@ -16,19 +16,22 @@ use serde_json::{json, Value};
 use std::cell::Cell;
 
 fn crc32c(bytes: &[u8]) -> Value {
-    let checksum = Checksum::of_digest(ChecksumAlgorithm::Crc32c, &digest_of(ChecksumAlgorithm::Crc32c, bytes));
+    let checksum =
+        Checksum::of_digest(ChecksumAlgorithm::Crc32c, &digest_of(ChecksumAlgorithm::Crc32c, bytes));
     serde_json::to_value(checksum).unwrap()
 }
 
 /// The body of the broker call named `name` (the first such call).
 fn body_of(broker: &ScriptedBroker, name: &str) -> Value {
     let calls = broker.calls.borrow();
-    let index = calls.iter().position(|call| call.starts_with(name)).unwrap_or_else(|| panic!("no {name} call"));
+    let index =
+        calls.iter().position(|call| call.starts_with(name)).unwrap_or_else(|| panic!("no {name} call"));
     broker.bodies.borrow()[index].clone()
 }
 
 fn digest_refused() -> HttpResponse {
-    let body = "<Error><Code>BadDigest</Code><Message>The CRC32C you specified did not match</Message></Error>";
+    let body =
+        "<Error><Code>BadDigest</Code><Message>The CRC32C you specified did not match</Message></Error>";
     HttpResponse { status: 400, headers: vec![], body: body.into() }
 }
 
@@ -59,8 +62,16 @@ fn presigned_put_signs_for_the_files_checksum_and_sends_a_refused_body_again() {
     let requests = transport.requests.borrow();
     assert_eq!(requests.len(), 2, "the refused body is sent again");
     for request in requests.iter() {
-        assert_eq!((request.url.as_str(), request.body.as_slice()), (URL, data.as_slice()), "same URL, same bytes");
-        assert_eq!(header(request, "x-amz-checksum-crc32c"), crc32c(data)["value"].as_str(), "the signed header");
+        assert_eq!(
+            (request.url.as_str(), request.body.as_slice()),
+            (URL, data.as_slice()),
+            "same URL, same bytes"
+        );
+        assert_eq!(
+            header(request, "x-amz-checksum-crc32c"),
+            crc32c(data)["value"].as_str(),
+            "the signed header"
+        );
     }
     assert!(run.slept.is_empty(), "a corrupted piece is sent again at once");
 }
@@ -102,7 +113,8 @@ fn a_resumed_multipart_upload_still_gives_the_whole_files_checksum() {
     let stored = json!([{"part_number": 1, "etag": "\"e1\"", "size": 5 * MIB}]);
     let broker = multipart_broker(data.len(), stored);
     let transport = parts_transport();
-    let options = rindle_upload::engine::UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(2) };
+    let options =
+        rindle_upload::engine::UploadOptions { resume_session_id: Some("s1".into()), ..multipart_options(2) };
     let run = run_with(&broker, &transport, 1.0, &options, data.clone(), None);
 
     assert_eq!(run.result.as_ref().unwrap().session.state, SessionState::Completed);

@@ -463,8 +463,13 @@ fn uploads_through_random_faults_complete_byte_identical_without_orphans() {
 
     let emulator = start_gcs_emulator();
     let gcs_proxy = FaultProxy::start(&emulator.url, Some(mend_emulator_range));
-    let trial =
-        Trial { name: "resumable", strategy: UploadStrategy::Resumable, tus: false, verifies_pieces: false, piece: MIB };
+    let trial = Trial {
+        name: "resumable",
+        strategy: UploadStrategy::Resumable,
+        tus: false,
+        verifies_pieces: false,
+        piece: MIB,
+    };
     let env = [("GCS_BUCKET", GCS_BUCKET.to_owned()), ("GCS_BASE_URL", gcs_proxy.url.clone())];
     let names_before = gcs_inventory(&emulator.url);
     let tally = run_trials(run, &trial, &env, &gcs_proxy, count, &mut rng);
@@ -475,7 +480,13 @@ fn uploads_through_random_faults_complete_byte_identical_without_orphans() {
     std::fs::create_dir_all(&directory).unwrap();
     let tus_server = start_tus_server(&directory);
     let tus_proxy = FaultProxy::start(&tus_server.url, None);
-    let trial = Trial { name: "tus", strategy: UploadStrategy::Resumable, tus: true, verifies_pieces: false, piece: MIB };
+    let trial = Trial {
+        name: "tus",
+        strategy: UploadStrategy::Resumable,
+        tus: true,
+        verifies_pieces: false,
+        piece: MIB,
+    };
     let env = [("TUS_ENDPOINT", format!("{}/files", tus_proxy.url))];
     let tally = run_trials(run, &trial, &env, &tus_proxy, count, &mut rng);
     let uploads: Vec<_> = std::fs::read_dir(&directory)

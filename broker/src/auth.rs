@@ -71,9 +71,9 @@ fn identify(config: &Config, headers: &HeaderMap) -> Result<Identified, ServiceE
                 .and_then(|value| value.strip_prefix("Bearer "))
                 .map(str::trim);
             // Digests are compared, so the time taken says nothing of a token.
-            let known = presented.map(|p| digest("bearer", p)).filter(|presented| {
-                tokens.iter().any(|token| digest("bearer", token) == *presented)
-            });
+            let known = presented
+                .map(|p| digest("bearer", p))
+                .filter(|presented| tokens.iter().any(|token| digest("bearer", token) == *presented));
             known.map(|caller| Identified { caller, set_cookie: None }).ok_or_else(|| {
                 ServiceError::new(401, ErrorCode::Unauthorized, "a valid bearer token is required")
             })
@@ -84,7 +84,11 @@ fn identify(config: &Config, headers: &HeaderMap) -> Result<Identified, ServiceE
 /// Middleware of the protocol's routes: identifies the caller (refusing an
 /// unknown bearer token with 401), hands it to the handler as an
 /// extension, and sets the owner cookie on the answer when it was new.
-pub async fn identify_caller(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+pub async fn identify_caller(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let identified = match identify(&state.config, request.headers()) {
         Ok(identified) => identified,
         Err(refused) => return refused.into_response(),
@@ -105,7 +109,8 @@ mod tests {
     fn the_owner_cookie_is_read_only_when_well_formed() {
         let mut headers = HeaderMap::new();
         let token = "ab".repeat(32);
-        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {OWNER_COOKIE}={token}")).unwrap());
+        headers
+            .insert(header::COOKIE, HeaderValue::from_str(&format!("a=b; {OWNER_COOKIE}={token}")).unwrap());
         assert_eq!(owner_cookie(&headers), Some(token.as_str()));
         headers.insert(header::COOKIE, HeaderValue::from_static("rindle_owner=short"));
         assert_eq!(owner_cookie(&headers), None);

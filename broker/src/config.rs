@@ -210,7 +210,9 @@ impl Config {
                 "bearer" => {
                     let tokens = list("AUTH_TOKENS")?;
                     if tokens.is_empty() || tokens.iter().any(|t| t.len() < 16) {
-                        return Err("AUTH_MODE=bearer needs AUTH_TOKENS: tokens of 16 or more characters".into());
+                        return Err(
+                            "AUTH_MODE=bearer needs AUTH_TOKENS: tokens of 16 or more characters".into()
+                        );
                     }
                     AuthMode::Bearer(tokens)
                 }
@@ -274,7 +276,11 @@ mod tests {
 
     #[test]
     fn content_must_be_what_it_was_declared_as_when_types_are_restricted() {
-        let images = Profile { max_bytes: 10, allowed_types: vec!["image/*".into(), "text/plain".into()], allow_empty: false };
+        let images = Profile {
+            max_bytes: 10,
+            allowed_types: vec!["image/*".into(), "text/plain".into()],
+            allow_empty: false,
+        };
         assert!(images.check_content("image/png", PNG).is_ok());
         let html = b"<!DOCTYPE html><script>alert(1)</script>";
         let refused = images.check_content("image/png", html).unwrap_err();
@@ -297,7 +303,9 @@ mod tests {
         for good in ["text/plain", "image/svg+xml", "text/plain; charset=utf-8", "application/octet-stream"] {
             assert!(is_media_type(good), "{good}");
         }
-        for bad in ["", "text", "text/", "/plain", "text/plain\r\nX-Evil: 1", "text/plain\n", "tëxt/plain", "a b/c"] {
+        for bad in
+            ["", "text", "text/", "/plain", "text/plain\r\nX-Evil: 1", "text/plain\n", "tëxt/plain", "a b/c"]
+        {
             assert!(!is_media_type(bad), "{bad:?}");
         }
     }
@@ -307,7 +315,13 @@ mod tests {
         let patterns = vec!["http://127.0.0.1:*".to_owned(), "https://app.example".to_owned()];
         assert!(matches_any(&patterns, "http://127.0.0.1:8080"));
         assert!(matches_any(&patterns, "https://app.example"));
-        for other in ["http://127.0.0.1", "http://127.0.0.1:", "http://127.0.0.1:80x", "http://127.0.0.10:80", "https://app.example:1"] {
+        for other in [
+            "http://127.0.0.1",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:80x",
+            "http://127.0.0.10:80",
+            "https://app.example:1",
+        ] {
             assert!(!matches_any(&patterns, other), "{other}");
         }
     }

@@ -34,10 +34,7 @@ pub fn disposition(content_type: &str) -> &'static str {
 /// The headers every download answer carries.
 fn harden(headers: &mut HeaderMap, content_type: &str, filename: &str) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; sandbox"),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
     if let Ok(value) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, value);
     }
@@ -54,7 +51,11 @@ fn not_found() -> Response {
     response
 }
 
-pub async fn download(State(state): State<Arc<AppState>>, Path(key): Path<String>, request: Request) -> Response {
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    request: Request,
+) -> Response {
     let record = match state.db.session_with_key(&key) {
         Ok(Some(record)) if record.session.state == SessionState::Completed => record,
         Ok(_) => return not_found(),
@@ -95,12 +96,22 @@ mod tests {
 
     #[test]
     fn only_passive_types_are_inline() {
-        for inline in ["image/png", "image/jpeg", "video/mp4", "audio/ogg", "text/plain; charset=utf-8", "IMAGE/PNG"] {
+        for inline in
+            ["image/png", "image/jpeg", "video/mp4", "audio/ogg", "text/plain; charset=utf-8", "IMAGE/PNG"]
+        {
             assert_eq!(disposition(inline), "inline", "{inline}");
         }
         for attachment in [
-            "text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml",
-            "text/javascript", "application/javascript", "application/pdf", "application/octet-stream", "",
+            "text/html",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/javascript",
+            "application/pdf",
+            "application/octet-stream",
+            "",
         ] {
             assert_eq!(disposition(attachment), "attachment", "{attachment}");
         }

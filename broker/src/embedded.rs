@@ -144,7 +144,9 @@ async fn store_resumable_put(
         match range {
             None => Err(Refusal::new(400, "InvalidRange", "Content-Range is missing or malformed")),
             // A status query writes nothing: answered in any state.
-            Some(range @ ContentRange::Status { .. }) => local.resumable_put(&id, meta, range, None, vec![]).await,
+            Some(range @ ContentRange::Status { .. }) => {
+                local.resumable_put(&id, meta, range, None, vec![]).await
+            }
             Some(range @ ContentRange::Chunk { start, last, .. }) => {
                 let len = last + 1 - start;
                 let session = meta.session.clone();
@@ -229,9 +231,14 @@ async fn tus_options(State(state): State<Arc<AppState>>) -> Response {
             ("tus-extension", TUS_EXTENSIONS.to_owned()),
             (
                 "tus-checksum-algorithm",
-                [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256]
-                    .map(ChecksumAlgorithm::name)
-                    .join(","),
+                [
+                    ChecksumAlgorithm::Crc32c,
+                    ChecksumAlgorithm::Md5,
+                    ChecksumAlgorithm::Sha1,
+                    ChecksumAlgorithm::Sha256,
+                ]
+                .map(ChecksumAlgorithm::name)
+                .join(","),
             ),
             ("tus-max-size", state.config.profile.max_bytes.to_string()),
         ],
@@ -297,7 +304,11 @@ async fn tus_patch(
         let meta = local.live_tus_meta(&id, now).await?;
         let (committed, total, _) = local.tus_head(&id, now).await?;
         if meta.complete {
-            return Err(Refusal::new(403, "UploadComplete", "the upload is complete and takes no more bytes"));
+            return Err(Refusal::new(
+                403,
+                "UploadComplete",
+                "the upload is complete and takes no more bytes",
+            ));
         }
         if offset != committed {
             let message = format!("the upload is at offset {committed}, not {offset}");
@@ -307,12 +318,14 @@ async fn tus_patch(
         let claimed = checksum.map(|(algorithm, digest)| Claimed { algorithm, digest });
         // tus answers a chunk that does not match its checksum with 460.
         let received = async {
-            local.receive(body, total - committed, None, claimed.into_iter().collect()).await.map_err(|refusal| {
-                match refusal.code {
-                    "BadDigest" => Refusal::new(460, "ChecksumMismatch", "the chunk does not match Upload-Checksum"),
+            local.receive(body, total - committed, None, claimed.into_iter().collect()).await.map_err(
+                |refusal| match refusal.code {
+                    "BadDigest" => {
+                        Refusal::new(460, "ChecksumMismatch", "the chunk does not match Upload-Checksum")
+                    }
                     _ => refusal,
-                }
-            })
+                },
+            )
         };
         write_for_session(&state, &session, received, |r| local.tus_patch(&id, meta, offset, r)).await
     }
@@ -352,6 +365,8 @@ async fn tus_delete(
     .await;
     match result {
         Ok(()) => tus_response(StatusCode::NO_CONTENT, &[]),
-        Err(refusal) => tus_response(StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::NOT_FOUND), &[]),
+        Err(refusal) => {
+            tus_response(StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::NOT_FOUND), &[])
+        }
     }
 }

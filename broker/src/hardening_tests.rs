@@ -32,7 +32,11 @@ async fn a_put_url_writes_once_and_never_after_its_session_ended() {
     let (id, path) = signed_put(&app, 5).await;
     assert_eq!(put(&app, &path, b"hello").await, StatusCode::OK);
     assert_eq!(put(&app, &path, b"hello").await, StatusCode::OK, "a retried PUT of the same bytes");
-    assert_eq!(put(&app, &path, b"HELLO").await, StatusCode::PRECONDITION_FAILED, "other bytes never overwrite");
+    assert_eq!(
+        put(&app, &path, b"HELLO").await,
+        StatusCode::PRECONDITION_FAILED,
+        "other bytes never overwrite"
+    );
     let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), EMPTY()).await;
     assert_eq!(done["session"]["state"], "completed");
     assert_eq!(put(&app, &path, b"HELLO").await, StatusCode::FORBIDDEN, "completed: the URL writes nothing");
@@ -47,7 +51,11 @@ async fn a_put_url_writes_once_and_never_after_its_session_ended() {
     let (expiring, state) = app_and_state(900, 1, 3_600);
     let (_, path) = signed_put(&expiring, 5).await;
     state.clock.advance(Duration::from_secs(2));
-    assert_eq!(put(&expiring, &path, b"hello").await, StatusCode::FORBIDDEN, "expired: the URL writes nothing");
+    assert_eq!(
+        put(&expiring, &path, b"hello").await,
+        StatusCode::FORBIDDEN,
+        "expired: the URL writes nothing"
+    );
     let local = state.store.local().unwrap();
     assert!(!local.object_path(&key_of(&path)).unwrap().exists());
 }
@@ -63,7 +71,12 @@ async fn cancel_removes_what_was_stored() {
 
 /// A session of `content_type` holding `bytes`, completed (or failed);
 /// (reply of complete, object path).
-async fn stored_as(app: &Router, filename: &str, content_type: &str, bytes: &[u8]) -> (serde_json::Value, String) {
+async fn stored_as(
+    app: &Router,
+    filename: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> (serde_json::Value, String) {
     let body = serde_json::json!({"filename": filename, "content_type": content_type, "byte_size": bytes.len(),
                                   "upload_strategy": "presigned_put"});
     let (status, created) = call(app, "/api/uploads", body).await;
@@ -81,7 +94,8 @@ async fn stored_as(app: &Router, filename: &str, content_type: &str, bytes: &[u8
 
 #[tokio::test]
 async fn downloads_are_inert_on_the_brokers_origin() {
-    let (app, state) = broker_with(|config| config.profile.allowed_types = vec!["image/*".into(), "text/*".into()]);
+    let (app, state) =
+        broker_with(|config| config.profile.allowed_types = vec!["image/*".into(), "text/*".into()]);
     let page = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>";
 
     // Declared an image, it is a page: verification fails, the bytes go.
@@ -90,7 +104,10 @@ async fn downloads_are_inert_on_the_brokers_origin() {
     assert_eq!(done["session"]["failure_reason"], "the content is text/html, not the declared image/png");
     assert_eq!(get(&app, &object).await.0, StatusCode::NOT_FOUND);
     let key = object.trim_start_matches("/objects/");
-    assert!(!state.store.local().unwrap().object_path(key).unwrap().exists(), "a failed session's bytes are deleted");
+    assert!(
+        !state.store.local().unwrap().object_path(key).unwrap().exists(),
+        "a failed session's bytes are deleted"
+    );
 
     // Declared a page: served as one, but as an attachment that runs nothing.
     let (done, object) = stored_as(&app, "x.html", "text/html", page).await;
@@ -133,7 +150,11 @@ async fn each_embedded_protocol_serves_only_its_own_sessions() {
     let gcs_id = uri.trim_start_matches("/store-resumable/").split('?').next().unwrap().to_owned();
     let tus_path = format!("/tus/{gcs_id}");
     let patched = tus(&app, "PATCH", &tus_path, &patch_headers(0, None), b"hello".to_vec()).await;
-    assert_eq!(patched.status(), StatusCode::NOT_FOUND, "unsigned tus routes do not reach GCS-style sessions");
+    assert_eq!(
+        patched.status(),
+        StatusCode::NOT_FOUND,
+        "unsigned tus routes do not reach GCS-style sessions"
+    );
     let v = [("tus-resumable", "1.0.0".to_owned())];
     assert_eq!(tus(&app, "HEAD", &tus_path, &v, vec![]).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(tus(&app, "DELETE", &tus_path, &v, vec![]).await.status(), StatusCode::NOT_FOUND);
@@ -145,7 +166,8 @@ async fn part_urls_take_only_their_planned_size() {
     let app = app(900, 3_600);
     let (id, _) = initiate_multipart(&app, (6 << 20) + 1).await;
     let (_, signed) =
-        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1, 2]})).await;
+        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1, 2]}))
+            .await;
     assert_eq!(try_put_part(&app, &signed, 0, &vec![1u8; (5 << 20) + 1]).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(try_put_part(&app, &signed, 1, &vec![1u8; 5 << 20]).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(try_put_part(&app, &signed, 1, &[1u8; 2]).await.0, StatusCode::BAD_REQUEST, "short");
@@ -175,20 +197,35 @@ async fn a_part_in_flight_during_cancel_stores_nothing() {
     drop(sender);
     let answer = in_flight.await.unwrap().unwrap();
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
-    assert_eq!(state.store.local().unwrap().open_multipart_uploads(), 0, "the part directory is not recreated");
+    assert_eq!(
+        state.store.local().unwrap().open_multipart_uploads(),
+        0,
+        "the part directory is not recreated"
+    );
 }
 
 #[tokio::test]
 async fn a_session_is_acted_on_only_by_its_owner() {
     let app = app(900, 3_600);
     let (id, _) = signed_put(&app, 5).await;
-    for (route, method) in [("", "GET"), ("/sign", "POST"), ("/complete", "POST"), ("/cancel", "POST"),
-                            ("/resumable/status", "POST"), ("/parts", "POST")] {
+    for (route, method) in [
+        ("", "GET"),
+        ("/sign", "POST"),
+        ("/complete", "POST"),
+        ("/cancel", "POST"),
+        ("/resumable/status", "POST"),
+        ("/parts", "POST"),
+    ] {
         let headers = [("content-type", "application/json".to_owned()), cookie_of(BOB)];
         let body = if method == "POST" { b"{\"offset\": 0}".to_vec() } else { vec![] };
-        let (status, _, reply) = request(&app, method, &format!("/api/uploads/{id}{route}"), &headers, body).await;
+        let (status, _, reply) =
+            request(&app, method, &format!("/api/uploads/{id}{route}"), &headers, body).await;
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
-        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("session_not_found")), "{route}");
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("session_not_found")),
+            "{route}"
+        );
     }
     let (status, shown, _) = get(&app, &format!("/api/uploads/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{shown:?}");
@@ -197,7 +234,8 @@ async fn a_session_is_acted_on_only_by_its_owner() {
     let body = serde_json::json!({"filename": "a.txt", "content_type": "text/plain", "byte_size": 1,
                                   "upload_strategy": "presigned_put", "idempotency_key": "k1"});
     let json = [("content-type", "application/json".to_owned())];
-    let (status, headers, _) = request(&app, "POST", "/api/uploads", &json, body.to_string().into_bytes()).await;
+    let (status, headers, _) =
+        request(&app, "POST", "/api/uploads", &json, body.to_string().into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED);
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.starts_with("rindle_owner=") && cookie.contains("; HttpOnly; SameSite=Lax"), "{cookie}");
@@ -222,10 +260,14 @@ async fn bearer_mode_needs_a_configured_token() {
     for refused in [vec![json.clone()], vec![json.clone(), bearer("not-a-known-token")]] {
         let (status, headers, reply) = request(&app, "POST", "/api/uploads", &refused, body.clone()).await;
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
-        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
         assert!(!headers.contains_key(header::SET_COOKIE));
     }
-    let (status, _, created) = request(&app, "POST", "/api/uploads", &[json.clone(), bearer(&alice)], body).await;
+    let (status, _, created) =
+        request(&app, "POST", "/api/uploads", &[json.clone(), bearer(&alice)], body).await;
     assert_eq!(status, StatusCode::CREATED);
     let created: serde_json::Value = serde_json::from_slice(&created).unwrap();
     let shown = format!("/api/uploads/{}", created["session"]["id"].as_str().unwrap());
@@ -247,10 +289,14 @@ async fn handed_out_urls_never_come_from_an_unlisted_host() {
         .unwrap();
     let answer = app.clone().oneshot(request).await.unwrap();
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
-    let reply: serde_json::Value = serde_json::from_slice(&answer.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_slice(&answer.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(reply["error"]["code"], "invalid_request");
     let (_, shown, _) = get(&app, &format!("/api/uploads/{id}")).await;
-    assert!(!String::from_utf8_lossy(&shown.get(header::LOCATION).map(|h| h.as_bytes().to_vec()).unwrap_or_default()).contains("evil"));
+    assert!(!String::from_utf8_lossy(
+        &shown.get(header::LOCATION).map(|h| h.as_bytes().to_vec()).unwrap_or_default()
+    )
+    .contains("evil"));
     let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), EMPTY()).await;
     assert!(signed["upload"]["url"].as_str().unwrap().starts_with("http://broker.test/store/"));
 }
@@ -261,15 +307,25 @@ async fn new_sessions_are_limited_per_client_and_per_owner() {
     assert_eq!(initiate(&app, 1, "text/plain").await.0, StatusCode::CREATED);
     assert_eq!(initiate(&app, 1, "text/plain").await.0, StatusCode::CREATED);
     let (status, refused) = initiate(&app, 1, "text/plain").await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
 
     let (app, _) = broker_with(|config| config.limits.open_sessions = 1);
     let (_, first) = initiate(&app, 1, "text/plain").await;
     let (status, refused) = initiate(&app, 1, "text/plain").await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
     let id = first["session"]["id"].as_str().unwrap();
     call(&app, &format!("/api/uploads/{id}/cancel"), EMPTY()).await;
-    assert_eq!(initiate(&app, 1, "text/plain").await.0, StatusCode::CREATED, "an ended session frees its place");
+    assert_eq!(
+        initiate(&app, 1, "text/plain").await.0,
+        StatusCode::CREATED,
+        "an ended session frees its place"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +335,8 @@ async fn the_sweeper_expires_sessions_and_deletes_their_bytes() {
     assert_eq!(put(&app, &path, b"hello").await, StatusCode::OK);
     let (part_id, _) = initiate_multipart(&app, 6 << 20).await;
     let (_, signed) =
-        call(&app, &format!("/api/uploads/{part_id}/parts/sign"), serde_json::json!({"part_numbers": [1]})).await;
+        call(&app, &format!("/api/uploads/{part_id}/parts/sign"), serde_json::json!({"part_numbers": [1]}))
+            .await;
     put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
     assert_eq!(crate::service::sweep(&state).await.unwrap(), 0, "nothing is due yet");
     state.clock.advance(Duration::from_secs(11));
@@ -319,7 +376,8 @@ async fn hostile_ids_and_gone_uploads_answer_4xx() {
             let status = tus(&app, method, &path, &headers, b"x".to_vec()).await.status();
             assert!(status.is_client_error(), "{method} {path}: {status}");
         }
-        let (status, _, _) = request(&app, "PUT", &format!("/store-resumable/{id}?expires=1&sig=00"), &[], vec![]).await;
+        let (status, _, _) =
+            request(&app, "PUT", &format!("/store-resumable/{id}?expires=1&sig=00"), &[], vec![]).await;
         assert!(status.is_client_error(), "resumable {id}: {status}");
         let (status, _, _) = get(&app, &format!("/objects/{id}")).await;
         assert!(status.is_client_error(), "objects {id}: {status}");
@@ -336,7 +394,11 @@ async fn content_types_are_validated_at_initiate() {
     let app = app(900, 3_600);
     for bad in ["", "text/plain\r\nX-Evil: 1", "text", "text/plain\n"] {
         let (status, reply) = initiate(&app, 1, bad).await;
-        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{bad:?}");
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{bad:?}"
+        );
     }
 }
 
@@ -356,7 +418,11 @@ async fn preflight(app: &Router, origin: &str) -> HeaderMap {
 async fn cors_follows_the_configured_origins() {
     let open = preflight(&app(900, 3_600), "http://any.test").await;
     assert_eq!(open[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-    assert_eq!(open[header::ACCESS_CONTROL_ALLOW_HEADERS], "authorization, content-type", "Authorization passes");
+    assert_eq!(
+        open[header::ACCESS_CONTROL_ALLOW_HEADERS],
+        "authorization, content-type",
+        "Authorization passes"
+    );
     assert!(!open.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
 
     let (listed, _) = broker_with(|config| config.allowed_origins = vec!["http://app.test:*".into()]);

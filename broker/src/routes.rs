@@ -114,7 +114,8 @@ fn api(route: &str) -> String {
 }
 
 fn routes(state: Arc<AppState>) -> Router {
-    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.limits.request_timeout);
+    let timeout =
+        TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, state.config.limits.request_timeout);
     let calls = Router::new()
         .route(&api(routes::INITIATE), post(initiate))
         .route(&api(routes::SHOW), get(show))
@@ -165,7 +166,8 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
 fn page_origin(config: &Config, headers: &HeaderMap) -> Option<String> {
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let parsed = url::Url::parse(origin).ok()?;
-    let is_origin = matches!(parsed.scheme(), "http" | "https") && parsed.origin().ascii_serialization() == origin;
+    let is_origin =
+        matches!(parsed.scheme(), "http" | "https") && parsed.origin().ascii_serialization() == origin;
     let allowed = config.allowed_origins.is_empty() || matches_any(&config.allowed_origins, origin);
     (is_origin && allowed).then(|| origin.to_owned())
 }
@@ -253,7 +255,11 @@ async fn sign_parts(
     ok(service::sign_parts(&state, &id, &caller, &base, body(request)?).await)
 }
 
-async fn list_parts(State(state): AppHandle, Extension(caller): CallerOf, Path(id): Path<String>) -> ApiResult {
+async fn list_parts(
+    State(state): AppHandle,
+    Extension(caller): CallerOf,
+    Path(id): Path<String>,
+) -> ApiResult {
     ok(service::list_parts(&state, &id, &caller).await)
 }
 

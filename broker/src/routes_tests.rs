@@ -29,8 +29,7 @@ async fn presigned_put_from_initiate_to_completed() {
     assert_eq!(signed["upload"]["expires_in"], 900);
     let url = signed["upload"]["url"].as_str().unwrap();
 
-    let (status, headers, _) =
-        send(&app, "PUT", &path_of(url), "text/plain", b"hello world".to_vec()).await;
+    let (status, headers, _) = send(&app, "PUT", &path_of(url), "text/plain", b"hello world".to_vec()).await;
     assert_eq!(status, StatusCode::OK);
     let sha = hex::encode(Sha256::digest(b"hello world"));
     assert_eq!(headers[header::ETAG], format!("\"{sha}\"").as_str());
@@ -59,29 +58,35 @@ async fn presigned_put_from_initiate_to_completed() {
 #[tokio::test]
 async fn a_strategy_the_store_does_not_offer_is_refused_at_initiate() {
     // Nothing listens on port 9: refusing must not need the store.
-    let (s3, _) = broker_on(|_| {}, |_| {
-        Store::S3(
-            crate::store::s3::S3Store::new(crate::store::s3::S3Config {
-                endpoint: "http://127.0.0.1:9".into(),
-                region: "r".into(),
-                bucket: "b".into(),
-                access_key_id: "GK0123456789abcdef01234567".into(),
-                secret_access_key: "0".repeat(64),
-                path_style: true,
-            })
-            .unwrap(),
-        )
-    });
-    let (gcs, _) = broker_on(|_| {}, |_| {
-        Store::Gcs(Box::new(
-            crate::store::gcs::GcsStore::new(crate::store::gcs::GcsConfig {
-                base_url: "http://127.0.0.1:9".into(),
-                bucket: "b".into(),
-                credentials: None,
-            })
-            .unwrap(),
-        ))
-    });
+    let (s3, _) = broker_on(
+        |_| {},
+        |_| {
+            Store::S3(
+                crate::store::s3::S3Store::new(crate::store::s3::S3Config {
+                    endpoint: "http://127.0.0.1:9".into(),
+                    region: "r".into(),
+                    bucket: "b".into(),
+                    access_key_id: "GK0123456789abcdef01234567".into(),
+                    secret_access_key: "0".repeat(64),
+                    path_style: true,
+                })
+                .unwrap(),
+            )
+        },
+    );
+    let (gcs, _) = broker_on(
+        |_| {},
+        |_| {
+            Store::Gcs(Box::new(
+                crate::store::gcs::GcsStore::new(crate::store::gcs::GcsConfig {
+                    base_url: "http://127.0.0.1:9".into(),
+                    bucket: "b".into(),
+                    credentials: None,
+                })
+                .unwrap(),
+            ))
+        },
+    );
     for (app, strategy) in [(&s3, "resumable"), (&gcs, "presigned_put"), (&gcs, "multipart")] {
         let body = serde_json::json!({
             "filename": "a.txt", "content_type": "text/plain", "byte_size": 10, "upload_strategy": strategy,
@@ -105,15 +110,9 @@ async fn the_profile_refuses_before_any_byte() {
     let (status, _, body) =
         send(&app, "POST", "/api/uploads", "application/json", b"{\"filename\":".to_vec()).await;
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_request"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
     let (status, body) = call(&app, "/api/uploads/nope/sign", serde_json::json!({})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("session_not_found"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("session_not_found")));
 }
 
 #[tokio::test]
@@ -152,10 +151,7 @@ async fn an_initiate_tried_again_with_its_idempotency_key_gets_the_same_session(
     assert_eq!(first["session"]["multipart_upload_id"], again["session"]["multipart_upload_id"]);
 
     let (status, refused) = call(&app, "/api/uploads", body(7 << 20)).await;
-    assert_eq!(
-        (status, refused["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("invalid_request"))
-    );
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_request")));
     let (status, _) = call(
         &app,
         "/api/uploads",
@@ -184,14 +180,10 @@ async fn cancel_aborts_and_sessions_past_their_ttl_expire() {
     let app = app(900, 3_600);
     let (_, created) = initiate(&app, 5, "text/plain").await;
     let id = created["session"]["id"].as_str().unwrap().to_owned();
-    let (status, cancelled) =
-        call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
+    let (status, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
     assert_eq!((status, cancelled["session"]["state"].as_str()), (StatusCode::OK, Some("aborted")));
     let (status, body) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("illegal_transition"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("illegal_transition")));
 
     let (app, state) = app_and_state(900, 0, 3_600);
     let (_, created) = initiate(&app, 5, "text/plain").await;
@@ -232,18 +224,14 @@ async fn multipart_on_the_embedded_store_from_initiate_to_completed() {
     assert_eq!(shown["part_size"], 5 << 20, "every reply does");
 
     let (status, refused) =
-        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [4]}))
-            .await;
+        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [4]})).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_request"))
     );
-    let (status, signed) = call(
-        &app,
-        &format!("/api/uploads/{id}/parts/sign"),
-        serde_json::json!({"part_numbers": [1, 2, 3]}),
-    )
-    .await;
+    let (status, signed) =
+        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1, 2, 3]}))
+            .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(signed["session"]["state"], "signed");
     assert_eq!(signed["parts"].as_array().unwrap().len(), 3);
@@ -261,11 +249,8 @@ async fn multipart_on_the_embedded_store_from_initiate_to_completed() {
         .collect();
     assert_eq!(listed_etags, etags);
 
-    let parts: Vec<serde_json::Value> = etags
-        .iter()
-        .enumerate()
-        .map(|(i, e)| serde_json::json!({"part_number": i + 1, "etag": e}))
-        .collect();
+    let parts: Vec<serde_json::Value> =
+        etags.iter().enumerate().map(|(i, e)| serde_json::json!({"part_number": i + 1, "etag": e})).collect();
     let (status, done) =
         call(&app, &format!("/api/uploads/{id}/multipart/complete"), serde_json::json!({"parts": parts}))
             .await;
@@ -294,8 +279,7 @@ async fn a_refused_part_list_fails_the_session_and_cancel_leaves_no_parts() {
 
     let (id, _) = initiate_multipart(&app, 6 << 20).await;
     let (_, signed) =
-        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1]}))
-            .await;
+        call(&app, &format!("/api/uploads/{id}/parts/sign"), serde_json::json!({"part_numbers": [1]})).await;
     put_part(&app, &signed, 0, &vec![1u8; 5 << 20]).await;
     let (_, cancelled) = call(&app, &format!("/api/uploads/{id}/cancel"), serde_json::json!({})).await;
     assert_eq!(cancelled["session"]["state"], "aborted");
@@ -319,10 +303,7 @@ async fn resumable_on_the_embedded_store_follows_the_gcs_protocol() {
     assert!(signed["session"]["session_uri_expires_at"].is_string());
     let uri = path_of(signed["session"]["session_uri"].as_str().unwrap());
 
-    assert_eq!(
-        put_range(&app, &uri, "bytes */600000", b"").await,
-        (StatusCode::PERMANENT_REDIRECT, None)
-    );
+    assert_eq!(put_range(&app, &uri, "bytes */600000", b"").await, (StatusCode::PERMANENT_REDIRECT, None));
     let first = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
     assert_eq!(first, (StatusCode::PERMANENT_REDIRECT, Some("bytes=0-262143".into())));
     let overlapping = put_range(&app, &uri, "bytes 0-262143/600000", &data[..262_144]).await;
@@ -335,17 +316,11 @@ async fn resumable_on_the_embedded_store_follows_the_gcs_protocol() {
     assert_eq!(short.0, StatusCode::BAD_REQUEST, "a cut chunk commits nothing");
     assert_eq!(put_range(&app, &uri, "bytes */600000", b"").await.1, Some("bytes=0-262143".into()));
 
-    let (_, status) = call(
-        &app,
-        &format!("/api/uploads/{id}/resumable/status"),
-        serde_json::json!({"offset": 262_144}),
-    )
-    .await;
+    let (_, status) =
+        call(&app, &format!("/api/uploads/{id}/resumable/status"), serde_json::json!({"offset": 262_144}))
+            .await;
     assert_eq!(status["session"]["last_known_offset"], 262_144);
-    assert_eq!(
-        put_range(&app, &uri, "bytes 262144-599999/600000", &data[262_144..]).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(put_range(&app, &uri, "bytes 262144-599999/600000", &data[262_144..]).await.0, StatusCode::OK);
     assert_eq!(
         put_range(&app, &uri, "bytes */600000", b"").await.0,
         StatusCode::OK,
@@ -407,17 +382,11 @@ async fn tus_on_the_embedded_server() {
         )
     };
     let wrong =
-        tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(b"other"))), data[..100_000].to_vec())
-            .await;
+        tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(b"other"))), data[..100_000].to_vec()).await;
     assert_eq!(wrong.status().as_u16(), 460, "a checksum mismatch keeps nothing");
-    let first = tus(
-        &app,
-        "PATCH",
-        &path,
-        &patch_headers(0, Some(sha1(&data[..100_000]))),
-        data[..100_000].to_vec(),
-    )
-    .await;
+    let first =
+        tus(&app, "PATCH", &path, &patch_headers(0, Some(sha1(&data[..100_000]))), data[..100_000].to_vec())
+            .await;
     assert_eq!(
         (first.status(), first.headers()["upload-offset"].to_str().unwrap()),
         (StatusCode::NO_CONTENT, "100000")
@@ -427,12 +396,9 @@ async fn tus_on_the_embedded_server() {
     let last = tus(&app, "PATCH", &path, &patch_headers(100_000, None), data[100_000..].to_vec()).await;
     assert_eq!(last.headers()["upload-offset"], "300000");
 
-    let (_, status) = call(
-        &app,
-        &format!("/api/uploads/{id}/resumable/status"),
-        serde_json::json!({"offset": 300_000}),
-    )
-    .await;
+    let (_, status) =
+        call(&app, &format!("/api/uploads/{id}/resumable/status"), serde_json::json!({"offset": 300_000}))
+            .await;
     assert_eq!(status["session"]["last_known_offset"], 300_000);
     let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
     assert_eq!(done["session"]["state"], "completed", "{done}");
@@ -483,8 +449,13 @@ async fn a_resumable_object_completes_only_with_the_hash_its_last_chunk_claims()
     corrupted[7] ^= 0x80;
     let wrong = format!("crc32c={}", b64(&crc32c::crc32c(&corrupted).to_be_bytes()));
     assert_eq!(last(wrong).await, StatusCode::BAD_REQUEST, "the whole object's hash is checked");
-    assert_eq!(put_range(&app, &uri, "bytes */300000", b"").await.1, Some("bytes=0-262143".into()), "nothing committed");
-    let right = format!("crc32c={},md5={}", b64(&crc32c::crc32c(&data).to_be_bytes()), b64(&md5::Md5::digest(&data)));
+    assert_eq!(
+        put_range(&app, &uri, "bytes */300000", b"").await.1,
+        Some("bytes=0-262143".into()),
+        "nothing committed"
+    );
+    let right =
+        format!("crc32c={},md5={}", b64(&crc32c::crc32c(&data).to_be_bytes()), b64(&md5::Md5::digest(&data)));
     assert_eq!(last(right).await, StatusCode::OK);
     let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), serde_json::json!({})).await;
     assert_eq!(done["asset"]["sha256"], hex::encode(Sha256::digest(&data)).as_str());
@@ -499,10 +470,19 @@ async fn urls_signed_with_a_checksum_take_only_bytes_that_have_it() {
     let app = app(900, 3_600);
     let (_, created) = initiate(&app, 5, "text/plain").await;
     let id = created["session"]["id"].as_str().unwrap().to_owned();
-    let (status, refused) =
-        call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"checksum": {"algorithm": "md5", "value": "AAAA"}})).await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
-    let (_, signed) = call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"checksum": crc32c_of(b"hello")})).await;
+    let (status, refused) = call(
+        &app,
+        &format!("/api/uploads/{id}/sign"),
+        serde_json::json!({"checksum": {"algorithm": "md5", "value": "AAAA"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (_, signed) =
+        call(&app, &format!("/api/uploads/{id}/sign"), serde_json::json!({"checksum": crc32c_of(b"hello")}))
+            .await;
     let header = signed["upload"]["headers"]["x-amz-checksum-crc32c"].as_str().unwrap().to_owned();
     assert_eq!(header, b64(&crc32c::crc32c(b"hello").to_be_bytes()), "the client is told to send it");
     let path = path_of(signed["upload"]["url"].as_str().unwrap());
@@ -520,7 +500,8 @@ async fn urls_signed_with_a_checksum_take_only_bytes_that_have_it() {
     let (part_session, _) = initiate_multipart(&app, 10).await;
     let body = serde_json::json!({"part_numbers": [1], "checksums": {"1": crc32c_of(b"0123456789")}});
     let (_, signed) = call(&app, &format!("/api/uploads/{part_session}/parts/sign"), body).await;
-    let header = signed["parts"][0]["upload"]["headers"]["x-amz-checksum-crc32c"].as_str().unwrap().to_owned();
+    let header =
+        signed["parts"][0]["upload"]["headers"]["x-amz-checksum-crc32c"].as_str().unwrap().to_owned();
     let url = path_of(signed["parts"][0]["upload"]["url"].as_str().unwrap());
     let claim = [("x-amz-checksum-crc32c", header)];
     assert_eq!(request(&app, "PUT", &url, &[], b"0123456789".to_vec()).await.0, StatusCode::FORBIDDEN);
@@ -549,7 +530,11 @@ async fn complete_compares_the_clients_checksum_of_the_whole_file() {
     for algorithm in ["md5", "sha256"] {
         let (id, path) = signed_put(&app, 5).await;
         send(&app, "PUT", &path, "text/plain", b"hello".to_vec()).await;
-        let digest = if algorithm == "md5" { md5::Md5::digest(b"hello").to_vec() } else { Sha256::digest(b"hello").to_vec() };
+        let digest = if algorithm == "md5" {
+            md5::Md5::digest(b"hello").to_vec()
+        } else {
+            Sha256::digest(b"hello").to_vec()
+        };
         let body = serde_json::json!({"checksum": {"algorithm": algorithm, "value": b64(&digest)}});
         let (_, done) = call(&app, &format!("/api/uploads/{id}/complete"), body).await;
         assert_eq!(done["session"]["state"], "completed", "{algorithm}");
@@ -565,8 +550,13 @@ fn the_page_origin_passed_to_gcs_is_one_cors_allows() {
         headers.insert(header::ORIGIN, HeaderValue::from_str(value).unwrap());
         headers
     };
-    assert_eq!(super::page_origin(&config, &origin("https://app.example")), Some("https://app.example".into()));
-    for not_an_origin in ["https://app.example/path", "null", "javascript:alert(1)", "https://app.example:443"] {
+    assert_eq!(
+        super::page_origin(&config, &origin("https://app.example")),
+        Some("https://app.example".into())
+    );
+    for not_an_origin in
+        ["https://app.example/path", "null", "javascript:alert(1)", "https://app.example:443"]
+    {
         assert_eq!(super::page_origin(&config, &origin(not_an_origin)), None, "{not_an_origin}");
     }
     assert_eq!(super::page_origin(&config, &axum::http::HeaderMap::new()), None);

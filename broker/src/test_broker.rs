@@ -37,7 +37,9 @@ pub fn app_and_state(url_ttl: u64, session_ttl: u64, tus_ttl: u64) -> (Router, A
 /// The broker on the embedded store, configured by `configure`.
 pub fn broker_with(configure: impl FnOnce(&mut Config)) -> (Router, Arc<AppState>) {
     broker_on(configure, |dir| {
-        Store::Local(crate::store::local::LocalStore::open(&dir.join("store"), Duration::from_secs(5)).unwrap())
+        Store::Local(
+            crate::store::local::LocalStore::open(&dir.join("store"), Duration::from_secs(5)).unwrap(),
+        )
     })
 }
 
@@ -133,7 +135,10 @@ pub async fn call_as(
 ) -> (StatusCode, serde_json::Value) {
     let headers = [("content-type", "application/json".to_owned()), cookie_of(owner)];
     let (status, _, bytes) = request(app, "POST", uri, &headers, body.to_string().into_bytes()).await;
-    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{uri} answered {status} without JSON")))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{uri} answered {status} without JSON")),
+    )
 }
 
 pub async fn call(app: &Router, uri: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
@@ -189,7 +194,8 @@ pub async fn try_put_part(
     bytes: &[u8],
 ) -> (StatusCode, Option<String>) {
     let url = signed["parts"][index]["upload"]["url"].as_str().unwrap();
-    let (status, headers, _) = send(app, "PUT", &path_of(url), "application/octet-stream", bytes.to_vec()).await;
+    let (status, headers, _) =
+        send(app, "PUT", &path_of(url), "application/octet-stream", bytes.to_vec()).await;
     (status, headers.get(header::ETAG).map(|e| e.to_str().unwrap().to_owned()))
 }
 
@@ -199,13 +205,24 @@ pub async fn put_part(app: &Router, signed: &serde_json::Value, index: usize, by
     etag.unwrap()
 }
 
-pub async fn put_range(app: &Router, uri_path: &str, range: &str, bytes: &[u8]) -> (StatusCode, Option<String>) {
+pub async fn put_range(
+    app: &Router,
+    uri_path: &str,
+    range: &str,
+    bytes: &[u8],
+) -> (StatusCode, Option<String>) {
     let (status, headers, _) =
         request(app, "PUT", uri_path, &[("content-range", range.to_owned())], bytes.to_vec()).await;
     (status, headers.get(header::RANGE).map(|r| r.to_str().unwrap().to_owned()))
 }
 
-pub async fn tus(app: &Router, method: &str, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Response {
+pub async fn tus(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Response {
     let mut request = Request::builder().method(method).uri(path).header(header::HOST, "broker.test");
     for (name, value) in headers {
         request = request.header(*name, value);

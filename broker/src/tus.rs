@@ -40,9 +40,10 @@ impl RemoteTus {
             && !path.contains("%2f")
             && !path.contains("%5c")
             && !path.contains("%2e")
-            && url.path().strip_prefix(base_path).is_some_and(|rest| {
-                rest.len() > 1 && rest.starts_with('/') && !rest[1..].contains('/')
-            })
+            && url
+                .path()
+                .strip_prefix(base_path)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/') && !rest[1..].contains('/'))
     }
 
     /// HEAD: (offset, length).

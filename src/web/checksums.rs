@@ -50,7 +50,12 @@ export function digest_in_worker(blob, start, end, algorithm) {
 extern "C" {
     fn worker_available() -> bool;
     #[wasm_bindgen(catch)]
-    fn digest_in_worker(blob: &Blob, start: f64, end: f64, algorithm: &str) -> Result<js_sys::Promise, JsValue>;
+    fn digest_in_worker(
+        blob: &Blob,
+        start: f64,
+        end: f64,
+        algorithm: &str,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
 thread_local! {
@@ -59,7 +64,12 @@ thread_local! {
 }
 
 /// The digest of `blob[start..end]`, computed in the checksum worker.
-pub async fn digest(blob: &Blob, start: u64, end: u64, algorithm: ChecksumAlgorithm) -> Result<Vec<u8>, UploadError> {
+pub async fn digest(
+    blob: &Blob,
+    start: u64,
+    end: u64,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Vec<u8>, UploadError> {
     let (start, end) = (start as f64, end as f64);
     if worker_available() && !NO_WORKER.get() {
         let answer = match digest_in_worker(blob, start, end, algorithm.name()) {
@@ -68,7 +78,9 @@ pub async fn digest(blob: &Blob, start: u64, end: u64, algorithm: ChecksumAlgori
         };
         match answer {
             Ok(digest) => return Ok(js_sys::Uint8Array::new(&digest).to_vec()),
-            Err(error) if error_name(&error).as_deref() != Some("WorkerError") => return Err(unreadable(&error)),
+            Err(error) if error_name(&error).as_deref() != Some("WorkerError") => {
+                return Err(unreadable(&error))
+            }
             Err(_) => NO_WORKER.set(true),
         }
     }
@@ -97,7 +109,12 @@ fn unreadable(error: &JsValue) -> UploadError {
     }
 }
 
-async fn digest_here(blob: &Blob, start: f64, end: f64, algorithm: ChecksumAlgorithm) -> Result<Vec<u8>, UploadError> {
+async fn digest_here(
+    blob: &Blob,
+    start: f64,
+    end: f64,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Vec<u8>, UploadError> {
     let mut hasher = Hasher::new(algorithm);
     let mut window = Vec::new();
     let mut at = start;
@@ -117,8 +134,14 @@ async fn digest_here(blob: &Blob, start: f64, end: f64, algorithm: ChecksumAlgor
 /// Used by `checksum-worker.js`: the digest of `blob[start..end]` by
 /// `algorithm` ("crc32c", "md5", "sha1" or "sha256"), hashed in this thread.
 #[wasm_bindgen(js_name = digestBlob)]
-pub async fn digest_blob(blob: Blob, start: f64, end: f64, algorithm: String) -> Result<js_sys::Uint8Array, JsValue> {
-    let algorithm = ChecksumAlgorithm::named(&algorithm).ok_or_else(|| JsValue::from_str("unknown checksum algorithm"))?;
+pub async fn digest_blob(
+    blob: Blob,
+    start: f64,
+    end: f64,
+    algorithm: String,
+) -> Result<js_sys::Uint8Array, JsValue> {
+    let algorithm = ChecksumAlgorithm::named(&algorithm)
+        .ok_or_else(|| JsValue::from_str("unknown checksum algorithm"))?;
     match digest_here(&blob, start, end, algorithm).await {
         Ok(digest) => Ok(js_sys::Uint8Array::from(digest.as_slice())),
         Err(error) => Err(js_sys::Error::new(&error.message).into()),

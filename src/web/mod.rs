@@ -57,7 +57,9 @@ impl Uploader {
             None | Some("same-origin") => web_sys::RequestCredentials::SameOrigin,
             Some("include") => web_sys::RequestCredentials::Include,
             Some("omit") => web_sys::RequestCredentials::Omit,
-            Some(_) => return Err(invalid("Uploader: `credentials` is \"same-origin\", \"include\" or \"omit\"")),
+            Some(_) => {
+                return Err(invalid("Uploader: `credentials` is \"same-origin\", \"include\" or \"omit\""))
+            }
         };
         let callbacks = get(&options, "broker").unwrap_or(JsValue::UNDEFINED);
         Ok(Uploader { endpoint, headers, credentials, callbacks })

@@ -27,9 +27,14 @@ impl ChecksumAlgorithm {
     }
 
     pub fn named(name: &str) -> Option<ChecksumAlgorithm> {
-        [ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256]
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
+        [
+            ChecksumAlgorithm::Crc32c,
+            ChecksumAlgorithm::Md5,
+            ChecksumAlgorithm::Sha1,
+            ChecksumAlgorithm::Sha256,
+        ]
+        .into_iter()
+        .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
     /// The header S3 verifies this checksum in.
@@ -100,7 +105,10 @@ mod tests {
         assert_eq!(crc.digest(), Some(vec![0x8a, 0x91, 0x36, 0xaa]));
         assert_eq!(crc.goog_hash().as_deref(), Some("crc32c=ipE2qg=="));
         assert_eq!(Checksum { algorithm: ChecksumAlgorithm::Md5, value: crc.value.clone() }.digest(), None);
-        assert_eq!(Checksum { algorithm: ChecksumAlgorithm::Crc32c, value: "not base64!".into() }.digest(), None);
+        assert_eq!(
+            Checksum { algorithm: ChecksumAlgorithm::Crc32c, value: "not base64!".into() }.digest(),
+            None
+        );
         let json = serde_json::to_value(&crc).unwrap();
         assert_eq!(json, serde_json::json!({"algorithm": "crc32c", "value": "ipE2qg=="}));
         assert_eq!(ChecksumAlgorithm::Md5.s3_header(), "content-md5");

@@ -136,7 +136,11 @@ mod tests {
             body: "Provided CRC32C \"AAAAAA==\" doesn't match calculated CRC32C \"ipE2qg==\".".into(),
         };
         assert_eq!(read_answer(&refused, 10).unwrap_err().code, ErrorCode::ChecksumMismatch);
-        let embedded = HttpResponse { status: 400, headers: vec![], body: "<Error><Code>BadDigest</Code></Error>".into() };
+        let embedded = HttpResponse {
+            status: 400,
+            headers: vec![],
+            body: "<Error><Code>BadDigest</Code></Error>".into(),
+        };
         assert_eq!(read_answer(&embedded, 10).unwrap_err().code, ErrorCode::ChecksumMismatch);
     }
 

@@ -112,9 +112,16 @@ impl Discovery {
         if !self.supports("checksum") {
             return None;
         }
-        let offered = |a: ChecksumAlgorithm| self.checksum_algorithms.iter().any(|name| name.eq_ignore_ascii_case(a.name()));
+        let offered = |a: ChecksumAlgorithm| {
+            self.checksum_algorithms.iter().any(|name| name.eq_ignore_ascii_case(a.name()))
+        };
         std::iter::once(preferred)
-            .chain([ChecksumAlgorithm::Sha256, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Md5, ChecksumAlgorithm::Crc32c])
+            .chain([
+                ChecksumAlgorithm::Sha256,
+                ChecksumAlgorithm::Sha1,
+                ChecksumAlgorithm::Md5,
+                ChecksumAlgorithm::Crc32c,
+            ])
             .find(|&a| offered(a))
     }
 }
@@ -230,11 +237,16 @@ mod tests {
         assert_eq!(found.max_size, Some(1 << 30));
         let crc = Some(ChecksumAlgorithm::Crc32c);
         assert_eq!(found.checksum(crc), Some(ChecksumAlgorithm::Sha256), "crc32c not offered: the strongest");
-        assert_eq!(found.checksum(Some(ChecksumAlgorithm::Md5)), Some(ChecksumAlgorithm::Md5), "the one asked for");
+        assert_eq!(
+            found.checksum(Some(ChecksumAlgorithm::Md5)),
+            Some(ChecksumAlgorithm::Md5),
+            "the one asked for"
+        );
         assert_eq!(found.checksum(None), None, "checksums off");
         let sha1_only = Discovery { checksum_algorithms: vec!["SHA1".into()], ..found.clone() };
         assert_eq!(sha1_only.checksum(crc), Some(ChecksumAlgorithm::Sha1));
-        let with_crc = Discovery { checksum_algorithms: vec!["sha1".into(), "crc32c".into()], ..found.clone() };
+        let with_crc =
+            Discovery { checksum_algorithms: vec!["sha1".into(), "crc32c".into()], ..found.clone() };
         assert_eq!(with_crc.checksum(crc), Some(ChecksumAlgorithm::Crc32c));
         let no_extension = Discovery { extensions: vec![], ..found };
         assert_eq!(no_extension.checksum(crc), None);

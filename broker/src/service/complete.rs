@@ -3,14 +3,14 @@
 //! the session ends `completed` with its asset or `failed` with a reason.
 
 use super::{
-    discard_bytes, is_tus, multipart_plan, owned, refuse_if_expired, reply, save, timestamp, AppState, Caller,
-    Outcome, ServiceError,
+    discard_bytes, is_tus, multipart_plan, owned, refuse_if_expired, reply, save, timestamp, AppState,
+    Caller, Outcome, ServiceError,
 };
 use crate::db::Record;
 use rindle_upload::broker::Asset;
 use rindle_upload::session::MultipartPart;
-use rindle_upload::SessionState;
 use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
+use rindle_upload::SessionState;
 use serde::Deserialize;
 
 /// Moves a session to `verifying`, or answers that it is already completed.
@@ -70,7 +70,13 @@ fn check_whole(checksum: Option<&Checksum>) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub async fn complete(state: &AppState, id: &str, caller: &Caller, base: &str, request: CompleteBody) -> Outcome {
+pub async fn complete(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    base: &str,
+    request: CompleteBody,
+) -> Outcome {
     check_whole(request.checksum.as_ref())?;
     let _writes = state.writes.lock(id).await;
     let mut record = owned(state, id, caller)?;
@@ -117,7 +123,12 @@ pub async fn complete_multipart(
 
 /// Checks the stored object against the session, the profile and the
 /// client's checksum of the whole file.
-async fn verify(state: &AppState, record: &Record, base: &str, checksum: Option<&Checksum>) -> Result<Asset, String> {
+async fn verify(
+    state: &AppState,
+    record: &Record,
+    base: &str,
+    checksum: Option<&Checksum>,
+) -> Result<Asset, String> {
     let session = &record.session;
     let key = session.upload_key.clone().unwrap_or_default();
     let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));

@@ -9,7 +9,12 @@ use rindle_upload::{ErrorCode, Session, SessionState, UploadStrategy};
 use std::net::IpAddr;
 
 /// `client`: the caller's address, for the rate of new sessions.
-pub async fn initiate(state: &AppState, caller: &Caller, client: IpAddr, request: InitiateRequest) -> Outcome {
+pub async fn initiate(
+    state: &AppState,
+    caller: &Caller,
+    client: IpAddr,
+    request: InitiateRequest,
+) -> Outcome {
     if request.filename.is_empty() || request.filename.len() > 1024 {
         return Err(ServiceError::invalid("filename must be 1 to 1024 bytes"));
     }
@@ -21,7 +26,9 @@ pub async fn initiate(state: &AppState, caller: &Caller, client: IpAddr, request
         Some(key) => {
             let plain = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !(1..=128).contains(&key.len()) || !plain {
-                return Err(ServiceError::invalid("idempotency_key must be 1-128 characters of [A-Za-z0-9_-]"));
+                return Err(ServiceError::invalid(
+                    "idempotency_key must be 1-128 characters of [A-Za-z0-9_-]",
+                ));
             }
             Some(format!("{}:{key}", caller.0))
         }
@@ -36,7 +43,11 @@ pub async fn initiate(state: &AppState, caller: &Caller, client: IpAddr, request
     // Only new sessions count: a retried initiate was answered above.
     let per_minute = state.config.limits.sessions_per_minute;
     if !state.limits.allow_session(client, super::unix(state.clock.now()), per_minute) {
-        return Err(ServiceError::new(429, ErrorCode::RateLimited, "too many new sessions; try again in a minute"));
+        return Err(ServiceError::new(
+            429,
+            ErrorCode::RateLimited,
+            "too many new sessions; try again in a minute",
+        ));
     }
     let limit = state.config.limits.open_sessions;
     if state.db.open_sessions_of(&caller.0)? >= limit {

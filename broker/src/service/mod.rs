@@ -4,15 +4,15 @@
 
 use crate::config::Config;
 use crate::db::{Db, DbError, Record};
+use crate::store::local::checksum::Claimed;
 use crate::store::{Presigned, Store, StoreError, StoreErrorKind};
 use crate::tus::RemoteTus;
 use rindle_upload::broker::{BrokerReply, SignedPart, SignedRequest};
 use rindle_upload::error::ErrorBody;
 use rindle_upload::multipart::{PartPlan, DEFAULT_PART_SIZE};
 use rindle_upload::secret::Secret;
-use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
-use crate::store::local::checksum::Claimed;
 use rindle_upload::wire::checksum::Checksum;
+use rindle_upload::{ErrorCode, Session, SessionState, UploadError, UploadStrategy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

@@ -187,7 +187,9 @@ impl Store {
                 };
                 format!("{base}{}", local.presign_put(&grant))
             }
-            Store::S3(s3) => s3.presign_put(key, length, content_type, checksum_header(checksum).as_ref(), ttl),
+            Store::S3(s3) => {
+                s3.presign_put(key, length, content_type, checksum_header(checksum).as_ref(), ttl)
+            }
             Store::Gcs(_) => return Err(not_offered()),
         };
         let mut headers = BTreeMap::from([("Content-Type".to_owned(), content_type.to_owned())]);

@@ -83,10 +83,9 @@ impl S3Store {
     pub fn presign_get(&self, key: &str, content_type: &str, ttl: Duration) -> String {
         let mut action = self.bucket.get_object(Some(&self.credentials), key);
         action.query_mut().insert("response-content-type", content_type.to_owned());
-        action.query_mut().insert(
-            "response-content-disposition",
-            crate::downloads::disposition(content_type).to_owned(),
-        );
+        action
+            .query_mut()
+            .insert("response-content-disposition", crate::downloads::disposition(content_type).to_owned());
         action.sign(ttl).to_string()
     }
 

@@ -8,8 +8,8 @@
 use super::Refusal;
 use axum::http::HeaderMap;
 use rindle_upload::digest::Hasher;
-pub use rindle_upload::wire::checksum::ChecksumAlgorithm as Algorithm;
 use rindle_upload::wire::checksum::Checksum;
+pub use rindle_upload::wire::checksum::ChecksumAlgorithm as Algorithm;
 
 /// A digest a request claims its bytes have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +21,11 @@ pub struct Claimed {
 fn decode(algorithm: Algorithm, value: &str) -> Result<Claimed, Refusal> {
     match (Checksum { algorithm, value: value.to_owned() }).digest() {
         Some(digest) => Ok(Claimed { algorithm, digest }),
-        None => Err(Refusal::new(400, "InvalidDigest", format!("the {} header is not a valid digest", algorithm.label()))),
+        None => Err(Refusal::new(
+            400,
+            "InvalidDigest",
+            format!("the {} header is not a valid digest", algorithm.label()),
+        )),
     }
 }
 
@@ -81,7 +85,15 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(claimed: Vec<Claimed>) -> Self {
-        Verifier { claimed: claimed.into_iter().map(|c| { let h = Hasher::new(c.algorithm); (c, h) }).collect() }
+        Verifier {
+            claimed: claimed
+                .into_iter()
+                .map(|c| {
+                    let h = Hasher::new(c.algorithm);
+                    (c, h)
+                })
+                .collect(),
+        }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
@@ -97,7 +109,10 @@ impl Verifier {
                 return Err(Refusal::new(
                     400,
                     "BadDigest",
-                    format!("the {} you specified did not match the calculated checksum", claimed.algorithm.label()),
+                    format!(
+                        "the {} you specified did not match the calculated checksum",
+                        claimed.algorithm.label()
+                    ),
                 ));
             }
         }
@@ -123,7 +138,10 @@ mod tests {
         assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8a91_36aa);
         assert_eq!(crc32c::crc32c(&[0xffu8; 32]), 0x62a8_ab43);
         // NIST FIPS 180-2, "abc"; RFC 1321, "abc".
-        assert_eq!(hex::encode(Sha256::digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex::encode(Sha256::digest(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(hex::encode(Md5::digest(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
     }
 
@@ -139,7 +157,10 @@ mod tests {
     fn s3_headers_are_verified_and_a_flipped_bit_is_refused() {
         let body = b"hello, store";
         let mut headers = HeaderMap::new();
-        headers.insert("x-amz-checksum-crc32c", HeaderValue::from_str(&b64(&crc32c::crc32c(body).to_be_bytes())).unwrap());
+        headers.insert(
+            "x-amz-checksum-crc32c",
+            HeaderValue::from_str(&b64(&crc32c::crc32c(body).to_be_bytes())).unwrap(),
+        );
         headers.insert("x-amz-checksum-sha256", HeaderValue::from_str(&b64(&Sha256::digest(body))).unwrap());
         headers.insert("content-md5", HeaderValue::from_str(&b64(&Md5::digest(body))).unwrap());
         let claimed = claimed_by_s3(&headers).unwrap();
@@ -158,11 +179,15 @@ mod tests {
     #[test]
     fn x_goog_hash_names_crc32c_and_md5() {
         let body = b"whole object";
-        let value = format!("crc32c={},md5={}", b64(&crc32c::crc32c(body).to_be_bytes()), b64(&Md5::digest(body)));
+        let value =
+            format!("crc32c={},md5={}", b64(&crc32c::crc32c(body).to_be_bytes()), b64(&Md5::digest(body)));
         let mut headers = HeaderMap::new();
         headers.insert("x-goog-hash", HeaderValue::from_str(&value).unwrap());
         let claimed = claimed_by_gcs(&headers).unwrap();
-        assert_eq!(claimed.iter().map(|c| c.algorithm).collect::<Vec<_>>(), [Algorithm::Crc32c, Algorithm::Md5]);
+        assert_eq!(
+            claimed.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
+            [Algorithm::Crc32c, Algorithm::Md5]
+        );
         assert!(verify(claimed.clone(), body).is_ok());
         assert_eq!(verify(claimed, b"whole objecT").unwrap_err().code, "BadDigest");
         headers.insert("x-goog-hash", HeaderValue::from_static("sha1=abc"));

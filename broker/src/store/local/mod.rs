@@ -339,7 +339,9 @@ impl LocalStore {
     /// same bytes (a retried PUT whose answer was lost) is answered as the
     /// first; other bytes are refused, never overwriting.
     pub async fn place_object(&self, received: Received, key: &str) -> Result<String, Refusal> {
-        if let Some(stored) = self.inspect(key).await.map_err(|e| Refusal::new(500, "InternalError", e.message))? {
+        if let Some(stored) =
+            self.inspect(key).await.map_err(|e| Refusal::new(500, "InternalError", e.message))?
+        {
             if stored.sha256 == received.sha256 {
                 return Ok(stored.sha256);
             }
@@ -475,7 +477,8 @@ mod tests {
         let (store, _) = store();
         let g = grant();
         let q = query(&store, &g);
-        let refused = |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, "", 0).unwrap_err().code;
+        let refused =
+            |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, "", 0).unwrap_err().code;
         let unsigned_checksum = store.check_put(&g.key, &q, "text/plain", "content-md5:AAAA", 0).unwrap_err();
         assert_eq!(unsigned_checksum.code, "SignatureDoesNotMatch", "a checksum the broker did not sign");
         assert_eq!(refused("uploads/a/other.txt", &q, "text/plain"), "SignatureDoesNotMatch");
@@ -524,7 +527,10 @@ mod tests {
         let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
         assert_eq!(etag, sha);
         let stored = store.inspect(&g.key).await.unwrap().unwrap();
-        assert_eq!((stored.size, stored.sha256.as_str(), stored.head.as_slice()), (5, sha, b"hello".as_slice()));
+        assert_eq!(
+            (stored.size, stored.sha256.as_str(), stored.head.as_slice()),
+            (5, sha, b"hello".as_slice())
+        );
         assert_eq!(put(&store, &g, "hello").await.unwrap(), sha, "the same bytes again: a retried PUT");
         let refused = put(&store, &g, "HELLO").await.unwrap_err();
         assert_eq!((refused.status, refused.code), (412, "PreconditionFailed"), "never overwritten");
@@ -573,7 +579,12 @@ mod tests {
         }
     }
 
-    async fn put_part(store: &LocalStore, upload_id: &str, part_number: u32, body: Vec<u8>) -> Result<String, Refusal> {
+    async fn put_part(
+        store: &LocalStore,
+        upload_id: &str,
+        part_number: u32,
+        body: Vec<u8>,
+    ) -> Result<String, Refusal> {
         let received = store.receive(Body::from(body), u64::MAX, None, vec![]).await?;
         store.place_part(received, &part_grant(upload_id, part_number)).await
     }
@@ -612,7 +623,10 @@ mod tests {
         let mut expected = big;
         expected.extend_from_slice(b"tail");
         let stored = store.inspect("k/obj").await.unwrap().unwrap();
-        assert_eq!((stored.size, stored.sha256), (expected.len() as u64, hex::encode(Sha256::digest(&expected))));
+        assert_eq!(
+            (stored.size, stored.sha256),
+            (expected.len() as u64, hex::encode(Sha256::digest(&expected)))
+        );
         assert_eq!(store.open_multipart_uploads(), 0, "completing removes the parts");
     }
 
@@ -641,8 +655,15 @@ mod tests {
         let sig = path.rsplit("sig=").next().unwrap().to_owned();
         let q = PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig };
         assert_eq!(store.check_part("nope", 3, &q, "", 0).unwrap_err().code, "NoSuchUpload");
-        let resized = PartQuery { len: 1, ..PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig: q.sig.clone() } };
-        assert_eq!(store.check_part("nope", 3, &resized, "", 0).unwrap_err().code, "SignatureDoesNotMatch", "the size is signed");
+        let resized = PartQuery {
+            len: 1,
+            ..PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig: q.sig.clone() }
+        };
+        assert_eq!(
+            store.check_part("nope", 3, &resized, "", 0).unwrap_err().code,
+            "SignatureDoesNotMatch",
+            "the size is signed"
+        );
         assert_eq!(store.check_part("nope", 4, &q, "", 0).unwrap_err().code, "SignatureDoesNotMatch");
         assert_eq!(store.check_part("nope", 3, &q, "", 1_001).unwrap_err().code, "AccessDenied");
         assert_eq!(store.check_part("../x", 3, &q, "", 0).unwrap_err().code, "InvalidArgument");

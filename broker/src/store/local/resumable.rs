@@ -2,7 +2,9 @@
 //! with `Content-Range`, status queries) and tus uploads, sharing one
 //! offset-committing core.
 
-use super::{checksum, is_safe_id, io_refusal, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery};
+use super::{
+    checksum, io_refusal, is_safe_id, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery,
+};
 use crate::store::StoreError;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
 use std::path::PathBuf;
@@ -26,16 +28,8 @@ impl LocalStore {
         total: u64,
         expires_unix: u64,
     ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let meta = ResumableMeta {
-            session: session.to_owned(),
-            protocol: Protocol::Gcs,
-            key: key.to_owned(),
-            total,
-            complete: false,
-            expires_unix: None,
-        };
-        self.create_session(&id, &meta).await?;
+        // The session expires with its signed URI, not on its own.
+        let id = self.create_upload(session, Protocol::Gcs, key, total, None).await?;
         let sig = self.sign(&Self::resumable_canonical(&id, expires_unix));
         Ok(format!("/store-resumable/{id}?expires={expires_unix}&sig={sig}"))
     }
@@ -216,23 +210,30 @@ impl LocalStore {
         total: u64,
         expires_unix: u64,
     ) -> Result<String, StoreError> {
+        self.create_upload(session, Protocol::Tus, key, total, Some(expires_unix)).await
+    }
+
+    /// A new, empty resumable upload; returns its id.
+    async fn create_upload(
+        &self,
+        session: &str,
+        protocol: Protocol,
+        key: &str,
+        total: u64,
+        expires_unix: Option<u64>,
+    ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let meta = ResumableMeta {
             session: session.to_owned(),
-            protocol: Protocol::Tus,
+            protocol,
             key: key.to_owned(),
             total,
             complete: false,
-            expires_unix: Some(expires_unix),
+            expires_unix,
         };
-        self.create_session(&id, &meta).await?;
-        Ok(id)
-    }
-
-    async fn create_session(&self, id: &str, meta: &ResumableMeta) -> Result<(), StoreError> {
         tokio::fs::write(self.resumable.join(format!("{id}.data")), b"").await?;
-        tokio::fs::write(self.meta_path(id), serde_json::to_vec(meta).expect("meta serializes")).await?;
-        Ok(())
+        tokio::fs::write(self.meta_path(&id), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        Ok(id)
     }
 
     /// A tus upload that exists and has not expired (410 Gone once it has).
