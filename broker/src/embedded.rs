@@ -4,8 +4,8 @@
 //! embedded one.
 
 use crate::service::{self, unix, AppState};
-use crate::store::local::checksum::{claimed_by_gcs, claimed_by_s3, signed_form, Claimed};
-use crate::store::local::{PartQuery, Protocol, PutQuery, Received, Refusal, SignedQuery};
+use crate::store::local::checksum::{claimed_by_gcs, claimed_by_s3, signed_form};
+use crate::store::local::{Protocol, Received, Refusal, SignedQuery, WriteQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::Router;
 use rindle_upload::transport::ChecksumAlgorithm;
+use rindle_upload::wire::checksum::Checksum;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange};
 use rindle_upload::wire::tus::{parse_checksum, parse_size, OFFSET_CONTENT_TYPE, TUS_VERSION};
 use std::sync::Arc;
@@ -54,7 +55,7 @@ async fn write_for_session<T, F>(
 where
     F: std::future::Future<Output = Result<T, Refusal>>,
 {
-    service::check_accepts_bytes(state, session).map_err(no_more_bytes)?;
+    service::accepts_bytes(state, session).map_err(no_more_bytes)?;
     let received = received.await?;
     let _writes = service::lock_for_bytes(state, session).await.map_err(no_more_bytes)?;
     place(received).await
@@ -88,7 +89,7 @@ fn unsigned() -> Refusal {
 async fn store_put(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
-    query: Result<Query<PutQuery>, QueryRejection>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -110,7 +111,7 @@ async fn store_put(
 async fn store_put_part(
     State(state): State<Arc<AppState>>,
     Path((upload_id, part_number)): Path<(String, u32)>,
-    query: Result<Query<PartQuery>, QueryRejection>,
+    query: Result<Query<WriteQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -315,7 +316,7 @@ async fn tus_patch(
             return Err(Refusal::new(409, "Conflict", message));
         }
         let session = meta.session.clone();
-        let claimed = checksum.map(|(algorithm, digest)| Claimed { algorithm, digest });
+        let claimed = checksum.map(|(algorithm, digest)| Checksum::of_digest(algorithm, &digest));
         // tus answers a chunk that does not match its checksum with 460.
         let received = async {
             local.receive(body, total - committed, None, claimed.into_iter().collect()).await.map_err(

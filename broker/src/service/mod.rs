@@ -4,7 +4,6 @@
 
 use crate::config::Config;
 use crate::db::{Db, DbError, Record};
-use crate::store::local::checksum::Claimed;
 use crate::store::{Presigned, Store, StoreError, StoreErrorKind};
 use crate::tus::RemoteTus;
 use rindle_upload::broker::{BrokerReply, SignedPart, SignedRequest};
@@ -246,7 +245,7 @@ pub fn key_for(asset_id: &str, filename: &str) -> String {
 
 /// Whether session `id` may take bytes now: only while it is signed and
 /// not yet completing, cancelled, failed or expired.
-fn accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
+pub fn accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
     let record = load(state, id)?;
     match record.session.state {
         SessionState::Signed | SessionState::Resuming | SessionState::Uploading => Ok(()),
@@ -256,11 +255,6 @@ fn accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
             format!("the session is {other} and takes no more bytes"),
         )),
     }
-}
-
-/// Checked by the embedded store before it reads a body.
-pub fn check_accepts_bytes(state: &AppState, id: &str) -> Result<(), ServiceError> {
-    accepts_bytes(state, id)
 }
 
 /// Taken by the embedded store to put received bytes in place: the
@@ -292,8 +286,8 @@ pub struct SignBody {
 }
 
 /// A checksum a client sent, as the store will check it.
-fn claimed(checksum: &Checksum) -> Result<Claimed, ServiceError> {
-    Claimed::from_checksum(checksum).ok_or_else(|| {
+fn claimed(checksum: &Checksum) -> Result<Checksum, ServiceError> {
+    checksum.digest().map(|_| checksum.clone()).ok_or_else(|| {
         ServiceError::invalid(format!(
             "checksum value must be base64 of a {}-byte {} digest",
             checksum.algorithm.digest_len(),
@@ -455,7 +449,7 @@ pub async fn sign_parts(
         .checksums
         .iter()
         .map(|(&part, checksum)| Ok((part, claimed(checksum)?)))
-        .collect::<Result<BTreeMap<u32, Claimed>, ServiceError>>()?;
+        .collect::<Result<BTreeMap<u32, Checksum>, ServiceError>>()?;
     record.session.transition(SessionState::Signed)?;
     save(state, &mut record)?;
 

@@ -6,9 +6,10 @@ pub mod local;
 pub mod s3;
 
 use gcs::GcsStore;
-use local::checksum::{signed_form, Claimed};
+use local::checksum::signed_form;
 use local::{LocalStore, PartGrant, PutGrant};
 use rindle_upload::session::{MultipartPart, UploadStrategy};
+use rindle_upload::wire::checksum::Checksum;
 use s3::S3Store;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,10 +141,8 @@ fn unix_after(ttl: Duration) -> u64 {
 }
 
 /// The header a checksum travels in to an S3-style store, and its value.
-fn checksum_header(checksum: Option<&Claimed>) -> Option<(String, String)> {
-    let claimed = checksum?;
-    let value = rindle_upload::wire::checksum::Checksum::of_digest(claimed.algorithm, &claimed.digest).value;
-    Some((claimed.algorithm.s3_header().to_owned(), value))
+fn checksum_header(checksum: Option<&Checksum>) -> Option<(String, String)> {
+    checksum.map(|c| (c.algorithm.s3_header().to_owned(), c.value.clone()))
 }
 
 fn not_offered() -> StoreError {
@@ -172,7 +171,7 @@ impl Store {
         key: &str,
         length: u64,
         content_type: &str,
-        checksum: Option<&Claimed>,
+        checksum: Option<&Checksum>,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         let url = match self {
@@ -216,7 +215,7 @@ impl Store {
         upload_id: &str,
         part_number: u32,
         length: u64,
-        checksum: Option<&Claimed>,
+        checksum: Option<&Checksum>,
         ttl: Duration,
     ) -> Result<Presigned, StoreError> {
         let url = match self {

@@ -11,60 +11,42 @@ use rindle_upload::digest::Hasher;
 use rindle_upload::wire::checksum::Checksum;
 pub use rindle_upload::wire::checksum::ChecksumAlgorithm as Algorithm;
 
-/// A digest a request claims its bytes have.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claimed {
-    pub algorithm: Algorithm,
-    pub digest: Vec<u8>,
+fn invalid(algorithm: Algorithm) -> Refusal {
+    Refusal::new(400, "InvalidDigest", format!("the {} header is not a valid digest", algorithm.label()))
 }
 
-fn decode(algorithm: Algorithm, value: &str) -> Result<Claimed, Refusal> {
-    match (Checksum { algorithm, value: value.to_owned() }).digest() {
-        Some(digest) => Ok(Claimed { algorithm, digest }),
-        None => Err(Refusal::new(
-            400,
-            "InvalidDigest",
-            format!("the {} header is not a valid digest", algorithm.label()),
-        )),
-    }
+/// A checksum a request claims, if its value is a digest of the algorithm.
+fn claimed(algorithm: Algorithm, value: &str) -> Result<Checksum, Refusal> {
+    let checksum = Checksum { algorithm, value: value.trim().to_owned() };
+    checksum.digest().map(|_| checksum).ok_or_else(|| invalid(algorithm))
 }
 
 /// How a grant signs the checksums a URL is for (`header:value`, joined):
 /// a request must claim exactly those, so the store checks the bytes the
 /// client hashed, not whatever a request says.
-pub fn signed_form(claimed: &[Claimed]) -> String {
-    let mut forms: Vec<String> = claimed
-        .iter()
-        .map(|c| format!("{}:{}", c.algorithm.s3_header(), Checksum::of_digest(c.algorithm, &c.digest).value))
-        .collect();
+pub fn signed_form(claimed: &[Checksum]) -> String {
+    let mut forms: Vec<String> =
+        claimed.iter().map(|c| format!("{}:{}", c.algorithm.s3_header(), c.value)).collect();
     forms.sort();
     forms.join(",")
 }
 
-impl Claimed {
-    /// The checksum a client gave the broker when signing, if well formed.
-    pub fn from_checksum(checksum: &Checksum) -> Option<Claimed> {
-        Some(Claimed { algorithm: checksum.algorithm, digest: checksum.digest()? })
-    }
-}
-
 /// What an S3-style PUT claims, from its headers.
-pub fn claimed_by_s3(headers: &HeaderMap) -> Result<Vec<Claimed>, Refusal> {
-    let mut claimed = Vec::new();
+pub fn claimed_by_s3(headers: &HeaderMap) -> Result<Vec<Checksum>, Refusal> {
+    let mut found = Vec::new();
     for algorithm in [Algorithm::Crc32c, Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5] {
         if let Some(value) = headers.get(algorithm.s3_header()) {
-            let value = value.to_str().map_err(|_| decode(algorithm, "").unwrap_err())?;
-            claimed.push(decode(algorithm, value)?);
+            found.push(claimed(algorithm, value.to_str().map_err(|_| invalid(algorithm))?)?);
         }
     }
-    Ok(claimed)
+    Ok(found)
 }
 
 /// What a GCS resumable request claims for the whole object (`x-goog-hash`).
-pub fn claimed_by_gcs(headers: &HeaderMap) -> Result<Vec<Claimed>, Refusal> {
-    let mut claimed = Vec::new();
+pub fn claimed_by_gcs(headers: &HeaderMap) -> Result<Vec<Checksum>, Refusal> {
+    let mut found = Vec::new();
     for value in headers.get_all("x-goog-hash") {
-        let value = value.to_str().map_err(|_| decode(Algorithm::Md5, "").unwrap_err())?;
+        let value = value.to_str().map_err(|_| invalid(Algorithm::Md5))?;
         for pair in value.split(',') {
             let (name, digest) = pair.trim().split_once('=').unwrap_or((pair.trim(), ""));
             let algorithm = match name {
@@ -72,28 +54,20 @@ pub fn claimed_by_gcs(headers: &HeaderMap) -> Result<Vec<Claimed>, Refusal> {
                 "md5" => Algorithm::Md5,
                 _ => return Err(Refusal::new(400, "InvalidDigest", "x-goog-hash names crc32c or md5")),
             };
-            claimed.push(decode(algorithm, digest)?);
+            found.push(claimed(algorithm, digest)?);
         }
     }
-    Ok(claimed)
+    Ok(found)
 }
 
 /// Computes the claimed algorithms over a body, chunk by chunk.
 pub struct Verifier {
-    claimed: Vec<(Claimed, Hasher)>,
+    claimed: Vec<(Checksum, Hasher)>,
 }
 
 impl Verifier {
-    pub fn new(claimed: Vec<Claimed>) -> Self {
-        Verifier {
-            claimed: claimed
-                .into_iter()
-                .map(|c| {
-                    let h = Hasher::new(c.algorithm);
-                    (c, h)
-                })
-                .collect(),
-        }
+    pub fn new(claimed: Vec<Checksum>) -> Self {
+        Verifier { claimed: claimed.into_iter().map(|c| (c.clone(), Hasher::new(c.algorithm))).collect() }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
@@ -105,7 +79,7 @@ impl Verifier {
     /// Refuses (`400 BadDigest`) when any claimed digest differs.
     pub fn check(self) -> Result<(), Refusal> {
         for (claimed, hasher) in self.claimed {
-            if hasher.finish() != claimed.digest {
+            if claimed.digest() != Some(hasher.finish()) {
                 return Err(Refusal::new(
                     400,
                     "BadDigest",
@@ -145,7 +119,7 @@ mod tests {
         assert_eq!(hex::encode(Md5::digest(b"abc")), "900150983cd24fb0d6963f7d28e17f72");
     }
 
-    fn verify(claimed: Vec<Claimed>, body: &[u8]) -> Result<(), Refusal> {
+    fn verify(claimed: Vec<Checksum>, body: &[u8]) -> Result<(), Refusal> {
         let mut verifier = Verifier::new(claimed);
         for chunk in body.chunks(3) {
             verifier.update(chunk);

@@ -11,6 +11,7 @@ use super::{Inspected, Inspector, StoreError};
 use axum::body::Body;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
+use rindle_upload::wire::checksum::Checksum;
 use rindle_upload::wire::s3::MAX_PARTS;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -140,16 +141,9 @@ fn is_safe_id(id: &str) -> bool {
     id.len() <= 64 && is_safe_key(id) && !id.contains('/')
 }
 
+/// The query of a presigned object or part PUT.
 #[derive(Debug, serde::Deserialize)]
-pub struct PutQuery {
-    pub session: String,
-    pub expires: u64,
-    pub len: u64,
-    pub sig: String,
-}
-
-#[derive(Debug, serde::Deserialize)]
-pub struct PartQuery {
+pub struct WriteQuery {
     pub session: String,
     pub expires: u64,
     pub len: u64,
@@ -249,7 +243,7 @@ impl LocalStore {
     pub fn check_put(
         &self,
         key: &str,
-        query: &PutQuery,
+        query: &WriteQuery,
         content_type: &str,
         checksum: &str,
         now_unix: u64,
@@ -273,7 +267,7 @@ impl LocalStore {
         &self,
         upload_id: &str,
         part_number: u32,
-        query: &PartQuery,
+        query: &WriteQuery,
         checksum: &str,
         now_unix: u64,
     ) -> Result<PartGrant, Refusal> {
@@ -304,7 +298,7 @@ impl LocalStore {
         body: Body,
         max: u64,
         exact: Option<u64>,
-        claimed: Vec<checksum::Claimed>,
+        claimed: Vec<Checksum>,
     ) -> Result<Received, Refusal> {
         let mut verifier = checksum::Verifier::new(claimed);
         let temp = TempFile(self.incoming.join(uuid::Uuid::new_v4().to_string()));
@@ -455,9 +449,9 @@ mod tests {
         }
     }
 
-    fn query(store: &LocalStore, grant: &PutGrant) -> PutQuery {
+    fn query(store: &LocalStore, grant: &PutGrant) -> WriteQuery {
         let sig = store.sign(&LocalStore::put_canonical(grant));
-        PutQuery { session: grant.session.clone(), expires: grant.expires_unix, len: grant.length, sig }
+        WriteQuery { session: grant.session.clone(), expires: grant.expires_unix, len: grant.length, sig }
     }
 
     #[test]
@@ -478,20 +472,20 @@ mod tests {
         let g = grant();
         let q = query(&store, &g);
         let refused =
-            |key: &str, q: &PutQuery, ct: &str| store.check_put(key, q, ct, "", 0).unwrap_err().code;
+            |key: &str, q: &WriteQuery, ct: &str| store.check_put(key, q, ct, "", 0).unwrap_err().code;
         let unsigned_checksum = store.check_put(&g.key, &q, "text/plain", "content-md5:AAAA", 0).unwrap_err();
         assert_eq!(unsigned_checksum.code, "SignatureDoesNotMatch", "a checksum the broker did not sign");
         assert_eq!(refused("uploads/a/other.txt", &q, "text/plain"), "SignatureDoesNotMatch");
         assert_eq!(refused(&g.key, &q, "text/html"), "SignatureDoesNotMatch");
         assert_eq!(
-            refused(&g.key, &PutQuery { len: 6, ..query(&store, &g) }, "text/plain"),
+            refused(&g.key, &WriteQuery { len: 6, ..query(&store, &g) }, "text/plain"),
             "SignatureDoesNotMatch"
         );
-        let later = PutQuery { expires: 99_999, ..query(&store, &g) };
+        let later = WriteQuery { expires: 99_999, ..query(&store, &g) };
         assert_eq!(refused(&g.key, &later, "text/plain"), "SignatureDoesNotMatch");
-        let other_session = PutQuery { session: "s2".into(), ..query(&store, &g) };
+        let other_session = WriteQuery { session: "s2".into(), ..query(&store, &g) };
         assert_eq!(refused(&g.key, &other_session, "text/plain"), "SignatureDoesNotMatch");
-        let forged = PutQuery { sig: "00".into(), ..query(&store, &g) };
+        let forged = WriteQuery { sig: "00".into(), ..query(&store, &g) };
         assert_eq!(refused(&g.key, &forged, "text/plain"), "SignatureDoesNotMatch");
         assert_eq!(refused("../etc/passwd", &q, "text/plain"), "InvalidArgument");
     }
@@ -653,11 +647,11 @@ mod tests {
         let (store, _) = store();
         let path = store.presign_part(&part_grant("nope", 3));
         let sig = path.rsplit("sig=").next().unwrap().to_owned();
-        let q = PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig };
+        let q = WriteQuery { session: "s1".into(), expires: 1_000, len: 0, sig };
         assert_eq!(store.check_part("nope", 3, &q, "", 0).unwrap_err().code, "NoSuchUpload");
-        let resized = PartQuery {
+        let resized = WriteQuery {
             len: 1,
-            ..PartQuery { session: "s1".into(), expires: 1_000, len: 0, sig: q.sig.clone() }
+            ..WriteQuery { session: "s1".into(), expires: 1_000, len: 0, sig: q.sig.clone() }
         };
         assert_eq!(
             store.check_part("nope", 3, &resized, "", 0).unwrap_err().code,

@@ -6,6 +6,7 @@ use super::{
     checksum, io_refusal, is_safe_id, LocalStore, Protocol, Received, Refusal, ResumableMeta, SignedQuery,
 };
 use crate::store::StoreError;
+use rindle_upload::wire::checksum::Checksum;
 use rindle_upload::wire::gcs::{ChunkAnswer, ContentRange, CHUNK_UNIT};
 use std::path::PathBuf;
 
@@ -71,7 +72,7 @@ impl LocalStore {
         meta: ResumableMeta,
         range: ContentRange,
         received: Option<Received>,
-        whole_object: Vec<checksum::Claimed>,
+        whole_object: Vec<Checksum>,
     ) -> Result<ChunkAnswer, Refusal> {
         let refuse = |message: String| Refusal::new(400, "InvalidRange", message);
         let received = match range {
@@ -104,7 +105,7 @@ impl LocalStore {
         &self,
         id: &str,
         last: &Received,
-        claimed: Vec<checksum::Claimed>,
+        claimed: Vec<Checksum>,
     ) -> Result<(), Refusal> {
         use tokio::io::AsyncReadExt;
         let mut verifier = checksum::Verifier::new(claimed);
