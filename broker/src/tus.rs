@@ -4,6 +4,7 @@
 
 use crate::store::local::LocalStore;
 use crate::store::{Inspected, Inspector, StoreError};
+use rindle_upload::wire::checksum::ChecksumAlgorithm;
 use rindle_upload::wire::tus::{parse_size, TUS_VERSION};
 
 /// The id at the end of an upload URL (`…/tus/{id}`).
@@ -71,13 +72,17 @@ impl RemoteTus {
 
     /// Size and SHA-256 of a finished upload, read back with GET; `None`
     /// while it is incomplete.
-    pub async fn inspect(&self, url: &str) -> Result<Option<Inspected>, StoreError> {
+    pub async fn inspect(
+        &self,
+        url: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
         match self.head(url).await? {
             (offset, Some(length)) if offset == length => {}
             _ => return Ok(None),
         }
         let mut response = self.download(url).await?;
-        let mut inspector = Inspector::default();
+        let mut inspector = Inspector::new(claimed);
         while let Some(chunk) = response.chunk().await.map_err(|e| failed("GET", e.without_url()))? {
             inspector.update(&chunk);
         }

@@ -134,8 +134,8 @@ async fn verify(
     let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
     let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
     let inspected = match remote {
-        Some(remote) => remote.inspect(&uri).await,
-        None => state.store.inspect(&key).await,
+        Some(remote) => remote.inspect(&uri, checksum.map(|c| c.algorithm)).await,
+        None => state.store.inspect(&key, checksum.map(|c| c.algorithm)).await,
     };
     let stored = match inspected {
         Ok(Some(found)) => found,

@@ -6,6 +6,7 @@ use super::{Inspected, Inspector, StoreError};
 use base64::Engine as _;
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 use md5::Md5;
+use rindle_upload::wire::checksum::ChecksumAlgorithm;
 use rindle_upload::wire::gcs::{committed_offset, ContentRange};
 use sha2::Digest;
 use std::path::PathBuf;
@@ -151,7 +152,11 @@ impl GcsStore {
 
     /// Reads the object back: its size and SHA-256, after checking the
     /// MD5 and CRC32C its metadata carries, when it carries them.
-    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
+    pub async fn inspect(
+        &self,
+        key: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
         let metadata_url = format!("{}{}", self.base, self.object_path(key));
         let response = self.authorized(self.http.get(metadata_url)).await?.send().await;
         let response = response.map_err(|e| failed("object metadata", e.without_url()))?;
@@ -168,7 +173,7 @@ impl GcsStore {
         if !media.status().is_success() {
             return Err(failed("read object", format!("answered {}", media.status().as_u16())));
         }
-        let (mut inspector, mut md5, mut crc) = (Inspector::default(), Md5::new(), 0u32);
+        let (mut inspector, mut md5, mut crc) = (Inspector::new(claimed), Md5::new(), 0u32);
         while let Some(chunk) = media.chunk().await.map_err(|e| failed("read object", e.without_url()))? {
             inspector.update(&chunk);
             md5.update(&chunk);
@@ -257,15 +262,15 @@ mod tests {
         let md5 = Md5::digest(BYTES);
         let crc = crc32c::crc32c(BYTES);
         let good = serve(metadata("10", &md5, crc), BYTES).await;
-        let inspected = good.inspect("k").await.unwrap().unwrap();
+        let inspected = good.inspect("k", None).await.unwrap().unwrap();
         assert_eq!((inspected.size, inspected.sha256), (10, hex::encode(sha2::Sha256::digest(BYTES))));
         assert_eq!(inspected.head, BYTES, "the first bytes are kept for sniffing");
 
         let bad_md5 = serve(metadata("10", &Md5::digest(b"other bytes"), crc), BYTES).await;
-        assert!(bad_md5.inspect("k").await.unwrap_err().message.contains("MD5 does not match"));
+        assert!(bad_md5.inspect("k", None).await.unwrap_err().message.contains("MD5 does not match"));
         let bad_crc = serve(metadata("10", &md5, crc ^ 1), BYTES).await;
-        assert!(bad_crc.inspect("k").await.unwrap_err().message.contains("CRC32C does not match"));
+        assert!(bad_crc.inspect("k", None).await.unwrap_err().message.contains("CRC32C does not match"));
         let bad_size = serve(metadata("11", &md5, crc), BYTES).await;
-        assert!(bad_size.inspect("k").await.unwrap_err().message.contains("metadata says 11"));
+        assert!(bad_size.inspect("k", None).await.unwrap_err().message.contains("metadata says 11"));
     }
 }

@@ -8,8 +8,9 @@ pub mod s3;
 use gcs::GcsStore;
 use local::checksum::signed_form;
 use local::{LocalStore, PartGrant, PutGrant};
+use rindle_upload::digest::Hasher;
 use rindle_upload::session::{MultipartPart, UploadStrategy};
-use rindle_upload::wire::checksum::Checksum;
+use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use s3::S3Store;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,9 +66,9 @@ impl std::fmt::Display for StoreError {
 pub struct Inspected {
     pub size: u64,
     pub sha256: String,
-    /// The other digests a client may claim for the whole object.
-    pub crc32c: u32,
-    pub md5: [u8; 16],
+    /// The object's digest by the algorithm the client claimed one of, if
+    /// it was asked for (and is not SHA-256, which is always computed).
+    pub claimed: Option<Vec<u8>>,
     /// The object's first bytes, for content sniffing.
     pub head: Vec<u8>,
 }
@@ -75,50 +76,50 @@ pub struct Inspected {
 /// How many first bytes verification keeps for sniffing.
 pub const SNIFF_BYTES: usize = 4096;
 
-/// Reads an object once, chunk by chunk, into what verification needs.
-#[derive(Default)]
+/// Reads an object once, chunk by chunk, into what verification needs:
+/// its size, SHA-256 (the asset's), first bytes, and the digest by
+/// `claimed`, the algorithm of the client's checksum.
 pub struct Inspector {
-    hasher: sha2::Sha256,
-    crc32c: u32,
-    md5: md5::Md5,
+    sha256: Hasher,
+    claimed: Option<Hasher>,
     size: u64,
     head: Vec<u8>,
 }
 
 impl Inspector {
+    pub fn new(claimed: Option<ChecksumAlgorithm>) -> Self {
+        let claimed = claimed.filter(|&a| a != ChecksumAlgorithm::Sha256).map(Hasher::new);
+        Inspector { sha256: Hasher::new(ChecksumAlgorithm::Sha256), claimed, size: 0, head: Vec::new() }
+    }
+
     pub fn update(&mut self, chunk: &[u8]) {
-        use sha2::Digest;
         self.size += chunk.len() as u64;
-        self.hasher.update(chunk);
-        self.crc32c = crc32c::crc32c_append(self.crc32c, chunk);
-        self.md5.update(chunk);
+        self.sha256.update(chunk);
+        if let Some(claimed) = &mut self.claimed {
+            claimed.update(chunk);
+        }
         let room = SNIFF_BYTES.saturating_sub(self.head.len());
         self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
 
     pub fn finish(self) -> Inspected {
-        use sha2::Digest;
         Inspected {
             size: self.size,
-            sha256: hex::encode(self.hasher.finalize()),
-            crc32c: self.crc32c,
-            md5: self.md5.finalize().into(),
+            sha256: hex::encode(self.sha256.finish()),
+            claimed: self.claimed.map(Hasher::finish),
             head: self.head,
         }
     }
 }
 
 impl Inspected {
-    /// Whether the object has the digest a client computed of it.
-    pub fn matches(&self, checksum: &rindle_upload::wire::checksum::Checksum) -> bool {
-        use rindle_upload::wire::checksum::ChecksumAlgorithm;
+    /// Whether the object has the digest a client computed of it (the
+    /// object inspected for that checksum's algorithm).
+    pub fn matches(&self, checksum: &Checksum) -> bool {
         let Some(claimed) = checksum.digest() else { return false };
         match checksum.algorithm {
-            ChecksumAlgorithm::Crc32c => claimed == self.crc32c.to_be_bytes(),
-            ChecksumAlgorithm::Md5 => claimed == self.md5,
             ChecksumAlgorithm::Sha256 => hex::encode(claimed) == self.sha256,
-            // Refused before verification (`complete` takes the others).
-            ChecksumAlgorithm::Sha1 => false,
+            _ => self.claimed.as_ref() == Some(&claimed),
         }
     }
 }
@@ -267,12 +268,17 @@ impl Store {
         }
     }
 
-    /// What a stored object holds, or `None`.
-    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
+    /// What a stored object holds, or `None`; `claimed`: the algorithm
+    /// of a checksum to compare it with.
+    pub async fn inspect(
+        &self,
+        key: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
         match self {
-            Store::Local(local) => local.inspect(key).await,
-            Store::S3(s3) => s3.inspect(key).await,
-            Store::Gcs(gcs) => gcs.inspect(key).await,
+            Store::Local(local) => local.inspect(key, claimed).await,
+            Store::S3(s3) => s3.inspect(key, claimed).await,
+            Store::Gcs(gcs) => gcs.inspect(key, claimed).await,
         }
     }
 

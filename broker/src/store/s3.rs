@@ -3,6 +3,7 @@
 
 use super::{Inspected, Inspector, StoreError, StoreErrorKind};
 use rindle_upload::session::MultipartPart;
+use rindle_upload::wire::checksum::ChecksumAlgorithm;
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::time::Duration;
@@ -183,14 +184,18 @@ impl S3Store {
     }
 
     /// Reads the object back to measure and hash it.
-    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
+    pub async fn inspect(
+        &self,
+        key: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
         let url = self.bucket.get_object(Some(&self.credentials), key).sign(CALL_TTL);
         let mut response = match self.send("GetObject", self.http.get(url)).await {
             Ok(response) => response,
             Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut inspector = Inspector::default();
+        let mut inspector = Inspector::new(claimed);
         while let Some(chunk) = response
             .chunk()
             .await

@@ -12,6 +12,7 @@ use axum::body::Body;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use rindle_upload::wire::checksum::Checksum;
+use rindle_upload::wire::checksum::ChecksumAlgorithm;
 use rindle_upload::wire::s3::MAX_PARTS;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -334,7 +335,7 @@ impl LocalStore {
     /// first; other bytes are refused, never overwriting.
     pub async fn place_object(&self, received: Received, key: &str) -> Result<String, Refusal> {
         if let Some(stored) =
-            self.inspect(key).await.map_err(|e| Refusal::new(500, "InternalError", e.message))?
+            self.inspect(key, None).await.map_err(|e| Refusal::new(500, "InternalError", e.message))?
         {
             if stored.sha256 == received.sha256 {
                 return Ok(stored.sha256);
@@ -370,7 +371,11 @@ impl LocalStore {
     }
 
     /// What a stored object holds, or `None` if there is none.
-    pub async fn inspect(&self, key: &str) -> Result<Option<Inspected>, StoreError> {
+    pub async fn inspect(
+        &self,
+        key: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
         if !is_safe_key(key) {
             return Ok(None);
         }
@@ -379,7 +384,7 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut inspector = Inspector::default();
+        let mut inspector = Inspector::new(claimed);
         let mut buffer = vec![0u8; 1 << 20];
         loop {
             let n = file.read(&mut buffer).await?;
@@ -516,11 +521,11 @@ mod tests {
         let g = grant();
         assert_eq!(put(&store, &g, "abcdef").await.unwrap_err().code, "EntityTooLarge");
         assert_eq!(put(&store, &g, "abc").await.unwrap_err().code, "IncompleteBody");
-        assert_eq!(store.inspect(&g.key).await.unwrap(), None);
+        assert_eq!(store.inspect(&g.key, None).await.unwrap(), None);
         let etag = put(&store, &g, "hello").await.unwrap();
         let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
         assert_eq!(etag, sha);
-        let stored = store.inspect(&g.key).await.unwrap().unwrap();
+        let stored = store.inspect(&g.key, None).await.unwrap().unwrap();
         assert_eq!(
             (stored.size, stored.sha256.as_str(), stored.head.as_slice()),
             (5, sha, b"hello".as_slice())
@@ -528,10 +533,10 @@ mod tests {
         assert_eq!(put(&store, &g, "hello").await.unwrap(), sha, "the same bytes again: a retried PUT");
         let refused = put(&store, &g, "HELLO").await.unwrap_err();
         assert_eq!((refused.status, refused.code), (412, "PreconditionFailed"), "never overwritten");
-        assert_eq!(store.inspect(&g.key).await.unwrap().unwrap().sha256, sha);
+        assert_eq!(store.inspect(&g.key, None).await.unwrap().unwrap().sha256, sha);
         assert_eq!(temp_files(&dir), 0, "no temp files left");
         store.delete(&g.key).await.unwrap();
-        assert_eq!(store.inspect(&g.key).await.unwrap(), None);
+        assert_eq!(store.inspect(&g.key, None).await.unwrap(), None);
     }
 
     /// A body whose bytes the test sends.
@@ -616,7 +621,7 @@ mod tests {
         store.complete_multipart("k/obj", &id, &listed).await.unwrap();
         let mut expected = big;
         expected.extend_from_slice(b"tail");
-        let stored = store.inspect("k/obj").await.unwrap().unwrap();
+        let stored = store.inspect("k/obj", None).await.unwrap().unwrap();
         assert_eq!(
             (stored.size, stored.sha256),
             (expected.len() as u64, hex::encode(Sha256::digest(&expected)))
