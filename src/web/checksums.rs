@@ -74,7 +74,7 @@ pub async fn digest(
     if worker_available() && !NO_WORKER.get() {
         let answer = match digest_in_worker(blob, start, end, algorithm.name()) {
             Ok(promise) => JsFuture::from(promise).await,
-            Err(thrown) => Err(worker_error(thrown)),
+            Err(_thrown) => Err(worker_error()),
         };
         match answer {
             Ok(digest) => return Ok(js_sys::Uint8Array::new(&digest).to_vec()),
@@ -92,7 +92,7 @@ fn error_name(error: &JsValue) -> Option<String> {
 }
 
 /// `new Worker` threw (a CSP forbids it, say): as if the worker failed.
-fn worker_error(_thrown: JsValue) -> JsValue {
+fn worker_error() -> JsValue {
     let error = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&error, &"name".into(), &"WorkerError".into());
     error.into()
