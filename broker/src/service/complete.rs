@@ -13,9 +13,11 @@ use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use rindle_upload::SessionState;
 use serde::Deserialize;
 
-/// Moves a session to `verifying`, or answers that it is already completed.
+/// Moves a session to `verifying`, or answers that verification already
+/// ended: a retried `complete` (its first answer lost) gets the same
+/// `completed` or `failed` session as the first.
 fn begin_verifying(state: &AppState, record: &mut Record) -> Result<bool, ServiceError> {
-    if record.session.state == SessionState::Completed {
+    if matches!(record.session.state, SessionState::Completed | SessionState::Failed) {
         return Ok(false);
     }
     refuse_if_expired(record)?;
