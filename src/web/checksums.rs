@@ -1,50 +1,81 @@
 //! Checksums of file ranges in the browser, computed off the main thread:
-//! a dedicated module Worker (`checksum-worker.js`, shipped beside the
-//! package) runs this same package and hashes the Blob it is handed (a
-//! handle: no bytes are copied on the main thread), in 1 MiB windows, so a
-//! file is never whole in memory. Where no Worker can be started (no
+//! two dedicated module Workers (`checksum-worker.js`, shipped beside the
+//! package) run this same package and hash the Blob they are handed (a
+//! handle: no bytes are copied on the main thread). A range is read as a
+//! stream into one reused 1 MiB buffer, so a file is never whole in memory
+//! and reading makes no garbage. A large CRC32C is split between the two
+//! workers and the halves combined. Where no Worker can be started (no
 //! `Worker`, a CSP that forbids it, a bundler that left the script out), the
-//! same code runs in the current thread, still window by window.
+//! same code runs in the current thread.
 
-use crate::digest::Hasher;
+use crate::digest::{crc32c_of_pieces, Hasher};
 use crate::error::{ErrorCode, UploadError};
 use crate::transport::ChecksumAlgorithm;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::Blob;
 
-/// Bytes hashed per read of the file.
-const WINDOW: f64 = (1 << 20) as f64;
+/// A CRC32C of a range at least this long is split between the workers.
+const SPLIT_FROM: u64 = 8 << 20;
 
 #[wasm_bindgen(inline_js = r#"
-let worker = null;
+const WORKERS = 2;
+let workers = [];
 let next = 0;
 const pending = new Map();
 export function worker_available() {
   return typeof Worker === "function";
 }
-// This snippet lives in pkg/snippets/<crate>/: the worker is pkg/checksum-worker.js.
-export function digest_in_worker(blob, start, end, algorithm) {
-  if (!worker) {
-    worker = new Worker(new URL("../../checksum-worker.js", import.meta.url), { type: "module" });
-    worker.onmessage = ({ data }) => {
-      const waiting = pending.get(data.id);
-      pending.delete(data.id);
-      if (data.error) waiting.reject(data.error);
-      else waiting.resolve(data.digest);
-    };
-    worker.onerror = (event) => {
-      event.preventDefault();
-      for (const waiting of pending.values()) waiting.reject({ name: "WorkerError", message: "the checksum worker failed" });
-      pending.clear();
-      worker = null;
-    };
-  }
+function failed() {
+  for (const worker of workers) worker.terminate();
+  workers = [];
+  for (const waiting of pending.values()) waiting.reject({ name: "WorkerError", message: "the checksum worker failed" });
+  pending.clear();
+}
+function start() {
+  // This snippet lives in pkg/snippets/<crate>/: the worker is pkg/checksum-worker.js.
+  const worker = new Worker(new URL("../../checksum-worker.js", import.meta.url), { type: "module" });
+  worker.busy = 0;
+  worker.onmessage = ({ data }) => {
+    const waiting = pending.get(data.id);
+    pending.delete(data.id);
+    worker.busy--;
+    if (data.error) waiting.reject(data.error);
+    else waiting.resolve(data.digest);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    failed();
+  };
+  return worker;
+}
+export function digest_in_worker(blob, start_at, end, algorithm) {
+  if (!workers.length) for (let i = 0; i < WORKERS; i++) workers.push(start());
+  const worker = workers.reduce((idlest, other) => (other.busy < idlest.busy ? other : idlest));
+  worker.busy++;
   return new Promise((resolve, reject) => {
     const id = next++;
     pending.set(id, { resolve, reject });
-    worker.postMessage({ id, blob, start, end, algorithm });
+    worker.postMessage({ id, blob, start: start_at, end, algorithm });
   });
+}
+// A Blob read as a byte stream into one reused buffer (a plain reader
+// where the browser has no byte streams for Blobs).
+export function open_reader(blob) {
+  const stream = blob.stream();
+  try {
+    return { reader: stream.getReader({ mode: "byob" }), buffer: new ArrayBuffer(1 << 20) };
+  } catch {
+    return { reader: stream.getReader(), buffer: null };
+  }
+}
+export async function read_window(source) {
+  const { value, done } = await (source.buffer
+    ? source.reader.read(new Uint8Array(source.buffer))
+    : source.reader.read());
+  if (done) return null;
+  if (source.buffer) source.buffer = value.buffer;
+  return value;
 }
 "#)]
 extern "C" {
@@ -56,6 +87,8 @@ extern "C" {
         end: f64,
         algorithm: &str,
     ) -> Result<js_sys::Promise, JsValue>;
+    fn open_reader(blob: &Blob) -> JsValue;
+    fn read_window(source: &JsValue) -> js_sys::Promise;
 }
 
 thread_local! {
@@ -63,8 +96,27 @@ thread_local! {
     static NO_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The digest of `blob[start..end]`, computed in the checksum worker.
+/// The digest of `blob[start..end]`, computed in the checksum workers.
 pub async fn digest(
+    blob: &Blob,
+    start: u64,
+    end: u64,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Vec<u8>, UploadError> {
+    if algorithm != ChecksumAlgorithm::Crc32c || end - start < SPLIT_FROM {
+        return digest_range(blob, start, end, algorithm).await;
+    }
+    let middle = start + (end - start) / 2;
+    let (first, second) = futures::join!(
+        digest_range(blob, start, middle, algorithm),
+        digest_range(blob, middle, end, algorithm)
+    );
+    let crc = |digest: Vec<u8>| u32::from_be_bytes(digest.try_into().unwrap_or_default());
+    let pieces = [(crc(first?), middle - start), (crc(second?), end - middle)];
+    Ok(crc32c_of_pieces(pieces).to_be_bytes().to_vec())
+}
+
+async fn digest_range(
     blob: &Blob,
     start: u64,
     end: u64,
@@ -115,20 +167,20 @@ async fn digest_here(
     end: f64,
     algorithm: ChecksumAlgorithm,
 ) -> Result<Vec<u8>, UploadError> {
+    let range = blob.slice_with_f64_and_f64(start, end).map_err(|e| unreadable(&e))?;
+    let source = open_reader(&range);
     let mut hasher = Hasher::new(algorithm);
     let mut window = Vec::new();
-    let mut at = start;
-    while at < end {
-        let until = (at + WINDOW).min(end);
-        let slice = blob.slice_with_f64_and_f64(at, until).map_err(|e| unreadable(&e))?;
-        let bytes = JsFuture::from(slice.array_buffer()).await.map_err(|e| unreadable(&e))?;
-        let bytes = js_sys::Uint8Array::new(&bytes);
-        window.resize(bytes.length() as usize, 0);
-        bytes.copy_to(&mut window);
+    loop {
+        let read = JsFuture::from(read_window(&source)).await.map_err(|e| unreadable(&e))?;
+        if read.is_null() {
+            return Ok(hasher.finish());
+        }
+        let read = js_sys::Uint8Array::from(read);
+        window.resize(read.length() as usize, 0);
+        read.copy_to(&mut window);
         hasher.update(&window);
-        at = until;
     }
-    Ok(hasher.finish())
 }
 
 /// Used by `checksum-worker.js`: the digest of `blob[start..end]` by
