@@ -1,16 +1,22 @@
 // rindle-upload's checksum worker: hashes Blob ranges off the main thread
-// with the package's own WebAssembly (streamed in 1 MiB windows). The
-// package starts it on its own (src/web/checksums.rs); nothing to set up.
+// with the package's own WebAssembly, streamed. The package starts it on
+// its own (src/web/checksums.rs); nothing to set up. One range at a time:
+// Chromium fails Blob streams ("network error") when many run at once.
 import init, { digestBlob } from "./rindle_upload.js";
 
-const ready = init();
+// A package that cannot load here answers every job as a worker failure,
+// so the page hashes in its own thread instead.
+const ready = init().then(() => true, () => false);
+let queue = Promise.resolve();
 
-self.onmessage = async ({ data: { id, blob, start, end, algorithm } }) => {
-  try {
-    await ready;
-    const digest = await digestBlob(blob, start, end, algorithm);
-    self.postMessage({ id, digest }, [digest.buffer]);
-  } catch (error) {
-    self.postMessage({ id, error: { name: error?.name ?? "Error", message: String(error?.message ?? error) } });
-  }
+self.onmessage = ({ data: { id, blob, start, end, algorithm } }) => {
+  queue = queue.then(async () => {
+    try {
+      if (!(await ready)) throw { name: "WorkerError", message: "the package could not load in the worker" };
+      const digest = await digestBlob(blob, start, end, algorithm);
+      self.postMessage({ id, digest }, [digest.buffer]);
+    } catch (error) {
+      self.postMessage({ id, error: { name: error?.name ?? "Error", message: String(error?.message ?? error) } });
+    }
+  });
 };

@@ -2,8 +2,8 @@
 //! two dedicated module Workers (`checksum-worker.js`, shipped beside the
 //! package) run this same package and hash the Blob they are handed (a
 //! handle: no bytes are copied on the main thread). A range is read as a
-//! stream into one reused 1 MiB buffer, so a file is never whole in memory
-//! and reading makes no garbage. A large CRC32C is split between the two
+//! stream, chunk by chunk, so a file is never whole in memory (and faster
+//! than reading it in `arrayBuffer()` slices). A large CRC32C is split between the two
 //! workers and the halves combined. Where no Worker can be started (no
 //! `Worker`, a CSP that forbids it, a bundler that left the script out), the
 //! same code runs in the current thread.
@@ -59,23 +59,14 @@ export function digest_in_worker(blob, start_at, end, algorithm) {
     worker.postMessage({ id, blob, start: start_at, end, algorithm });
   });
 }
-// A Blob read as a byte stream into one reused buffer (a plain reader
-// where the browser has no byte streams for Blobs).
+// A Blob read as a stream (a BYOB reader into one buffer fails in Chromium
+// on large in-memory Blobs: "network error").
 export function open_reader(blob) {
-  const stream = blob.stream();
-  try {
-    return { reader: stream.getReader({ mode: "byob" }), buffer: new ArrayBuffer(1 << 20) };
-  } catch {
-    return { reader: stream.getReader(), buffer: null };
-  }
+  return blob.stream().getReader();
 }
-export async function read_window(source) {
-  const { value, done } = await (source.buffer
-    ? source.reader.read(new Uint8Array(source.buffer))
-    : source.reader.read());
-  if (done) return null;
-  if (source.buffer) source.buffer = value.buffer;
-  return value;
+export async function read_window(reader) {
+  const { value, done } = await reader.read();
+  return done ? null : value;
 }
 "#)]
 extern "C" {
@@ -88,12 +79,14 @@ extern "C" {
         algorithm: &str,
     ) -> Result<js_sys::Promise, JsValue>;
     fn open_reader(blob: &Blob) -> JsValue;
-    fn read_window(source: &JsValue) -> js_sys::Promise;
+    fn read_window(reader: &JsValue) -> js_sys::Promise;
 }
 
 thread_local! {
     /// Set once the worker could not be started: hash here from then on.
     static NO_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Hashing here goes one range at a time, as in a worker.
+    static HERE: std::rc::Rc<futures::lock::Mutex<()>> = std::rc::Rc::default();
 }
 
 /// The digest of `blob[start..end]`, computed in the checksum workers.
@@ -136,6 +129,8 @@ async fn digest_range(
             Err(_) => NO_WORKER.set(true),
         }
     }
+    let turn = HERE.with(std::rc::Rc::clone);
+    let _turn = turn.lock().await;
     digest_here(blob, start, end, algorithm).await
 }
 
@@ -168,11 +163,11 @@ async fn digest_here(
     algorithm: ChecksumAlgorithm,
 ) -> Result<Vec<u8>, UploadError> {
     let range = blob.slice_with_f64_and_f64(start, end).map_err(|e| unreadable(&e))?;
-    let source = open_reader(&range);
+    let reader = open_reader(&range);
     let mut hasher = Hasher::new(algorithm);
     let mut window = Vec::new();
     loop {
-        let read = JsFuture::from(read_window(&source)).await.map_err(|e| unreadable(&e))?;
+        let read = JsFuture::from(read_window(&reader)).await.map_err(|e| unreadable(&e))?;
         if read.is_null() {
             return Ok(hasher.finish());
         }
