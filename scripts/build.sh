@@ -15,6 +15,14 @@ node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
   pkg/rindle_upload_bg.wasm -o pkg/rindle_upload_bg.wasm
 # The checksum worker runs the same package (src/web/checksums.rs starts it).
 cp js/checksum-worker.js pkg/
+# The package's entry re-exports the glue and UploadError's class, whose
+# module wasm-bindgen copied to a path with a hash in it.
+error_module=$(cd pkg && ls snippets/*/js/upload-error.js)
+sed "s|./UPLOAD_ERROR_MODULE|./$error_module|" js/index.js > pkg/index.js
+cp js/index.d.ts pkg/
+# `[Symbol.dispose]()` (the same as `free()`) would make the declarations
+# need lib "esnext.disposable" to type-check; the method stays at run time.
+sed -i '/\[Symbol.dispose\](): void;/d' pkg/rindle_upload.d.ts
 
 cargo build --release -p rindle-broker
 node scripts/size.mjs

@@ -3,12 +3,12 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
-// The page loads the glue and its snippets; the checksum worker loads the
+// The page loads the entry, the glue and its snippets; the checksum worker loads the
 // worker script and the same glue and WASM (cached).
 const snippets = readdirSync(new URL("../pkg/snippets/", import.meta.url), { recursive: true })
   .filter((name) => name.endsWith(".js"))
   .map((name) => `pkg/snippets/${name}`);
-const files = ["pkg/rindle_upload_bg.wasm", "pkg/rindle_upload.js", ...snippets, "pkg/checksum-worker.js"];
+const files = ["pkg/rindle_upload_bg.wasm", "pkg/index.js", "pkg/rindle_upload.js", ...snippets, "pkg/checksum-worker.js"];
 let total = 0;
 for (const file of files) {
   const bytes = readFileSync(new URL(`../${file}`, import.meta.url));

@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/build.sh
 
-echo "== lint: rustfmt, and clippy on the native and browser builds"
+echo "== lint: rustfmt, clippy on the native and browser builds, the package's TypeScript declarations"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
+# An example app type-checked against pkg/ (strict, lib es2022 + dom, no skipLibCheck).
+node_modules/.bin/tsc -p examples/typescript
 
 echo "== native: core, engine, reference broker"
 cargo test --workspace --lib --bins --tests

@@ -1,10 +1,18 @@
 // The demo page: uses only the package's public API.
-import init, { Uploader } from "/pkg/rindle_upload.js";
+import init, { Uploader } from "/pkg/index.js";
 
-await init();
-const uploader = new Uploader({ endpoint: "/api/uploads" });
+// Controls work from the first moment: a file picked while the package
+// loads waits for it.
+const loaded = init().then(() => new Uploader({ endpoint: "/api/uploads" }));
 const list = document.getElementById("uploads");
 const rowTemplate = document.getElementById("upload-row");
+const announcer = document.getElementById("announce");
+const fileInput = document.getElementById("files");
+
+/** Says it to screen readers (the polite live region). */
+function announce(message) {
+  announcer.textContent = message;
+}
 
 function formatBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
@@ -18,16 +26,26 @@ async function start(file) {
   const [name, state, bar, bytes, rate, pause, cancel, detail] =
     [".name", ".state", "progress", ".bytes", ".rate", ".pause", ".cancel", ".detail"].map((s) => row.querySelector(s));
   name.textContent = file.name;
+  // Each control and bar names its file: a list of rows reads unambiguously.
+  bar.setAttribute("aria-label", `Upload of ${file.name}`);
+  pause.setAttribute("aria-label", `Pause ${file.name}`);
+  cancel.setAttribute("aria-label", `Cancel ${file.name}`);
   list.prepend(row);
+  announce(`Uploading ${file.name}`);
   const started = performance.now();
 
+  const uploader = await loaded;
   // The same file picked again after a reload continues where it stopped.
   const [previous] = await uploader.findPreviousUploads(file);
   if (previous) detail.textContent = `continuing the ${previous.strategy} upload started ${new Date(previous.createdAt).toLocaleString()}`;
   const upload = uploader.upload(file, {
     strategy: previous ? undefined : document.getElementById("strategy").value,
     resumeFrom: previous,
-    onPausedChange: (paused) => { pause.textContent = paused ? "Resume" : "Pause"; },
+    onPausedChange: (paused) => {
+      pause.textContent = paused ? "Resume" : "Pause";
+      pause.setAttribute("aria-label", `${pause.textContent} ${file.name}`);
+      announce(`${file.name} ${paused ? "paused" : "resumed"}`);
+    },
     onStateChange: ({ to }) => { state.textContent = to; state.dataset.state = to; },
     onProgress: ({ bytesSent, bytesAcked, bytesTotal }) => {
       bar.value = bytesTotal ? bytesSent / bytesTotal : 1;
@@ -47,19 +65,28 @@ async function start(file) {
       link.href = asset.url;
       link.textContent = `stored: sha256 ${asset.sha256.slice(0, 16)}…`;
       detail.append(link);
+      announce(`${file.name} uploaded`);
     },
     (error) => {
       pause.disabled = cancel.disabled = true;
       detail.textContent = `${error.code}: ${error.message}`;
+      announce(`${file.name} failed: ${error.message}`);
     },
   );
 }
 
-document.getElementById("files").addEventListener("change", (event) => {
+fileInput.addEventListener("change", (event) => {
   for (const file of event.target.files) start(file);
   event.target.value = "";
 });
 const drop = document.getElementById("drop");
+// The drop zone is also a button: click, Enter or Space opens the picker.
+drop.addEventListener("click", () => fileInput.click());
+drop.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" && event.key !== " ") return;
+  event.preventDefault();
+  fileInput.click();
+});
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {

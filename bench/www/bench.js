@@ -1,6 +1,6 @@
 // The bench page: each variant uploads the same disk-backed File (OPFS)
 // and reports its time, the long tasks it caused and WASM memory.
-import init, { Uploader } from "/pkg/rindle_upload.js";
+import init, { Uploader } from "/pkg/index.js";
 import { AwsS3, LibStorageUpload, S3Client, TusUpload, Uppy } from "./peers.js";
 
 const wasm = await init();

@@ -80,36 +80,69 @@ impl Uploader {
     }
 
     /// Starts uploading `file`; the returned `Upload` reports and controls it.
+    /// Never throws: bad options, like every other failure, reject `done`
+    /// and go to `onError`.
     pub fn upload(
         &self,
         file: Blob,
         #[wasm_bindgen(unchecked_param_type = "UploadOptions")] options: Option<js_sys::Object>,
-    ) -> Result<Upload, JsValue> {
-        let options_value = options.map_or(JsValue::UNDEFINED, JsValue::from);
+    ) -> Upload {
+        let options = options.map_or(JsValue::UNDEFINED, JsValue::from);
+        let latest: Rc<RefCell<Option<Session>>> = Rc::default();
+        let paused: Rc<Cell<bool>> = Rc::default();
+        let (control, commands) = controls();
+        let on_error = function_option(&options, "onError");
+        let started = on_error.clone().and_then(|_| self.start(file, &options, &latest, &paused, commands));
+        let on_error = on_error.ok().flatten();
+        let run = async move {
+            let ended = match started {
+                Ok(run) => run.await,
+                Err(error) => Err(error),
+            };
+            if let (Err(error), Some(callback)) = (&ended, &on_error) {
+                report_thrown(callback.call1(&JsValue::NULL, error));
+            }
+            ended
+        }
+        .boxed_local()
+        .shared();
+        let done = future_to_promise(run.clone());
+        Upload { latest, paused, run, done, control }
+    }
+}
+
+impl Uploader {
+    /// Reads the options and sets the upload going: its run, or the option
+    /// that is wrong.
+    fn start(
+        &self,
+        file: Blob,
+        options_value: &JsValue,
+        latest: &Rc<RefCell<Option<Session>>>,
+        paused: &Rc<Cell<bool>>,
+        commands: crate::engine::Commands,
+    ) -> Result<LocalBoxFuture<'static, Result<JsValue, JsValue>>, JsValue> {
         // A previous upload's record supplies what must match its session.
-        let previous = given_options(&get(&options_value, "resumeFrom").unwrap_or(JsValue::UNDEFINED))?;
+        let previous = given_options(&get(options_value, "resumeFrom").unwrap_or(JsValue::UNDEFINED))?;
         let facts = FileFacts {
             name: file.dyn_ref::<web_sys::File>().map(|f| f.name()),
             content_type: file.type_(),
             size: file.size() as u64,
         };
         let options =
-            given_options(&options_value)?.resolve(&previous, &facts).map_err(|e| error_to_js(&e))?;
+            given_options(options_value)?.resolve(&previous, &facts).map_err(|e| error_to_js(&e))?;
         // The resume record's key and value, for a `File` unless `resume: false`.
         let record = file
             .dyn_ref::<web_sys::File>()
-            .filter(|_| get(&options_value, "resume").is_none_or(|v| v.is_truthy()))
+            .filter(|_| get(options_value, "resume").is_none_or(|v| v.is_truthy()))
             .map(|f| (records::fingerprint(&self.endpoint, f), resume_record(f, &self.endpoint, &options)));
-        let on_progress = function_option(&options_value, "onProgress")?;
-        let on_state_change = function_option(&options_value, "onStateChange")?;
-        let on_error = function_option(&options_value, "onError")?;
-        let on_part = function_option(&options_value, "onPart")?;
-        let on_paused_change = function_option(&options_value, "onPausedChange")?;
+        let on_progress = function_option(options_value, "onProgress")?;
+        let on_state_change = function_option(options_value, "onStateChange")?;
+        let on_part = function_option(options_value, "onPart")?;
+        let on_paused_change = function_option(options_value, "onPausedChange")?;
 
-        let latest: Rc<RefCell<Option<Session>>> = Rc::default();
-        let paused: Rc<Cell<bool>> = Rc::default();
         let events: EventSink = {
-            let (latest, paused) = (Rc::clone(&latest), Rc::clone(&paused));
+            let (latest, paused) = (Rc::clone(latest), Rc::clone(paused));
             Rc::new(move |event| match event {
                 Event::StateChanged { from, to, session } => {
                     *latest.borrow_mut() = Some(session.clone());
@@ -164,23 +197,11 @@ impl Uploader {
             transport: XhrTransport,
             clock: DateClock,
         };
-        let (control, commands) = controls();
-        let run = async move {
-            match engine.upload(&BlobSource(file), &options, events, commands).await {
-                Ok(outcome) => Ok(outcome_to_js(&outcome)),
-                Err(error) => {
-                    let error = error_to_js(&error);
-                    if let Some(callback) = &on_error {
-                        report_thrown(callback.call1(&JsValue::NULL, &error));
-                    }
-                    Err(error)
-                }
-            }
+        Ok(async move {
+            let outcome = engine.upload(&BlobSource(file), &options, events, commands).await;
+            outcome.map(|outcome| outcome_to_js(&outcome)).map_err(|error| error_to_js(&error))
         }
-        .boxed_local()
-        .shared();
-        let done = future_to_promise(run.clone());
-        Ok(Upload { latest, paused, run, done, control })
+        .boxed_local())
     }
 }
 
@@ -381,13 +402,16 @@ fn outcome_to_js(outcome: &Outcome) -> JsValue {
     object(&[("session", session_to_js(&outcome.session)), ("asset", to_js(asset))])
 }
 
+#[wasm_bindgen(module = "/js/upload-error.js")]
+extern "C" {
+    /// js/upload-error.js's class, so that `instanceof UploadError` works.
+    #[wasm_bindgen(js_name = UploadError)]
+    type JsUploadError;
+    #[wasm_bindgen(constructor, js_class = "UploadError")]
+    fn new(code: &str, message: &str, retryable: bool, state: JsValue) -> JsUploadError;
+}
+
 fn error_to_js(error: &UploadError) -> JsValue {
-    let js_error = js_sys::Error::new(&error.message);
-    js_error.set_name("RindleUploadError");
-    let value: JsValue = js_error.into();
-    let _ = js_sys::Reflect::set(&value, &"code".into(), &error.code.as_str().into());
-    let _ = js_sys::Reflect::set(&value, &"retryable".into(), &error.retryable.into());
     let state = error.state.map_or(JsValue::NULL, |s| s.as_str().into());
-    let _ = js_sys::Reflect::set(&value, &"state".into(), &state);
-    value
+    JsUploadError::new(error.code.as_str(), &error.message, error.retryable, state).into()
 }

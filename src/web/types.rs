@@ -49,9 +49,12 @@ export interface Asset {
   url: string;
 }
 
-/** Every failure: `code` to switch on, `message` for people. */
-export interface UploadError extends Error {
+/** Every failure: `code` to switch on, `message` for people (docs/api.md lists the codes). */
+export class UploadError extends Error {
+  constructor(code: ErrorCode, message: string, retryable: boolean, state: SessionState | null);
+  name: "UploadError";
   code: ErrorCode;
+  /** Whether trying again may succeed. */
   retryable: boolean;
   /** The session state it happened in; null before the session existed. */
   state: SessionState | null;
@@ -68,6 +71,8 @@ export interface InitiateRequest {
   idempotency_key?: string;
 }
 export interface SessionRequest { session_id: string; }
+/** A checksum: its algorithm and the digest in base64. */
+export interface Checksum { algorithm: "crc32c" | "sha256" | "md5" | "sha1"; value: string; }
 export interface SignedRequest {
   method: "PUT" | "POST"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
 }
@@ -80,19 +85,32 @@ export interface BrokerReply {
   part_size?: number;
 }
 
+/** What a broker callback answers: as over HTTP, the session's optional fields may be left out
+ * (they read as null); `id`, `state` and `upload_strategy` are required. */
+export interface BrokerReplyInput extends Omit<BrokerReply, "session"> {
+  session: Pick<Session, "id" | "state" | "upload_strategy"> & Partial<Session>;
+}
+type Answer = BrokerReplyInput | Promise<BrokerReplyInput>;
+
 /** Any call given here replaces the HTTP call of the same name. */
 export interface BrokerCallbacks {
-  initiate?(request: InitiateRequest): BrokerReply | Promise<BrokerReply>;
-  show?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
-  sign?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
-  signParts?(request: SessionRequest & { part_numbers: number[] }): BrokerReply | Promise<BrokerReply>;
-  listParts?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
-  complete?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
-  resumableStatus?(request: SessionRequest & { offset: number; session_uri?: string }): BrokerReply | Promise<BrokerReply>;
+  initiate?(request: InitiateRequest): Answer;
+  show?(request: SessionRequest): Answer;
+  /** `checksum`: presigned_put, the whole file's, to sign the URL for. */
+  sign?(request: SessionRequest & { checksum?: Checksum }): Answer;
+  /** `checksums`: each part's, by part number, to sign its URL for. */
+  signParts?(request: SessionRequest & { part_numbers: number[]; checksums?: Record<string, Checksum> }): Answer;
+  listParts?(request: SessionRequest): Answer;
+  /** `checksum`: the whole file's, which the stored object must have. */
+  complete?(request: SessionRequest & { checksum?: Checksum }): Answer;
+  resumableStatus?(request: SessionRequest & { offset: number; session_uri?: string }): Answer;
   completeMultipart?(
-    request: SessionRequest & { parts: { part_number: number; etag: string; size: number | null }[] },
-  ): BrokerReply | Promise<BrokerReply>;
-  cancel?(request: SessionRequest): BrokerReply | Promise<BrokerReply>;
+    request: SessionRequest & {
+      parts: { part_number: number; etag: string; size: number | null }[];
+      checksum?: Checksum;
+    },
+  ): Answer;
+  cancel?(request: SessionRequest): Answer;
 }
 
 export interface UploaderOptions {
@@ -151,6 +169,11 @@ export interface UploadOptions {
 }
 
 export interface UploadResult { session: Session; asset: Asset; }
+
+/** `upload(file)` with every option at its default. */
+export interface Uploader {
+  upload(file: Blob): Upload;
+}
 
 /** An unfinished upload of the same file to the same broker, from an earlier page. */
 export interface PreviousUpload {

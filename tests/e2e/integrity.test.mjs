@@ -44,7 +44,7 @@ describe("integrity end to end (embedded store)", () => {
     page.on("worker", (worker) => workers.push(worker.url()));
     const run = await page.evaluate(async ({ endpoint, size, blockSize, blockSource }) => {
       const block = new Function(`return ${blockSource}`)();
-      const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+      const { default: init, Uploader } = await import("/pkg/index.js");
       await init();
       // A disk-backed File: in-memory Blobs this large exceed Chromium's quota.
       const root = await navigator.storage.getDirectory();

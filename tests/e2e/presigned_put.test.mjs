@@ -81,7 +81,8 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     assert.equal(run.error.retryable, false);
     assert.equal(run.error.state, null, "no session was created");
     assert.equal(run.error.isError, true);
-    assert.equal(run.error.name, "RindleUploadError");
+    assert.equal(run.error.isUploadError, true, "an instance of the package's UploadError");
+    assert.equal(run.error.name, "UploadError");
     assert.match(run.error.message, /at most 83886080/);
     assert.deepEqual(run.states, []);
     assert.deepEqual(run.progress, [], "no bytes were sent");
@@ -119,7 +120,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
 
   test("retryDelays and retryBudget bound the retries of a failing broker call", async () => {
     const calls = await page.evaluate(async (endpoint) => {
-      const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+      const { default: init, Uploader } = await import("/pkg/index.js");
       await init();
       const attempts = async (options) => {
         let count = 0;
@@ -188,7 +189,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     page.on("console", listen);
     try {
       const outcome = await page.evaluate(async (endpoint) => {
-        const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+        const { default: init, Uploader } = await import("/pkg/index.js");
         await init();
         const file = new File([new Uint8Array(4096).fill(1)], "thrower.txt", { type: "text/plain" });
         const upload = new Uploader({ endpoint }).upload(file, {
@@ -217,6 +218,26 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     const stored = await sha256OfUrl(href);
     assert.equal(stored.sha256, createHash("sha256").update(content).digest("hex"));
     assert.equal(await demo.locator("progress").evaluate((bar) => bar.value), 1);
+    await demo.close();
+  });
+
+  test("the demo page works from the keyboard and names every control for screen readers", async () => {
+    const demo = await browser.newPage();
+    const failedLoads = [];
+    demo.on("response", (response) => response.status() >= 400 && failedLoads.push(`${response.status()} ${response.url()}`));
+    await demo.goto(`${broker.url}/`);
+    const drop = demo.getByRole("button", { name: "Choose files, or drop them here" });
+    await drop.focus();
+    const [chooser] = await Promise.all([demo.waitForEvent("filechooser"), demo.keyboard.press("Enter")]);
+    await chooser.setFiles({ name: "keyboard.txt", mimeType: "text/plain", buffer: Buffer.from("typed, not clicked\n") });
+    await demo.waitForSelector('.state[data-state="completed"]', { timeout: 30_000 });
+    assert.equal(await demo.getByRole("progressbar", { name: "Upload of keyboard.txt" }).count(), 1);
+    assert.equal(await demo.getByRole("button", { name: "Pause keyboard.txt" }).count(), 1);
+    assert.equal(await demo.getByRole("button", { name: "Cancel keyboard.txt" }).count(), 1);
+    assert.equal(await demo.locator('[aria-live="polite"]').textContent(), "keyboard.txt uploaded");
+    const [clicked] = await Promise.all([demo.waitForEvent("filechooser"), drop.click()]);
+    assert.ok(clicked, "a click opens the picker too");
+    assert.deepEqual(failedLoads, [], "nothing the page loads is missing (the favicon included)");
     await demo.close();
   });
 });

@@ -96,7 +96,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
       // A completed upload's record is gone.
       await second.waitForFunction(
         async ({ endpoint, size, seed }) => {
-          const { Uploader } = await import("/pkg/rindle_upload.js");
+          const { Uploader } = await import("/pkg/index.js");
           const file = new File([new Uint8Array(size)], "random.bin", {
             type: "application/octet-stream", lastModified: 1_700_000_000_000 + seed,
           });
@@ -178,7 +178,7 @@ describe("reliability end to end (embedded store, every strategy)", () => {
 
     // A record past its expiry is neither offered nor kept.
     const expired = await page.evaluate(async (endpoint) => {
-      const { Uploader } = await import("/pkg/rindle_upload.js");
+      const { Uploader } = await import("/pkg/index.js");
       const file = new File([new Uint8Array(16)], "old.bin", { type: "application/octet-stream", lastModified: 1_600_000_000_000 });
       const key = `rindle-upload:${endpoint}|${file.name}|${file.size}|${file.lastModified}|${file.type}`;
       const db = await new Promise((resolve, reject) => {

@@ -140,7 +140,7 @@ export const FULL_SEQUENCE = [
 export async function uploadInPage(page, scenario) {
   return page.evaluate(async (scenario) => {
     const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
-    const { default: init, Uploader } = await import("/pkg/rindle_upload.js");
+    const { default: init, Uploader, UploadError } = await import("/pkg/index.js");
     const wasm = await init();
     globalThis.gc?.();
     const bytes = new Uint8Array(size);
@@ -281,7 +281,7 @@ export async function uploadInPage(page, scenario) {
         return report({
           ok: false,
           cancelResult,
-          error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error },
+          error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error, isUploadError: e instanceof UploadError },
         });
       }
     })();

@@ -1,0 +1,36 @@
+// An app as a TypeScript user writes it, type-checked by `npm test`
+// (tsconfig.json: strict, lib es2022 + dom, skipLibCheck off) against the
+// package's own declarations.
+import init, { UploadError, Uploader, type BrokerCallbacks, type UploadResult } from "rindle-upload";
+
+// A broker callback may answer a session without its optional fields.
+const broker: BrokerCallbacks = {
+  cancel: ({ session_id }) => ({ session: { id: session_id, state: "aborted", upload_strategy: "multipart" } }),
+};
+
+export async function send(file: File): Promise<UploadResult | null> {
+  await init();
+  const uploader = new Uploader({ endpoint: "/api/uploads", credentials: "same-origin", broker });
+  const [previous] = await uploader.findPreviousUploads(file);
+  const upload = previous ? uploader.upload(file, { resumeFrom: previous }) : uploader.upload(file);
+  try {
+    return await upload.done;
+  } catch (error: unknown) {
+    if (error instanceof UploadError) {
+      console.log(error.code, error.retryable, error.state, error.message);
+      return null;
+    }
+    throw error;
+  }
+}
+
+export function withEveryCallback(uploader: Uploader, file: Blob) {
+  return uploader.upload(file, {
+    strategy: "multipart",
+    checksum: "sha256",
+    onProgress: ({ bytesSent, bytesTotal }) => console.log(bytesSent / bytesTotal),
+    onStateChange: ({ from, to }) => console.log(from, to),
+    onPart: ({ partNumber, etag }) => console.log(partNumber, etag),
+    onError: (error) => console.log(error instanceof UploadError && error.code),
+  });
+}
