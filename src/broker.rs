@@ -257,8 +257,11 @@ pub struct SignedRequest {
     #[serde(default)]
     pub expires_at: Option<String>,
     /// Seconds of validity from the moment of the reply; the client times
-    /// with this, so a wrong client clock does not matter.
-    pub expires_in: u64,
+    /// with this, so a wrong client clock does not matter. Unknown when
+    /// absent (Rindle sends none): the URL is used until the store refuses
+    /// it as expired, then signed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }
 
 impl SignedRequest {
@@ -295,9 +298,23 @@ pub struct Asset {
     pub key: String,
     pub byte_size: u64,
     pub content_type: String,
-    pub sha256: String,
+    /// The broker's SHA-256 of the stored object (hex), when it computed one:
+    /// the reference broker does, Rindle's assets carry none.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Where the stored bytes can be read back.
     pub url: String,
+}
+
+/// A session URI given as a path (a tus upload URL from Rindle's TusPlug
+/// `Location`) is on the broker's origin: resolved against `endpoint`, the
+/// broker's base URL (a relative one is on the page's origin already).
+pub fn resolve_session_uri(reply: &mut BrokerReply, endpoint: &str) {
+    let Some(uri) = reply.session.session_uri.as_mut() else { return };
+    if uri.expose().starts_with('/') && !uri.expose().starts_with("//") {
+        let origin = Secret::new(endpoint).origin().to_owned();
+        *uri = Secret::new([origin.as_str(), uri.expose()].concat());
+    }
 }
 
 /// Reads a decoded reply body (from HTTP or from a JavaScript callback): it
@@ -421,8 +438,49 @@ mod tests {
         let reply = json_answer(&sign(), 200, SIGNED).unwrap();
         assert_eq!(reply.session.state, SessionState::Signed);
         let upload = reply.upload.unwrap();
-        assert_eq!(upload.expires_in, 900);
+        assert_eq!(upload.expires_in, Some(900));
         assert_eq!(upload.headers["Content-Type"], "text/plain");
+    }
+
+    /// As a Phoenix app serialises Rindle's session (no `upload_length`
+    /// from its initiate functions, naive timestamps) and its signed
+    /// requests (no expiry). (Rindle's other shapes are made the protocol's
+    /// in the browser edge: src/web/broker.rs.)
+    #[test]
+    fn rindles_sessions_and_unexpiring_urls_are_read() {
+        let body = r#"{"session":{"id":"s1","state":"signed","upload_strategy":"presigned_put",
+            "upload_length":null,"expires_at":"2026-12-01T09:00:00","inserted_at":"2026-12-01T08:00:00.123456"},
+            "upload":{"url":"https://bucket.example/k?X-Amz-Signature=SECRET","method":"PUT"}}"#;
+        let reply = json_answer(&sign(), 200, body).unwrap();
+        assert_eq!(reply.upload.unwrap().expires_in, None);
+        assert_eq!(reply.session.upload_length, None);
+        assert_eq!(
+            crate::time::parse_ms(reply.session.expires_at.as_deref().unwrap()),
+            Some(1_796_115_600_000.0)
+        );
+    }
+
+    #[test]
+    fn a_session_uri_given_as_a_path_is_on_the_brokers_origin() {
+        let with_uri = |uri: &str| {
+            let mut reply: BrokerReply = serde_json::from_str(SIGNED).unwrap();
+            reply.session.session_uri = Some(Secret::new(uri));
+            reply
+        };
+        for (uri, endpoint, resolved) in [
+            (
+                "/uploads/tus/abc?token=T",
+                "https://app.example/api/uploads",
+                "https://app.example/uploads/tus/abc?token=T",
+            ),
+            ("/uploads/tus/abc", "/api/uploads", "/uploads/tus/abc"),
+            ("https://tus.example/files/abc", "https://app.example/api", "https://tus.example/files/abc"),
+            ("//evil.example/x", "https://app.example/api", "//evil.example/x"),
+        ] {
+            let mut reply = with_uri(uri);
+            resolve_session_uri(&mut reply, endpoint);
+            assert_eq!(reply.session.session_uri.unwrap().expose(), resolved, "{uri} on {endpoint}");
+        }
     }
 
     #[test]

@@ -190,7 +190,9 @@ async fn transfer<'t, I: Io>(
             let session = &reply.session;
             let resuming = options.resume_session_id.is_some();
             if resuming
-                && (session.upload_strategy != options.strategy || session.upload_length != Some(size))
+                && (session.upload_strategy != options.strategy
+                    // Rindle's sessions may carry no length: the file's is taken.
+                    || session.upload_length.is_some_and(|length| length != size))
             {
                 return Err(UploadError::new(
                     ErrorCode::InvalidRequest,

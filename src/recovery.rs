@@ -72,7 +72,7 @@ struct SignedUrl {
 
 impl SignedUrl {
     fn new(request: SignedRequest, signed_at_ms: f64) -> Self {
-        let use_before_ms = signed_at_ms + request.expires_in as f64 * 900.0;
+        let use_before_ms = request.expires_in.map_or(f64::INFINITY, |s| signed_at_ms + s as f64 * 900.0);
         SignedUrl { request, use_before_ms, handed_out: false }
     }
 }

@@ -107,7 +107,7 @@ async fn xhr_reports_upload_progress_and_the_store_keeps_the_bytes() {
     assert_eq!(done.session.state, SessionState::Completed);
     let asset = done.asset.unwrap();
     assert_eq!(asset.byte_size, LEN as u64);
-    assert_eq!(asset.sha256, sha256_hex(&pattern(LEN)), "the store holds exactly the bytes sent");
+    assert_eq!(asset.sha256, Some(sha256_hex(&pattern(LEN))), "the store holds exactly the bytes sent");
 }
 
 #[wasm_bindgen_test]
@@ -179,6 +179,45 @@ async fn broker_errors_over_http_keep_their_codes() {
     assert_eq!((err.code, err.retryable), (ErrorCode::BrokerUnreachable, true));
 }
 
+/// A broker callback (or HTTP answer) in the shapes a Phoenix app gets from
+/// Rindle (lib/rindle/upload/broker.ex `sign_url`: `%{session, presigned}`
+/// with an atom's method and `[]` headers; `multipart_parts` a map in
+/// lib/rindle/domain/media_upload_session.ex) is read as the protocol's.
+#[wasm_bindgen_test]
+async fn rindles_reply_shapes_are_read_as_the_protocols() {
+    let answer = |body: &str| {
+        let callbacks = js_sys::Object::new();
+        let sign = js_sys::Function::new_no_args(&format!("return {body};"));
+        js_sys::Reflect::set(&callbacks, &"sign".into(), &sign).unwrap();
+        WebBroker { callbacks: callbacks.into(), ..broker() }
+    };
+    let session = r#"id: "s1", state: "signed", upload_strategy: "presigned_put", upload_length: null"#;
+    let reply = answer(&format!(
+        r#"{{ session: {{ {session}, multipart_parts: {{}} }},
+             presigned: {{ url: "https://bucket.example/k?X-Amz-Signature=S", method: "put", headers: [] }} }}"#
+    ))
+    .call(&BrokerCall::Sign { session_id: "s1".into(), checksum: None })
+    .await
+    .unwrap();
+    let upload = reply.upload.unwrap();
+    assert_eq!((upload.method.as_str(), upload.headers.len(), upload.expires_in), ("PUT", 0, None));
+    assert!(reply.session.multipart_parts.is_empty());
+
+    let parts = |value: &str| {
+        let broker = answer(&format!(
+            r#"{{ session: {{ {session}, upload_strategy: "multipart", multipart_parts: {value} }},
+                 presigned: {{ url: "https://b.example/k", method: "PUT", headers: {{}} }} }}"#
+        ));
+        async move {
+            let reply = broker.call(&BrokerCall::Sign { session_id: "s1".into(), checksum: None }).await;
+            reply.unwrap().session.multipart_parts.iter().map(|p| (p.part_number, p.size)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(parts(r#"{ parts: [{ part_number: 1, etag: "\"e\"" }] }"#).await, vec![(1, None)]);
+    assert_eq!(parts(r#"{ is_partial: true }"#).await, vec![]);
+    assert_eq!(parts(r#"[{ part_number: 2, etag: "\"e\"", size: 5 }]"#).await, vec![(2, Some(5))]);
+}
+
 #[wasm_bindgen_test]
 async fn the_browser_clock_sleeps_for_real() {
     use rindle_upload::transport::Clock;
@@ -197,6 +236,8 @@ fn dates_are_read_by_the_browser_as_natively() {
     assert_eq!(parse_http_date_ms(" Thu, 01 Jan 1970 00:00:10 GMT "), Some(10_000.0));
     assert_eq!(parse_ms("1970-01-01T00:00:01Z"), Some(1_000.0));
     assert_eq!(parse_ms("2026-11-26T00:00:00.5Z"), Some(1_795_651_200_500.0));
+    // Without a zone (Ecto's NaiveDateTime): UTC, not the browser's local time.
+    assert_eq!(parse_ms("2026-11-26T00:00:00.500000"), Some(1_795_651_200_500.0));
     for bad in ["tomorrow", "", "soon"] {
         assert_eq!((parse_ms(bad), parse_http_date_ms(bad)), (None, None), "{bad:?}");
     }

@@ -237,3 +237,55 @@ fn a_session_gone_before_its_last_byte_fails() {
     assert_eq!((err.code, err.state), (ErrorCode::SessionExpired, Some(Uploading)));
     assert!(!broker.calls.borrow().iter().any(|c| c.starts_with("complete")));
 }
+
+/// Rindle opens resumable and tus sessions at initiate
+/// (lib/rindle/upload/broker.ex `initiate_resumable_session`,
+/// `initiate_tus_upload`): the session comes `signed` with its URI, and no
+/// `sign` call is made (Rindle's table has no `signed → signed`).
+#[test]
+fn sessions_rindle_opens_at_initiate_are_not_signed_again() {
+    for tus in [false, true] {
+        let session = move |state: &str| {
+            let mut fields = resumable_session(state);
+            if tus {
+                fields["resumable_protocol"] = "tus".into();
+                fields["session_uri"] = "http://tus.test/files/abc".into();
+            }
+            // Rindle's initiate functions set no length.
+            fields["upload_length"] = serde_json::Value::Null;
+            fields
+        };
+        let broker = ScriptedBroker::responding(move |call| {
+            Ok(reply_of(match call {
+                rindle_upload::broker::BrokerCall::Initiate(_)
+                | rindle_upload::broker::BrokerCall::ResumableStatus { .. } => {
+                    serde_json::json!({"session": session("signed")})
+                }
+                rindle_upload::broker::BrokerCall::Complete { .. } => {
+                    serde_json::json!({"session": session("completed"), "asset": asset(1_048_576)})
+                }
+                other => panic!("unexpected call {other:?}"),
+            }))
+        });
+        let transport =
+            ScriptedTransport::new(Answer::Script(Box::new(move |request| match request.method {
+                "HEAD" => tus_answer(200, &[("upload-offset", "0"), ("upload-length", "1048576")]),
+                "OPTIONS" => tus_answer(204, DISCOVERY),
+                "PATCH" => {
+                    let offset: u64 = header(request, "Upload-Offset").unwrap().parse().unwrap();
+                    let next = (offset + request.body.len() as u64).to_string();
+                    tus_answer(204, &[("upload-offset", next.as_str())])
+                }
+                _ if request.headers[0].1 == "bytes 0-524287/1048576" => {
+                    gcs_answer(308, Some("bytes=0-524287"))
+                }
+                _ => gcs_answer(200, None),
+            })));
+        let options = if tus { tus_options() } else { resumable_options() };
+        let run = run_with(&broker, &transport, 1.0, &options, pattern(1 << 20), None);
+        assert!(run.result.is_ok(), "tus {tus}: {:?}", run.result);
+        let calls = broker.calls.borrow();
+        assert!(!calls.iter().any(|c| c.starts_with("sign")), "tus {tus}: {calls:?}");
+        assert_eq!(run.states()[0], (None, Signed), "tus {tus}");
+    }
+}

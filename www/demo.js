@@ -63,7 +63,7 @@ async function start(file) {
       detail.innerHTML = "";
       const link = document.createElement("a");
       link.href = asset.url;
-      link.textContent = `stored: sha256 ${asset.sha256.slice(0, 16)}…`;
+      link.textContent = asset.sha256 ? `stored: sha256 ${asset.sha256.slice(0, 16)}…` : "stored";
       detail.append(link);
       announce(`${file.name} uploaded`);
     },

@@ -2,6 +2,7 @@
 // (tsconfig.json: strict, lib es2022 + dom, skipLibCheck off) against the
 // package's own declarations.
 import init, { UploadError, Uploader, type BrokerCallbacks, type UploadResult } from "rindle-upload";
+import { uploaders } from "rindle-upload/liveview";
 
 // A broker callback may answer a session without its optional fields.
 const broker: BrokerCallbacks = {
@@ -34,3 +35,6 @@ export function withEveryCallback(uploader: Uploader, file: Blob) {
     onError: (error) => console.log(error instanceof UploadError && error.code),
   });
 }
+
+// Phoenix LiveView: `new LiveSocket("/live", Socket, { uploaders: liveUploaders })`.
+export const liveUploaders = uploaders({ chunkSize: 4 * 1024 * 1024, checksum: "crc32c" });

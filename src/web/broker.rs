@@ -28,10 +28,12 @@ impl Broker for WebBroker {
                 format!("{}: request could not be encoded: {e}", call.name()),
             )
         })?;
-        match self.callback(call.name()) {
+        let mut reply = match self.callback(call.name()) {
             Some(function) => self.call_callback(call, &function, &body).await,
             None => self.call_http(call, &body).await,
-        }
+        }?;
+        crate::broker::resolve_session_uri(&mut reply, &self.endpoint);
+        Ok(reply)
     }
 }
 
@@ -54,7 +56,7 @@ impl WebBroker {
         let value = JsFuture::from(js_sys::Promise::resolve(&returned))
             .await
             .map_err(|thrown| thrown_to_error(call, thrown))?;
-        read_reply(call, serde_wasm_bindgen::from_value::<BrokerReply>(value))
+        read_reply(call, decode_reply(value))
     }
 
     async fn call_http(&self, call: &BrokerCall, body: &JsValue) -> Result<BrokerReply, UploadError> {
@@ -82,13 +84,48 @@ impl WebBroker {
         let response = sent.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
-        read_http_answer(call, status, || parse_json::<BrokerReply>(&text), || parse_json::<ErrorBody>(&text))
+        let json = || js_sys::JSON::parse(&text).map_err(|_| "the body is not JSON".to_owned());
+        let reply = || decode_reply(json()?).map_err(|e| e.to_string());
+        read_http_answer(call, status, reply, || parse_json::<ErrorBody>(&text))
     }
 }
 
 fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     let value = js_sys::JSON::parse(text).map_err(|_| "the body is not JSON".to_owned())?;
     serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
+}
+
+/// A reply body, from HTTP or a callback, in the protocol's shape.
+fn decode_reply(value: JsValue) -> Result<BrokerReply, serde_wasm_bindgen::Error> {
+    serde_wasm_bindgen::from_value(protocol_shapes(value))
+}
+
+// Done here in a few lines of JavaScript rather than as serde visitors in
+// the WebAssembly, which cost ten times the bytes.
+#[wasm_bindgen(inline_js = r#"
+// The shapes a Phoenix app gets from Rindle's functions and serialises as
+// they are (docs/rindle.md), read as the protocol's: `multipart_parts` as
+// Rindle's map (%{"parts" => [...]}, %{}, %{"is_partial" => true}); the
+// signed request under `presigned` (Rindle's sign_url), its method an
+// atom's ("put"), its headers an Elixir empty list.
+export function protocol_shapes(reply) {
+  if (reply === null || typeof reply !== "object") return reply;
+  const shaped = { ...reply };
+  const parts = reply.session?.multipart_parts;
+  if (parts !== null && typeof parts === "object" && !Array.isArray(parts)) {
+    shaped.session = { ...reply.session, multipart_parts: Array.isArray(parts.parts) ? parts.parts : [] };
+  }
+  const signed = reply.upload ?? reply.presigned;
+  if (signed !== null && typeof signed === "object") {
+    shaped.upload = { ...signed };
+    if (typeof signed.method === "string") shaped.upload.method = signed.method.toUpperCase();
+    if (Array.isArray(signed.headers) && signed.headers.length === 0) shaped.upload.headers = {};
+  }
+  return shaped;
+}
+"#)]
+extern "C" {
+    fn protocol_shapes(reply: JsValue) -> JsValue;
 }
 
 /// A callback that throws (or rejects) refuses the call; an `Error` with a

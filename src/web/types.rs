@@ -45,7 +45,8 @@ export interface Asset {
   key: string;
   byte_size: number;
   content_type: string;
-  sha256: string;
+  /** The broker's SHA-256 of the stored object (hex); null when it computed none (Rindle's assets). */
+  sha256: string | null;
   url: string;
 }
 
@@ -74,7 +75,9 @@ export interface SessionRequest { session_id: string; }
 /** A checksum: its algorithm and the digest in base64. */
 export interface Checksum { algorithm: "crc32c" | "sha256" | "md5" | "sha1"; value: string; }
 export interface SignedRequest {
-  method: "PUT" | "POST"; url: string; headers?: Record<string, string>; expires_at?: string; expires_in: number;
+  method: "PUT" | "POST"; url: string; headers?: Record<string, string>; expires_at?: string;
+  /** Seconds the URL is valid; absent: unknown (used until the store refuses it as expired). */
+  expires_in?: number;
 }
 export interface BrokerReply {
   session: Session;
@@ -88,7 +91,12 @@ export interface BrokerReply {
 /** What a broker callback answers: as over HTTP, the session's optional fields may be left out
  * (they read as null); `id`, `state` and `upload_strategy` are required. */
 export interface BrokerReplyInput extends Omit<BrokerReply, "session"> {
-  session: Pick<Session, "id" | "state" | "upload_strategy"> & Partial<Session>;
+  session: Pick<Session, "id" | "state" | "upload_strategy"> & Partial<Omit<Session, "multipart_parts">> & {
+    /** Also Rindle's map: `{ parts: [...] }`, `{}`, `{ is_partial: true }`. */
+    multipart_parts?: Session["multipart_parts"] | { parts?: Session["multipart_parts"]; is_partial?: boolean };
+  };
+  /** `upload` as Rindle's `sign_url` names it: method in any case ("put"), headers a map or `[]`. */
+  presigned?: { url: string; method: string; headers?: Record<string, string> | [] };
 }
 type Answer = BrokerReplyInput | Promise<BrokerReplyInput>;
 

@@ -153,12 +153,14 @@ pub fn tus_request<B>(
 }
 
 /// The tus server's answer must be a success carrying `Tus-Resumable`; a
-/// 404/410 means the upload is gone.
+/// 404/410 means the upload is gone, a 401 that the token in its URL
+/// expired (Rindle's TusPlug).
 pub fn check(response: &HttpResponse) -> Result<(), UploadError> {
     match response.status {
         404 | 410 => {
             Err(UploadError::new(ErrorCode::SessionExpired, "the tus server no longer has this upload"))
         }
+        401 => Err(UploadError::new(ErrorCode::SessionExpired, "the tus upload's token has expired")),
         409 => Err(UploadError::new(ErrorCode::OffsetConflict, "the tus server holds another offset")),
         CHECKSUM_MISMATCH => {
             Err(UploadError::new(ErrorCode::ChecksumMismatch, "the tus server refused the chunk's checksum"))
@@ -177,6 +179,23 @@ mod tests {
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             body: String::new(),
         }
+    }
+
+    #[test]
+    fn answers_are_typed() {
+        let answer = |status| check(&HttpResponse { status, ..response(&[("Tus-Resumable", "1.0.0")]) });
+        let code = |status| answer(status).unwrap_err().code;
+        assert!(answer(204).is_ok());
+        assert_eq!(
+            [code(401), code(404), code(410), code(409), code(460)],
+            [
+                ErrorCode::SessionExpired,
+                ErrorCode::SessionExpired,
+                ErrorCode::SessionExpired,
+                ErrorCode::OffsetConflict,
+                ErrorCode::ChecksumMismatch
+            ]
+        );
     }
 
     #[test]

@@ -169,6 +169,6 @@ async fn verify(
         key,
         byte_size: size,
         content_type: record.content_type.clone(),
-        sha256: stored.sha256,
+        sha256: Some(stored.sha256),
     })
 }

@@ -170,7 +170,7 @@ fn signed_request(presigned: Presigned, signed_at: SystemTime, ttl: Duration) ->
         url: Secret::new(presigned.url),
         headers: presigned.headers,
         expires_at: Some(timestamp(signed_at + ttl)),
-        expires_in: ttl.as_secs(),
+        expires_in: Some(ttl.as_secs()),
     }
 }
 
@@ -316,7 +316,7 @@ pub async fn sign(state: &AppState, id: &str, caller: &Caller, base: &str, reque
                     url: Secret::new(remote.endpoint.clone()),
                     headers: Default::default(),
                     expires_at: record.session.expires_at.clone(),
-                    expires_in: state.config.session_ttl.as_secs(),
+                    expires_in: Some(state.config.session_ttl.as_secs()),
                 }),
                 // The broker pre-creates it on the embedded server, once.
                 (None, Some(local)) => {
