@@ -218,11 +218,11 @@ fn run_trials(
             UploadStrategy::Resumable => trial.piece,
         };
         assert_progress_sound(&progress.borrow(), size, in_flight, &label);
-        assert_eq!(
-            (outcome.asset.byte_size, outcome.asset.sha256.as_ref()),
-            (size, Some(&expected)),
-            "{label}"
-        );
+        assert_eq!(outcome.asset.byte_size, size, "{label}");
+        // No SHA-256 where the broker took the store's word for the checksum.
+        if let Some(sha256) = &outcome.asset.sha256 {
+            assert_eq!(sha256, &expected, "{label}");
+        }
         assert_eq!(download_sha256(&outcome.asset.url), (size, expected), "{label}: read back");
 
         tally.keys.push(outcome.asset.key);

@@ -25,6 +25,42 @@ fn s3_env() -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// A single PUT signed for its CRC32C: Garage verified the bytes and keeps
+/// the checksum, so the broker verifies from `HeadObject` without reading
+/// the object back (the asset then has no SHA-256 of the broker's).
+#[test]
+#[ignore = "needs Garage: run by scripts/test.sh"]
+fn a_presigned_put_is_verified_from_the_checksum_garage_holds() {
+    let broker = BrokerProcess::start(&s3_env());
+    let data = random_bytes(6 << 20, 0x5eed_5678);
+    let expected = hex(&Sha256::digest(&data));
+    let engine = Engine {
+        broker: HttpBroker { endpoint: format!("{}/api/uploads", broker.url) },
+        transport: ThreadTransport,
+        clock: SystemClock,
+    };
+    let events: EventSink = Rc::new(|_| {});
+    for (checksum, sha256) in [("crc32c", None), ("sha256", Some(expected.clone()))] {
+        let mut options =
+            UploadOptions::new("vouched.bin", "application/octet-stream", UploadStrategy::PresignedPut);
+        options.checksum = rindle_upload::wire::checksum::ChecksumAlgorithm::named(checksum);
+        let (_control, commands) = controls();
+        let outcome = futures::executor::block_on(engine.upload(
+            &Bytes(data.clone()),
+            &options,
+            Rc::clone(&events),
+            commands,
+        ))
+        .unwrap();
+        assert_eq!(outcome.asset.sha256, sha256, "{checksum}: the broker read nothing back");
+        assert_eq!(
+            download_sha256(&outcome.asset.url),
+            (6 << 20, expected.clone()),
+            "{checksum}: stored bytes"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs Garage: run by scripts/test.sh"]
 fn sixty_four_mib_in_eight_mib_parts_lands_byte_identical() {

@@ -7,6 +7,7 @@ use super::{
     Caller, Outcome, ServiceError,
 };
 use crate::db::Record;
+use crate::store::Inspected;
 use rindle_upload::broker::Asset;
 use rindle_upload::session::MultipartPart;
 use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
@@ -124,7 +125,10 @@ pub async fn complete_multipart(
 }
 
 /// Checks the stored object against the session, the profile and the
-/// client's checksum of the whole file.
+/// client's checksum of the whole file. Where the store holds that
+/// checksum itself (it verified the bytes as they were written), its word
+/// is taken and the object is not read back; the asset then has no SHA-256
+/// unless the client's checksum was one.
 async fn verify(
     state: &AppState,
     record: &Record,
@@ -134,29 +138,30 @@ async fn verify(
     let session = &record.session;
     let key = session.upload_key.clone().unwrap_or_default();
     let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
-    let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
-    let inspected = match remote {
-        Some(remote) => remote.inspect(&uri, checksum.map(|c| c.algorithm)).await,
-        None => state.store.inspect(&key, checksum.map(|c| c.algorithm)).await,
+    let vouched = match (remote, checksum) {
+        (None, Some(checksum)) => state.store.vouch(&key, checksum).await.ok().flatten(),
+        _ => None,
     };
-    let stored = match inspected {
-        Ok(Some(found)) => found,
-        Ok(None) => return Err("no object was stored for this session".into()),
-        Err(e) => return Err(format!("the stored object could not be read: {e}")),
+    let (size, head, sha256) = match vouched {
+        Some(vouched) => {
+            let sha256 = checksum
+                .filter(|c| c.algorithm == ChecksumAlgorithm::Sha256)
+                .and_then(Checksum::digest)
+                .map(hex::encode);
+            (vouched.size, vouched.head, sha256)
+        }
+        None => {
+            let stored = read_back(state, remote, session, &key, checksum).await?;
+            (stored.size, stored.head, Some(stored.sha256))
+        }
     };
-    let (size, declared) = (stored.size, session.upload_length.unwrap_or(0));
+    let declared = session.upload_length.unwrap_or(0);
     if size != declared {
         return Err(format!("stored {size} bytes, but the session declared {declared}"));
     }
-    if let Some(checksum) = checksum.filter(|checksum| !stored.matches(checksum)) {
-        return Err(format!(
-            "the stored object's {} does not match the one the client computed of the file",
-            checksum.algorithm.label()
-        ));
-    }
     let profile = &state.config.profile;
     profile.check(size, &record.content_type).map_err(|e| e.message)?;
-    profile.check_content(&record.content_type, &stored.head).map_err(|e| e.message)?;
+    profile.check_content(&record.content_type, &head).map_err(|e| e.message)?;
     // An external tus server's upload URL also writes: page code gets the
     // broker's read-only download route instead.
     let url = match remote {
@@ -169,6 +174,33 @@ async fn verify(
         key,
         byte_size: size,
         content_type: record.content_type.clone(),
-        sha256: Some(stored.sha256),
+        sha256,
     })
+}
+
+/// Reads the stored object back and compares it with the client's checksum.
+async fn read_back(
+    state: &AppState,
+    remote: Option<&crate::tus::RemoteTus>,
+    session: &rindle_upload::session::Session,
+    key: &str,
+    checksum: Option<&Checksum>,
+) -> Result<Inspected, String> {
+    let uri = session.session_uri.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
+    let inspected = match remote {
+        Some(remote) => remote.inspect(&uri, checksum.map(|c| c.algorithm)).await,
+        None => state.store.inspect(key, checksum.map(|c| c.algorithm)).await,
+    };
+    let stored = match inspected {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err("no object was stored for this session".into()),
+        Err(e) => return Err(format!("the stored object could not be read: {e}")),
+    };
+    if let Some(checksum) = checksum.filter(|checksum| !stored.matches(checksum)) {
+        return Err(format!(
+            "the stored object's {} does not match the one the client computed of the file",
+            checksum.algorithm.label()
+        ));
+    }
+    Ok(stored)
 }

@@ -2,11 +2,11 @@
 //! uploads: the broker opens the resumable session, reads its status,
 //! cancels it, and verifies the finished object.
 
-use super::{Inspected, Inspector, StoreError};
+use super::{head_of, Inspected, Inspector, StoreError, Vouched};
 use base64::Engine as _;
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 use md5::Md5;
-use rindle_upload::wire::checksum::ChecksumAlgorithm;
+use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use rindle_upload::wire::gcs::{committed_offset, ContentRange};
 use sha2::Digest;
 use std::path::PathBuf;
@@ -150,13 +150,31 @@ impl GcsStore {
         }
     }
 
-    /// Reads the object back: its size and SHA-256, after checking the
-    /// MD5 and CRC32C its metadata carries, when it carries them.
-    pub async fn inspect(
-        &self,
-        key: &str,
-        claimed: Option<ChecksumAlgorithm>,
-    ) -> Result<Option<Inspected>, StoreError> {
+    /// The object's metadata: GCS computes CRC32C and MD5 as it stores an
+    /// object (and refused the last chunk had the client's hash differed).
+    pub async fn vouch(&self, key: &str, checksum: &Checksum) -> Result<Option<Vouched>, StoreError> {
+        let Some(metadata) = self.metadata(key).await? else { return Ok(None) };
+        let held = match checksum.algorithm {
+            ChecksumAlgorithm::Crc32c => metadata.crc32c,
+            ChecksumAlgorithm::Md5 => metadata.md5_hash,
+            _ => None,
+        };
+        let Some(size) =
+            metadata.size.parse().ok().filter(|_| held.as_deref() == Some(checksum.value.as_str()))
+        else {
+            return Ok(None);
+        };
+        let range = format!("bytes=0-{}", super::SNIFF_BYTES - 1);
+        let media = self.authorized(self.http.get(self.media_url(key)).header("range", range)).await?;
+        let media = media.send().await.map_err(|e| failed("read object", e.without_url()))?;
+        if !media.status().is_success() {
+            return Err(failed("read object", format!("answered {}", media.status().as_u16())));
+        }
+        let head = head_of(media).await.map_err(|e| failed("read object", e.without_url()))?;
+        Ok(Some(Vouched { size, head }))
+    }
+
+    async fn metadata(&self, key: &str) -> Result<Option<ObjectMetadata>, StoreError> {
         let metadata_url = format!("{}{}", self.base, self.object_path(key));
         let response = self.authorized(self.http.get(metadata_url)).await?.send().await;
         let response = response.map_err(|e| failed("object metadata", e.without_url()))?;
@@ -166,8 +184,17 @@ impl GcsStore {
         if !response.status().is_success() {
             return Err(failed("object metadata", format!("answered {}", response.status().as_u16())));
         }
-        let metadata: ObjectMetadata = response.json().await.map_err(|e| failed("object metadata", e))?;
+        response.json().await.map(Some).map_err(|e| failed("object metadata", e))
+    }
 
+    /// Reads the object back: its size and SHA-256, after checking the
+    /// MD5 and CRC32C its metadata carries, when it carries them.
+    pub async fn inspect(
+        &self,
+        key: &str,
+        claimed: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Inspected>, StoreError> {
+        let Some(metadata) = self.metadata(key).await? else { return Ok(None) };
         let media = self.authorized(self.http.get(self.media_url(key))).await?.send().await;
         let mut media = media.map_err(|e| failed("read object", e.without_url()))?;
         if !media.status().is_success() {

@@ -124,6 +124,25 @@ impl Inspected {
     }
 }
 
+/// What a store says of an object without reading it back, when it holds
+/// the client's checksum (one it verified as the bytes were written): its
+/// size, and its first bytes for content sniffing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vouched {
+    pub size: u64,
+    pub head: Vec<u8>,
+}
+
+/// The first `SNIFF_BYTES` of a response body, without reading the rest.
+async fn head_of(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut head = Vec::new();
+    while head.len() < SNIFF_BYTES {
+        let Some(chunk) = response.chunk().await? else { break };
+        head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
+    }
+    Ok(head)
+}
+
 /// A presigned request the client sends as is.
 pub struct Presigned {
     pub url: String,
@@ -279,6 +298,17 @@ impl Store {
             Store::Local(local) => local.inspect(key, claimed).await,
             Store::S3(s3) => s3.inspect(key, claimed).await,
             Store::Gcs(gcs) => gcs.inspect(key, claimed).await,
+        }
+    }
+
+    /// The object, if the store itself holds `checksum` for it (S3's
+    /// checksum of a single PUT, GCS's CRC32C and MD5); `None` when it
+    /// cannot say or says another: verification then reads the object.
+    pub async fn vouch(&self, key: &str, checksum: &Checksum) -> Result<Option<Vouched>, StoreError> {
+        match self {
+            Store::Local(_) => Ok(None),
+            Store::S3(s3) => s3.vouch(key, checksum).await,
+            Store::Gcs(gcs) => gcs.vouch(key, checksum).await,
         }
     }
 

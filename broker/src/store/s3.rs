@@ -1,9 +1,9 @@
 //! A real S3-compatible store (AWS S3, Garage, MinIO…): requests are
 //! signed with SigV4 by rusty-s3 and sent with reqwest.
 
-use super::{Inspected, Inspector, StoreError, StoreErrorKind};
+use super::{head_of, Inspected, Inspector, StoreError, StoreErrorKind, Vouched, SNIFF_BYTES};
 use rindle_upload::session::MultipartPart;
-use rindle_upload::wire::checksum::ChecksumAlgorithm;
+use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::time::Duration;
@@ -204,6 +204,38 @@ impl S3Store {
             inspector.update(&chunk);
         }
         Ok(Some(inspector.finish()))
+    }
+
+    /// `HeadObject` with the checksum mode on: S3 answers the checksum it
+    /// verified on a single PUT (a multipart object's is a checksum of its
+    /// parts' checksums, which the client's is not: read back).
+    pub async fn vouch(&self, key: &str, checksum: &Checksum) -> Result<Option<Vouched>, StoreError> {
+        let header = checksum.algorithm.s3_header();
+        if !header.starts_with("x-amz-checksum-") {
+            return Ok(None);
+        }
+        let mut action = self.bucket.head_object(Some(&self.credentials), key);
+        action.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+        let request = self.http.head(action.sign(CALL_TTL)).header("x-amz-checksum-mode", "ENABLED");
+        let response = match self.send("HeadObject", request).await {
+            Ok(response) => response,
+            Err(e) if e.kind == StoreErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let text = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let size = text("content-length").and_then(|v| v.parse().ok());
+        let (Some(size), true) = (size, text(header) == Some(checksum.value.as_str())) else {
+            return Ok(None);
+        };
+        let mut action = self.bucket.get_object(Some(&self.credentials), key);
+        action.headers_mut().insert("range", format!("bytes=0-{}", SNIFF_BYTES - 1));
+        let request =
+            self.http.get(action.sign(CALL_TTL)).header("range", format!("bytes=0-{}", SNIFF_BYTES - 1));
+        let response = self.send("GetObject", request).await?;
+        let head = head_of(response)
+            .await
+            .map_err(|e| StoreError::failed(format!("S3 GetObject: read failed: {}", e.without_url())))?;
+        Ok(Some(Vouched { size, head }))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
