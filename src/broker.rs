@@ -6,7 +6,7 @@
 use crate::error::{ErrorBody, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::session::{MultipartPart, Session, UploadStrategy};
-use crate::wire::checksum::Checksum;
+use crate::wire::checksum::{Checksum, ChecksumAlgorithm};
 use crate::wire::routes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,6 +26,11 @@ pub struct InitiateRequest {
     /// The part size the client plans with (`multipart` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size: Option<u64>,
+    /// `multipart`: the checksum every part will carry, so the store can be
+    /// told at creation (S3 then keeps the parts' checksums, and a checksum
+    /// of them for the object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
     /// The same for every try of one upload's `initiate`: a broker that
     /// has seen it answers with the session it created then, so a retried
     /// call whose answer was lost does not start a second session.
@@ -399,6 +404,7 @@ mod tests {
             upload_strategy: UploadStrategy::PresignedPut,
             resumable_protocol: None,
             part_size: None,
+            checksum_algorithm: None,
             idempotency_key: None,
         });
         assert_eq!(initiate.path(), "");
@@ -524,6 +530,7 @@ mod tests {
             upload_strategy: UploadStrategy::PresignedPut,
             resumable_protocol: None,
             part_size: None,
+            checksum_algorithm: None,
             idempotency_key: None,
         });
         let body = r#"{"session":{"id":"s1","state":"initialized","upload_strategy":"presigned_put","upload_length":3}}"#;

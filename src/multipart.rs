@@ -102,27 +102,35 @@ pub(crate) async fn transfer<I: Io>(
     let mut parts: Vec<MultipartPart> = stored.into_values().chain(sent).collect();
     parts.sort_by_key(|p| p.part_number);
     upload.transition(SessionState::Uploaded)?;
-    let checksum = whole_crc32c(upload, plan, signer.checksums()).await?;
+    let mut known = signer.checksums();
+    let checksum = whole_crc32c(upload, plan, &mut known).await?;
+    // Each part goes to `multipart/complete` with its checksum (the store
+    // may need it; the broker can verify from them).
+    for part in &mut parts {
+        part.checksum = known.get(&part.part_number).cloned();
+    }
     Ok((parts, checksum))
 }
 
 /// The whole file's CRC32C from its parts' (parts a resumed upload found
-/// stored are checksummed now), when the upload's checksum is CRC32C.
+/// stored are checksummed now, into `known`), when the upload's checksum
+/// is CRC32C.
 async fn whole_crc32c<I: Io>(
     upload: &ActiveUpload<'_, I>,
     plan: PartPlan,
-    mut known: BTreeMap<u32, Checksum>,
+    known: &mut BTreeMap<u32, Checksum>,
 ) -> Result<Option<Checksum>, UploadError> {
     if upload.tools.checksum != Some(ChecksumAlgorithm::Crc32c) {
         return Ok(None);
     }
     let mut pieces = Vec::with_capacity(plan.count() as usize);
     for part in 1..=plan.count() {
-        let checksum = match known.remove(&part) {
-            Some(checksum) => Some(checksum),
-            None => upload.tools.checksum_of(plan.piece(part)).await?,
-        };
-        let crc = checksum.and_then(|c| c.digest()).and_then(|d| <[u8; 4]>::try_from(d).ok());
+        if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(part) {
+            if let Some(checksum) = upload.tools.checksum_of(plan.piece(part)).await? {
+                slot.insert(checksum);
+            }
+        }
+        let crc = known.get(&part).and_then(|c| c.digest()).and_then(|d| <[u8; 4]>::try_from(d).ok());
         let Some(crc) = crc else { return Ok(None) };
         pieces.push((u32::from_be_bytes(crc), plan.piece(part).len));
     }
@@ -170,7 +178,7 @@ async fn send_part<I: Io>(
     };
     let etag = send_signed(signer, part_number, piece, accept).await?;
     upload.part_stored(part_number, &etag, piece.len);
-    Ok(MultipartPart { part_number, etag, size: Some(piece.len) })
+    Ok(MultipartPart { part_number, etag, size: Some(piece.len), checksum: None })
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct MultipartPart {
     pub etag: String,
     #[serde(default)]
     pub size: Option<u64>,
+    /// The checksum the part was sent and stored with (`multipart/complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<crate::wire::checksum::Checksum>,
 }
 
 /// Every field of Rindle's session record; timestamps are the ISO 8601

@@ -74,6 +74,7 @@ impl Plan {
                 Plan::Multipart(parts) => Some(parts.part_size),
                 _ => None,
             },
+            checksum_algorithm: options.checksum.filter(|_| matches!(self, Plan::Multipart(_))),
             idempotency_key: Some(idempotency_key.to_owned()),
         })
     }

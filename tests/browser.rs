@@ -63,6 +63,7 @@ async fn signed_session(len: u64) -> BrokerReply {
             upload_strategy: UploadStrategy::PresignedPut,
             resumable_protocol: None,
             part_size: None,
+            checksum_algorithm: None,
             idempotency_key: None,
         }))
         .await

@@ -68,6 +68,8 @@ export interface StateChange { from: SessionState | null; to: SessionState; sess
 export interface InitiateRequest {
   filename: string; content_type: string; byte_size: number; upload_strategy: string;
   resumable_protocol?: "tus"; part_size?: number;
+  /** multipart: the checksum every part will carry (the broker may tell the store at creation). */
+  checksum_algorithm?: "crc32c" | "sha256" | "md5";
   /** The same for every try of one upload's initiate: answer it with the session it created. */
   idempotency_key?: string;
 }
@@ -114,7 +116,7 @@ export interface BrokerCallbacks {
   resumableStatus?(request: SessionRequest & { offset: number; session_uri?: string }): Answer;
   completeMultipart?(
     request: SessionRequest & {
-      parts: { part_number: number; etag: string; size: number | null }[];
+      parts: { part_number: number; etag: string; size: number | null; checksum?: Checksum }[];
       checksum?: Checksum;
     },
   ): Answer;

@@ -139,7 +139,9 @@ async fn verify(
     let key = session.upload_key.clone().unwrap_or_default();
     let remote = state.remote_tus.as_ref().filter(|_| is_tus(session));
     let vouched = match (remote, checksum) {
-        (None, Some(checksum)) => state.store.vouch(&key, checksum).await.ok().flatten(),
+        (None, Some(checksum)) => {
+            state.store.vouch(&key, checksum, &session.multipart_parts).await.ok().flatten()
+        }
         _ => None,
     };
     let (size, head, sha256) = match vouched {

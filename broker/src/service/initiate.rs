@@ -92,7 +92,9 @@ pub async fn initiate(
     let asset_id = uuid::Uuid::new_v4().to_string();
     let key = key_for(&asset_id, &request.filename);
     let multipart_upload_id = match part_size {
-        Some(_) => Some(state.store.create_multipart(&key, &request.content_type).await?),
+        Some(_) => {
+            Some(state.store.create_multipart(&key, &request.content_type, request.checksum_algorithm).await?)
+        }
         None => None,
     };
     let session = Session {
@@ -154,6 +156,7 @@ fn request_shape(record: &Record) -> InitiateRequest {
         upload_strategy: record.session.upload_strategy,
         resumable_protocol: record.session.resumable_protocol.clone(),
         part_size: record.part_size,
+        checksum_algorithm: None,
         idempotency_key: None,
     }
 }

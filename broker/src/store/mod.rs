@@ -216,10 +216,16 @@ impl Store {
         Ok(Presigned { url, headers })
     }
 
-    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
+    /// `checksum`: the one every part will carry.
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        checksum: Option<ChecksumAlgorithm>,
+    ) -> Result<String, StoreError> {
         match self {
             Store::Local(local) => local.create_multipart().await,
-            Store::S3(s3) => s3.create_multipart(key, content_type).await,
+            Store::S3(s3) => s3.create_multipart(key, content_type, checksum).await,
             Store::Gcs(_) => Err(not_offered()),
         }
     }
@@ -302,12 +308,19 @@ impl Store {
     }
 
     /// The object, if the store itself holds `checksum` for it (S3's
-    /// checksum of a single PUT, GCS's CRC32C and MD5); `None` when it
+    /// checksum of a single PUT or of a multipart object's parts, GCS's
+    /// CRC32C and MD5); `None` when it
     /// cannot say or says another: verification then reads the object.
-    pub async fn vouch(&self, key: &str, checksum: &Checksum) -> Result<Option<Vouched>, StoreError> {
+    /// `parts`: a multipart object's, as completed.
+    pub async fn vouch(
+        &self,
+        key: &str,
+        checksum: &Checksum,
+        parts: &[MultipartPart],
+    ) -> Result<Option<Vouched>, StoreError> {
         match self {
             Store::Local(_) => Ok(None),
-            Store::S3(s3) => s3.vouch(key, checksum).await,
+            Store::S3(s3) => s3.vouch(key, checksum, parts).await,
             Store::Gcs(gcs) => gcs.vouch(key, checksum).await,
         }
     }

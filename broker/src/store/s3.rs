@@ -114,13 +114,25 @@ impl S3Store {
         })
     }
 
-    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StoreError> {
+    /// With `checksum` CRC32C the upload keeps each part's CRC32C and the
+    /// object a checksum of them (its parts must then all carry one).
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        checksum: Option<ChecksumAlgorithm>,
+    ) -> Result<String, StoreError> {
+        let crc32c = checksum == Some(ChecksumAlgorithm::Crc32c);
         let mut action = self.bucket.create_multipart_upload(Some(&self.credentials), key);
         action.headers_mut().insert("content-type", content_type.to_owned());
-        let url = action.sign(CALL_TTL);
-        let response = self
-            .send("CreateMultipartUpload", self.http.post(url).header("content-type", content_type))
-            .await?;
+        if crc32c {
+            action.headers_mut().insert("x-amz-checksum-algorithm", "CRC32C");
+        }
+        let mut request = self.http.post(action.sign(CALL_TTL)).header("content-type", content_type);
+        if crc32c {
+            request = request.header("x-amz-checksum-algorithm", "CRC32C");
+        }
+        let response = self.send("CreateMultipartUpload", request).await?;
         let body = response
             .text()
             .await
@@ -146,6 +158,7 @@ impl S3Store {
                 part_number: u32::from(p.number),
                 etag: p.etag.clone(),
                 size: Some(p.size),
+                checksum: None,
             }));
             match page.next_part_number_marker {
                 Some(next) if !page.parts.is_empty() && Some(next) != marker => marker = Some(next),
@@ -167,7 +180,8 @@ impl S3Store {
         let etags = parts.iter().map(|p| p.etag.as_str());
         let action = self.bucket.complete_multipart_upload(Some(&self.credentials), key, upload_id, etags);
         let url = action.sign(CALL_TTL);
-        let response = self.send("CompleteMultipartUpload", self.http.post(url).body(action.body())).await?;
+        let response =
+            self.send("CompleteMultipartUpload", self.http.post(url).body(complete_body(parts))).await?;
         // S3 may answer 200 and still fail: the body says which.
         let body = response
             .text()
@@ -207,9 +221,23 @@ impl S3Store {
     }
 
     /// `HeadObject` with the checksum mode on: S3 answers the checksum it
-    /// verified on a single PUT (a multipart object's is a checksum of its
-    /// parts' checksums, which the client's is not: read back).
-    pub async fn vouch(&self, key: &str, checksum: &Checksum) -> Result<Option<Vouched>, StoreError> {
+    /// verified on a single PUT, or for a multipart object the CRC32C of
+    /// its parts' CRC32Cs (`…-N`). That one holds when it is the CRC32C of
+    /// `parts`' checksums (each verified by S3 as the part was stored) and
+    /// those combine into the client's checksum of the whole file.
+    pub async fn vouch(
+        &self,
+        key: &str,
+        checksum: &Checksum,
+        parts: &[MultipartPart],
+    ) -> Result<Option<Vouched>, StoreError> {
+        let expected = match parts {
+            [] => checksum.value.clone(),
+            parts => match composite_crc32c(checksum, parts) {
+                Some(composite) => composite,
+                None => return Ok(None),
+            },
+        };
         let header = checksum.algorithm.s3_header();
         if !header.starts_with("x-amz-checksum-") {
             return Ok(None);
@@ -224,7 +252,7 @@ impl S3Store {
         };
         let text = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
         let size = text("content-length").and_then(|v| v.parse().ok());
-        let (Some(size), true) = (size, text(header) == Some(checksum.value.as_str())) else {
+        let (Some(size), true) = (size, text(header) == Some(expected.as_str())) else {
             return Ok(None);
         };
         let mut action = self.bucket.get_object(Some(&self.credentials), key);
@@ -241,5 +269,82 @@ impl S3Store {
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let url = self.bucket.delete_object(Some(&self.credentials), key).sign(CALL_TTL);
         self.send("DeleteObject", self.http.delete(url)).await.map(|_| ())
+    }
+}
+
+/// The `CompleteMultipartUpload` body: each part's ETag, and its CRC32C
+/// when it was sent with one (an upload created for CRC32C needs them).
+fn complete_body(parts: &[MultipartPart]) -> String {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for part in parts {
+        let etag = part.etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        body += &format!("<Part><ETag>{etag}</ETag><PartNumber>{}</PartNumber>", part.part_number);
+        if let Some(crc) = part.checksum.as_ref().filter(|c| c.algorithm == ChecksumAlgorithm::Crc32c) {
+            if crc.digest().is_some() {
+                body += &format!("<ChecksumCRC32C>{}</ChecksumCRC32C>", crc.value);
+            }
+        }
+        body += "</Part>";
+    }
+    body + "</CompleteMultipartUpload>"
+}
+
+/// What S3 reports as a multipart object's CRC32C (the CRC32C of its parts'
+/// CRC32Cs, then `-` and their count), when `parts`' CRC32Cs and sizes
+/// combine into the client's `whole` checksum; `None` otherwise.
+fn composite_crc32c(whole: &Checksum, parts: &[MultipartPart]) -> Option<String> {
+    if whole.algorithm != ChecksumAlgorithm::Crc32c {
+        return None;
+    }
+    let mut digests = Vec::with_capacity(parts.len() * 4);
+    let mut pieces = Vec::with_capacity(parts.len());
+    for part in parts {
+        let crc = part.checksum.as_ref().filter(|c| c.algorithm == ChecksumAlgorithm::Crc32c)?.digest()?;
+        let crc: [u8; 4] = crc.try_into().ok()?;
+        digests.extend_from_slice(&crc);
+        pieces.push((u32::from_be_bytes(crc), part.size?));
+    }
+    let combined = rindle_upload::digest::crc32c_of_pieces(pieces).to_be_bytes();
+    if whole.digest()?.as_slice() != combined.as_slice() {
+        return None;
+    }
+    let of_parts = Checksum::of_digest(ChecksumAlgorithm::Crc32c, &crc32c::crc32c(&digests).to_be_bytes());
+    Some(format!("{}-{}", of_parts.value, parts.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(number: u32, bytes: &[u8]) -> MultipartPart {
+        let crc = crc32c::crc32c(bytes).to_be_bytes();
+        MultipartPart {
+            part_number: number,
+            etag: format!("\"e{number}\""),
+            size: Some(bytes.len() as u64),
+            checksum: Some(Checksum::of_digest(ChecksumAlgorithm::Crc32c, &crc)),
+        }
+    }
+
+    #[test]
+    fn a_multipart_objects_checksum_is_expected_only_from_parts_that_make_the_file() {
+        let file: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let parts = [part(1, &file[..12_000]), part(2, &file[12_000..])];
+        let whole = Checksum::of_digest(ChecksumAlgorithm::Crc32c, &crc32c::crc32c(&file).to_be_bytes());
+        let digests: Vec<u8> =
+            parts.iter().flat_map(|p| p.checksum.as_ref().unwrap().digest().unwrap()).collect();
+        let of_parts =
+            Checksum::of_digest(ChecksumAlgorithm::Crc32c, &crc32c::crc32c(&digests).to_be_bytes());
+        assert_eq!(composite_crc32c(&whole, &parts), Some(format!("{}-2", of_parts.value)));
+
+        let other = Checksum::of_digest(ChecksumAlgorithm::Crc32c, &crc32c::crc32c(b"other").to_be_bytes());
+        assert_eq!(composite_crc32c(&other, &parts), None, "parts of another file");
+        let unchecked = [parts[0].clone(), MultipartPart { checksum: None, ..parts[1].clone() }];
+        assert_eq!(composite_crc32c(&whole, &unchecked), None, "a part without its CRC32C");
+        let body = complete_body(&parts);
+        assert!(body.starts_with(
+            "<CompleteMultipartUpload><Part><ETag>\"e1\"</ETag><PartNumber>1</PartNumber><ChecksumCRC32C>"
+        ));
+        assert!(body.ends_with("</ChecksumCRC32C></Part></CompleteMultipartUpload>"), "{body}");
     }
 }

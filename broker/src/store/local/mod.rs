@@ -601,8 +601,13 @@ mod tests {
         assert_eq!(
             listed,
             vec![
-                MultipartPart { part_number: 1, etag: format!("\"{e1_again}\""), size: Some(MIN_PART_SIZE) },
-                MultipartPart { part_number: 2, etag: format!("\"{e2}\""), size: Some(4) },
+                MultipartPart {
+                    part_number: 1,
+                    etag: format!("\"{e1_again}\""),
+                    size: Some(MIN_PART_SIZE),
+                    checksum: None
+                },
+                MultipartPart { part_number: 2, etag: format!("\"{e2}\""), size: Some(4), checksum: None },
             ],
             "a part sent again replaces the earlier one"
         );

@@ -43,7 +43,7 @@ impl LocalStore {
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let etag = format!("\"{}\"", name.split_once('-').map_or("", |(_, etag)| etag));
             let size = tokio::fs::metadata(&path).await?.len();
-            parts.push(MultipartPart { part_number, etag, size: Some(size) });
+            parts.push(MultipartPart { part_number, etag, size: Some(size), checksum: None });
         }
         Ok(parts)
     }
