@@ -167,8 +167,9 @@ lines.push(`Machine: ${execFileSync("nproc", { encoding: "utf8" }).trim()} cores
 lines.push("");
 lines.push(`### Throughput, ${mib(largest)} MiB (median of ${repeat}, min–max)`);
 lines.push("");
-lines.push("MiB/s counts until the bytes are stored; this library's sessions then verify (the broker reads the");
-lines.push("object back and hashes it), shown as \"with verification\".");
+lines.push("MiB/s counts until the bytes are stored; this library's sessions then verify, shown as \"with");
+lines.push("verification\": the broker compares the client's checksum with the one the store kept (Garage) or,");
+lines.push("without a checksum or a store that keeps one, reads the object back and hashes it.");
 lines.push("");
 lines.push("| library | store | MiB/s | min–max | with verification | × bare PUT | × peer | long tasks | failures |");
 lines.push("|---|---|---|---|---|---|---|---|---|");
