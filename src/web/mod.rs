@@ -92,7 +92,10 @@ impl Uploader {
         let paused: Rc<Cell<bool>> = Rc::default();
         let (control, commands) = controls();
         let on_error = function_option(&options, "onError");
-        let started = on_error.clone().and_then(|_| self.start(file, &options, &latest, &paused, commands));
+        let started = on_error
+            .clone()
+            .and_then(|_| follow_signal(&options, &control))
+            .and_then(|_| self.start(file, &options, &latest, &paused, commands));
         let on_error = on_error.ok().flatten();
         let run = async move {
             let ended = match started {
@@ -267,6 +270,33 @@ impl Upload {
             Ok(state)
         })
     }
+}
+
+/// `signal`: an `AbortSignal` whose abort is `cancel()`; one already
+/// aborted ends the upload before any broker call.
+fn follow_signal(options: &JsValue, control: &Control) -> Result<(), JsValue> {
+    let Some(signal) = get(options, "signal") else { return Ok(()) };
+    let target = signal
+        .dyn_ref::<web_sys::EventTarget>()
+        .filter(|_| js_sys::Reflect::has(&signal, &"aborted".into()).unwrap_or(false))
+        .ok_or_else(|| invalid("option `signal` must be an AbortSignal"))?;
+    if get(&signal, "aborted").is_some_and(|aborted| aborted.is_truthy()) {
+        return Err(error_to_js(&UploadError::new(
+            ErrorCode::Aborted,
+            "upload cancelled: the signal was aborted",
+        )));
+    }
+    let control = control.clone();
+    let cancel = Closure::once_into_js(move || control.cancel());
+    let once = web_sys::AddEventListenerOptions::new();
+    once.set_once(true);
+    target
+        .add_event_listener_with_callback_and_add_event_listener_options(
+            "abort",
+            cancel.unchecked_ref(),
+            &once,
+        )
+        .map_err(|_| invalid("option `signal` must be an AbortSignal"))
 }
 
 /// What `findPreviousUploads` returns for this upload (the session id is

@@ -158,6 +158,9 @@ export interface UploadOptions {
   resume?: boolean;
   /** Continue an upload `findPreviousUploads` listed (the store is asked what it holds). */
   resumeFrom?: PreviousUpload;
+  /** Aborting it is `cancel()`: the store and the broker discard, `done` rejects with `aborted`.
+   * One already aborted rejects `done` at once, before any broker call. */
+  signal?: AbortSignal;
   /** Called with true when the upload pauses and false when it resumes. */
   onPausedChange?: (paused: boolean) => void;
   /** tus: create the upload without its length (creation-defer-length); the first PATCH sends it. */

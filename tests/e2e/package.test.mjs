@@ -73,6 +73,38 @@ describe("the package's entry", () => {
     }
   });
 
+  test("an AbortSignal cancels: aborted before the start, no broker call; aborted midway, the session is discarded", async () => {
+    const seen = await page.evaluate(async (endpoint) => {
+      const { default: init, Uploader } = await import("/pkg/index.js");
+      await init();
+      const code = (upload) => upload.done.then(() => "completed", (e) => e.code);
+
+      let brokerCalls = 0;
+      const counted = new Uploader({ endpoint, broker: { initiate: () => { brokerCalls++; throw new Error("called"); } } });
+      const early = new AbortController();
+      early.abort();
+      const errors = [];
+      const before = counted.upload(new File([new Uint8Array(10)], "a.bin"), { signal: early.signal, onError: (e) => errors.push(e.code) });
+      const beforeCode = await code(before);
+
+      const midway = new AbortController();
+      const bytes = new Uint8Array(6 << 20);
+      crypto.getRandomValues(bytes.subarray(0, 65536));
+      const upload = new Uploader({ endpoint }).upload(new File([bytes], "b.bin"), {
+        strategy: "presigned_put",
+        signal: midway.signal,
+        onProgress: ({ bytesSent }) => bytesSent > 1 << 20 && midway.abort(),
+      });
+      const midwayCode = await code(upload);
+      const session = await fetch(`${endpoint}/${upload.session.id}`).then((r) => r.json());
+      return { beforeCode, brokerCalls, errors, beforeState: before.state, midwayCode, state: upload.state, stored: session.session.state };
+    }, `${broker.url}/api/uploads`);
+    assert.deepEqual(seen, {
+      beforeCode: "aborted", brokerCalls: 0, errors: ["aborted"], beforeState: null,
+      midwayCode: "aborted", state: "aborted", stored: "aborted",
+    });
+  });
+
   test("a bad option rejects done and reaches onError; upload() does not throw", async () => {
     const seen = await page.evaluate(async (endpoint) => {
       const { default: init, Uploader, UploadError } = await import("/pkg/index.js");
