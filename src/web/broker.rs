@@ -4,7 +4,6 @@
 use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
 use crate::error::{ErrorBody, ErrorCode, UploadError};
 use gloo_net::http::{Method, RequestBuilder};
-use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -84,15 +83,15 @@ impl WebBroker {
         let response = sent.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
-        let json = || js_sys::JSON::parse(&text).map_err(|_| "the body is not JSON".to_owned());
-        let reply = || decode_reply(json()?).map_err(|e| e.to_string());
-        read_http_answer(call, status, reply, || parse_json::<ErrorBody>(&text))
+        let reply = || decode_reply(parse_json(&text)?).map_err(|e| e.to_string());
+        let error =
+            || serde_wasm_bindgen::from_value::<ErrorBody>(parse_json(&text)?).map_err(|e| e.to_string());
+        read_http_answer(call, status, reply, error)
     }
 }
 
-fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    let value = js_sys::JSON::parse(text).map_err(|_| "the body is not JSON".to_owned())?;
-    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
+fn parse_json(text: &str) -> Result<JsValue, String> {
+    js_sys::JSON::parse(text).map_err(|_| "the body is not JSON".to_owned())
 }
 
 /// A reply body, from HTTP or a callback, in the protocol's shape.

@@ -2,7 +2,7 @@
 //! uploads: the broker opens the resumable session, reads its status,
 //! cancels it, and verifies the finished object.
 
-use super::{head_of, Inspected, Inspector, StoreError, Vouched};
+use super::{head_of, sniff_range, Inspected, Inspector, StoreError, Vouched};
 use base64::Engine as _;
 use gcp_auth::{CustomServiceAccount, TokenProvider};
 use md5::Md5;
@@ -164,8 +164,8 @@ impl GcsStore {
         else {
             return Ok(None);
         };
-        let range = format!("bytes=0-{}", super::SNIFF_BYTES - 1);
-        let media = self.authorized(self.http.get(self.media_url(key)).header("range", range)).await?;
+        let media =
+            self.authorized(self.http.get(self.media_url(key)).header("range", sniff_range())).await?;
         let media = media.send().await.map_err(|e| failed("read object", e.without_url()))?;
         if !media.status().is_success() {
             return Err(failed("read object", format!("answered {}", media.status().as_u16())));

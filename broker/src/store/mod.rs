@@ -133,6 +133,11 @@ pub struct Vouched {
     pub head: Vec<u8>,
 }
 
+/// The `Range` header that asks for the first `SNIFF_BYTES` of an object.
+fn sniff_range() -> String {
+    format!("bytes=0-{}", SNIFF_BYTES - 1)
+}
+
 /// The first `SNIFF_BYTES` of a response body, without reading the rest.
 async fn head_of(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut head = Vec::new();

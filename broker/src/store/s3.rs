@@ -1,7 +1,7 @@
 //! A real S3-compatible store (AWS S3, Garage, MinIO…): requests are
 //! signed with SigV4 by rusty-s3 and sent with reqwest.
 
-use super::{head_of, Inspected, Inspector, StoreError, StoreErrorKind, Vouched, SNIFF_BYTES};
+use super::{head_of, sniff_range, Inspected, Inspector, StoreError, StoreErrorKind, Vouched};
 use rindle_upload::session::MultipartPart;
 use rindle_upload::wire::checksum::{Checksum, ChecksumAlgorithm};
 use rusty_s3::actions::{CompleteMultipartUploadResponse, CreateMultipartUpload, ListParts};
@@ -256,9 +256,8 @@ impl S3Store {
             return Ok(None);
         };
         let mut action = self.bucket.get_object(Some(&self.credentials), key);
-        action.headers_mut().insert("range", format!("bytes=0-{}", SNIFF_BYTES - 1));
-        let request =
-            self.http.get(action.sign(CALL_TTL)).header("range", format!("bytes=0-{}", SNIFF_BYTES - 1));
+        action.headers_mut().insert("range", sniff_range());
+        let request = self.http.get(action.sign(CALL_TTL)).header("range", sniff_range());
         let response = self.send("GetObject", request).await?;
         let head = head_of(response)
             .await
