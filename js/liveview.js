@@ -45,16 +45,10 @@ function tusUploader(options) {
   return (entries, onViewError) =>
     entries.forEach((entry) => {
       const { endpoint, upload_url, session_id, asset_id } = entry.meta;
-      // TusPlug's Location may be a path: it is on the endpoint's origin.
-      const base = new URL(endpoint ?? "/", location.href);
-      const session = {
-        id: session_id,
-        asset_id,
-        upload_strategy: "resumable",
-        resumable_protocol: "tus",
-        session_uri: new URL(upload_url, base).href,
-      };
-      run(entry, onViewError, session, {}, { strategy: "tus", ...options });
+      // TusPlug's Location may be a path: the package takes it on the
+      // endpoint's origin, as any session URI a broker gives as a path.
+      const session = { id: session_id, asset_id, upload_strategy: "resumable", resumable_protocol: "tus", session_uri: upload_url };
+      run(entry, onViewError, session, {}, { strategy: "tus", ...options }, endpoint);
     });
 }
 
@@ -62,7 +56,7 @@ function tusUploader(options) {
  * Uploads one entry. The broker calls are answered from the meta, in the
  * state the upload is in (Rindle has the session; it is not asked).
  */
-async function run(entry, onViewError, session, extra, options) {
+async function run(entry, onViewError, session, extra, options, endpoint = "/") {
   let upload = null;
   const now = (state) => ({ session: { ...session, state: state ?? upload?.state ?? "signed" } });
   const broker = {
@@ -79,7 +73,8 @@ async function run(entry, onViewError, session, extra, options) {
   try {
     loaded ??= init();
     await loaded;
-    const uploader = new Uploader({ endpoint: location.origin, broker });
+    // Every call is answered here; the endpoint places a session URI given as a path.
+    const uploader = new Uploader({ endpoint: new URL(endpoint, location.href).href, broker });
     let sent = 0;
     upload = uploader.upload(entry.file, {
       ...options,

@@ -217,6 +217,14 @@ async fn rindles_reply_shapes_are_read_as_the_protocols() {
     assert_eq!(parts(r#"{ parts: [{ part_number: 1, etag: "\"e\"" }] }"#).await, vec![(1, None)]);
     assert_eq!(parts(r#"{ is_partial: true }"#).await, vec![]);
     assert_eq!(parts(r#"[{ part_number: 2, etag: "\"e\"", size: 5 }]"#).await, vec![(2, Some(5))]);
+
+    // A tus upload URL given as a path (TusPlug's `Location`) is on the broker's origin.
+    let tus = answer(
+        r#"{ session: { id: "s1", state: "signed", upload_strategy: "resumable", resumable_protocol: "tus",
+                        session_uri: "/uploads/tus/abc?token=T" } }"#,
+    );
+    let reply = tus.call(&BrokerCall::Sign { session_id: "s1".into(), checksum: None }).await.unwrap();
+    assert_eq!(reply.session.session_uri.unwrap().expose(), format!("{BROKER}/uploads/tus/abc?token=T"));
 }
 
 #[wasm_bindgen_test]
