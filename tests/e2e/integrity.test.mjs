@@ -2,10 +2,10 @@
 // from a disk-backed File keeps the main thread free (the checksum worker
 // hashes) and stores exactly the file's bytes. Flipped bits per strategy are
 // in reliability.test.mjs; the store-level checks in multipart.test.mjs.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { launchBrowser, MiB, startBroker } from "./support.mjs";
+import { brokerAndPage, MiB } from "./support.mjs";
 
 const SIZE = 1024 * MiB;
 const BLOCK = 8 * MiB;
@@ -24,25 +24,12 @@ function block(index) {
 }
 
 describe("integrity end to end (embedded store)", () => {
-  let broker;
-  let browser;
-  let page;
-
-  before(async () => {
-    [broker, browser] = await Promise.all([startBroker({ MAX_BYTES: String(2 * SIZE) }), launchBrowser()]);
-    page = await browser.newPage();
-    await page.goto(`${broker.url}/`);
-  });
-
-  after(async () => {
-    await browser?.close();
-    await broker?.stop();
-  });
+  const suite = brokerAndPage({ MAX_BYTES: String(2 * SIZE) });
 
   test("a 1 GiB upload with checksums causes no long task on the main thread and stores the file's bytes", async () => {
     const workers = [];
-    page.on("worker", (worker) => workers.push(worker.url()));
-    const run = await page.evaluate(async ({ endpoint, size, blockSize, blockSource }) => {
+    suite.page.on("worker", (worker) => workers.push(worker.url()));
+    const run = await suite.page.evaluate(async ({ endpoint, size, blockSize, blockSource }) => {
       const block = new Function(`return ${blockSource}`)();
       const { default: init, Uploader } = await import("/pkg/index.js");
       await init();
@@ -63,7 +50,7 @@ describe("integrity end to end (embedded store)", () => {
       observer.disconnect();
       await root.removeEntry("integrity.bin");
       return { longTasks, asset };
-    }, { endpoint: `${broker.url}/api/uploads`, size: SIZE, blockSize: BLOCK, blockSource: block.toString() });
+    }, { endpoint: `${suite.broker.url}/api/uploads`, size: SIZE, blockSize: BLOCK, blockSource: block.toString() });
 
     assert.deepEqual(run.longTasks, [], "no task of 50 ms or more on the main thread during the upload");
     assert.ok(workers.some((url) => url.endsWith("/pkg/checksum-worker.js")), "the checksum worker did the hashing");

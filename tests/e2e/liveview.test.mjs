@@ -8,9 +8,9 @@
 // session_id, asset_id), made here from the reference broker's own
 // sessions. The server's part (consume → verify_completion) is the
 // broker's `complete`, called as Rindle would after the entry is done.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { launchBrowser, MiB, sha256OfUrl, startBroker } from "./support.mjs";
+import { brokerAndPage, MiB, sha256OfUrl } from "./support.mjs";
 
 /** Runs one entry through `uploaders()[name]` in the page; reports what LiveView would see. */
 async function runEntry(page, { name, size, strategy, viewErrorAt, cancelAt }) {
@@ -87,24 +87,11 @@ function assertProgressRules(progress) {
 }
 
 describe("rindle-upload/liveview (reference broker, embedded store)", () => {
-  let broker;
-  let browser;
-  let page;
-
-  before(async () => {
-    [broker, browser] = await Promise.all([startBroker(), launchBrowser()]);
-    page = await browser.newPage();
-    await page.goto(`${broker.url}/`);
-  });
-
-  after(async () => {
-    await browser?.close();
-    await broker?.stop();
-  });
+  const suite = brokerAndPage();
 
   for (const [name, strategy] of [["Rindle", "presigned_put"], ["RindleTus", "resumable"]]) {
     test(`${name}: the meta Rindle emits uploads the file byte-identical, progress whole percents to 100`, async () => {
-      const run = await runEntry(page, { name, size: 6 * MiB + 123, strategy });
+      const run = await runEntry(suite.page, { name, size: 6 * MiB + 123, strategy });
       assert.equal(run.ended, "done", JSON.stringify(run.errors));
       assert.deepEqual(run.errors, []);
       assertProgressRules(run.progress);
@@ -112,12 +99,12 @@ describe("rindle-upload/liveview (reference broker, embedded store)", () => {
       assert.equal(run.progress.filter((p) => p === 100).length, 1);
       assert.equal(run.verified.state, "completed", JSON.stringify(run.verified));
       assert.equal(run.verified.asset.sha256, run.sha256);
-      assert.equal((await sha256OfUrl(`${broker.url}${new URL(run.verified.asset.url, broker.url).pathname}`)).sha256, run.sha256);
+      assert.equal((await sha256OfUrl(`${suite.broker.url}${new URL(run.verified.asset.url, suite.broker.url).pathname}`)).sha256, run.sha256);
     });
   }
 
   test("RindleTus: onViewError stops the transfer; the store keeps what it had and progress stops below 100", async () => {
-    const run = await runEntry(page, { name: "RindleTus", size: 12 * MiB, strategy: "resumable", viewErrorAt: 20 });
+    const run = await runEntry(suite.page, { name: "RindleTus", size: 12 * MiB, strategy: "resumable", viewErrorAt: 20 });
     assert.equal(run.ended, "stopped");
     assert.deepEqual(run.errors, [], "a view error is LiveView's, not an upload error");
     assertProgressRules(run.progress);
@@ -127,7 +114,7 @@ describe("rindle-upload/liveview (reference broker, embedded store)", () => {
   });
 
   test("RindleTus: an entry LiveView cancels stops, reports no error and is not completed", async () => {
-    const run = await runEntry(page, { name: "RindleTus", size: 12 * MiB, strategy: "resumable", cancelAt: 10 });
+    const run = await runEntry(suite.page, { name: "RindleTus", size: 12 * MiB, strategy: "resumable", cancelAt: 10 });
     assert.equal(run.ended, "cancelled");
     assert.deepEqual(run.errors, []);
     assert.ok(run.progress.at(-1) < 100);
@@ -135,7 +122,7 @@ describe("rindle-upload/liveview (reference broker, embedded store)", () => {
   });
 
   test("a typed error reaches entry.error with its code", async () => {
-    const failed = await page.evaluate(async () => {
+    const failed = await suite.page.evaluate(async () => {
       const { Rindle } = await import("/pkg/liveview.js");
       const file = new File([new Uint8Array(1000)], "a.bin");
       return new Promise((resolve) => {

@@ -2,28 +2,15 @@
 // server, says what to do when used before init(), and reports every
 // failure, bad options included, the one way: `done` rejects with an
 // UploadError (a class: `instanceof` works) and `onError` sees it.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { launchBrowser, root, startBroker } from "./support.mjs";
+import { brokerAndPage, root } from "./support.mjs";
 
 describe("the package's entry", () => {
-  let broker;
-  let browser;
-  let page;
-
-  before(async () => {
-    [broker, browser] = await Promise.all([startBroker(), launchBrowser()]);
-    page = await browser.newPage();
-    await page.goto(`${broker.url}/`);
-  });
-
-  after(async () => {
-    await browser?.close();
-    await broker?.stop();
-  });
+  const suite = brokerAndPage();
 
   test("the README's links work from the npm page: absolute, to files the tarball holds", () => {
     const packed = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json"], { cwd: root, encoding: "utf8" }));
@@ -50,9 +37,9 @@ describe("the package's entry", () => {
   });
 
   test("new Uploader() before init() says to await init()", async () => {
-    const fresh = await browser.newPage();
+    const fresh = await suite.browser.newPage();
     try {
-      await fresh.goto(`${broker.url}/`);
+      await fresh.goto(`${suite.broker.url}/`);
       const thrown = await fresh.evaluate(async () => {
         // A query string: a module instance of its own, not the demo's (already initialised).
         const { Uploader, UploadError } = await import("/pkg/index.js?before-init");
@@ -74,7 +61,7 @@ describe("the package's entry", () => {
   });
 
   test("an AbortSignal cancels: aborted before the start, no broker call; aborted midway, the session is discarded", async () => {
-    const seen = await page.evaluate(async (endpoint) => {
+    const seen = await suite.page.evaluate(async (endpoint) => {
       const { default: init, Uploader } = await import("/pkg/index.js");
       await init();
       const code = (upload) => upload.done.then(() => "completed", (e) => e.code);
@@ -98,7 +85,7 @@ describe("the package's entry", () => {
       const midwayCode = await code(upload);
       const session = await fetch(`${endpoint}/${upload.session.id}`).then((r) => r.json());
       return { beforeCode, brokerCalls, errors, beforeState: before.state, midwayCode, state: upload.state, stored: session.session.state };
-    }, `${broker.url}/api/uploads`);
+    }, `${suite.broker.url}/api/uploads`);
     assert.deepEqual(seen, {
       beforeCode: "aborted", brokerCalls: 0, errors: ["aborted"], beforeState: null,
       midwayCode: "aborted", state: "aborted", stored: "aborted",
@@ -106,7 +93,7 @@ describe("the package's entry", () => {
   });
 
   test("a bad option rejects done and reaches onError; upload() does not throw", async () => {
-    const seen = await page.evaluate(async (endpoint) => {
+    const seen = await suite.page.evaluate(async (endpoint) => {
       const { default: init, Uploader, UploadError } = await import("/pkg/index.js");
       await init();
       const uploader = new Uploader({ endpoint });
@@ -125,7 +112,7 @@ describe("the package's entry", () => {
         outcomes.push({ threw, rejected, errors, state: upload ? upload.state : "no upload" });
       }
       return outcomes;
-    }, `${broker.url}/api/uploads`);
+    }, `${suite.broker.url}/api/uploads`);
     assert.deepEqual(seen, [
       { threw: false, rejected: { code: "invalid_request", isUploadError: true, message: "option `partSize` must be a number" }, errors: ["invalid_request"], state: null },
       { threw: false, rejected: { code: "invalid_request", isUploadError: true, message: 'unknown strategy "ftp"' }, errors: ["invalid_request"], state: null },

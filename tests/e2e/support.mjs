@@ -1,5 +1,7 @@
 // Test support for the end-to-end suites: start the reference broker on a
-// free loopback port, launch Debian's Chromium, and small HTTP helpers.
+// free loopback port, launch Debian's Chromium (both, with a page, for a suite:
+// `brokerAndPage`), and small HTTP helpers.
+import { after, before } from "node:test";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -291,6 +293,25 @@ export async function uploadInPage(page, scenario) {
     }
     return finished;
   }, { strategy: "presigned_put", fill: "random", seed: 1, ...scenario });
+}
+
+/**
+ * A reference broker (started with `env`) and a Chromium page on its
+ * origin, for one suite: started before its tests, stopped after them.
+ * Tests read `.broker`, `.browser` and `.page`.
+ */
+export function brokerAndPage(env = {}) {
+  const suite = {};
+  before(async () => {
+    [suite.broker, suite.browser] = await Promise.all([startBroker(env), launchBrowser()]);
+    suite.page = await suite.browser.newPage();
+    await suite.page.goto(`${suite.broker.url}/`);
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await suite.broker?.stop();
+  });
+  return suite;
 }
 
 /** Waits until `predicate(window.__upload)` holds in the page. */
