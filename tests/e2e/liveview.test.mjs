@@ -121,6 +121,84 @@ describe("rindle-upload/liveview (reference broker, embedded store)", () => {
     assert.notEqual(run.verified.state, "completed");
   });
 
+  test("RindleTus: a reload mid-upload resumes: the meta names the same session again and only the rest is sent", async () => {
+    const size = 16 * MiB;
+    const page = suite.page;
+    // The same bytes on both sides of the reload (a File does not survive it).
+    const setup = () => {
+      window.sameBytes = (size) => {
+        const words = new Uint32Array(size / 4);
+        let x = 0x9e3779b9;
+        for (let i = 0; i < words.length; i++) words[i] = x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+        return new File([words], "movie.bin", { type: "application/octet-stream" });
+      };
+      // What an app's allow_tus_upload external function hands out for this
+      // session: its tus URL (a path under the mounted endpoint), session and asset.
+      window.metaFor = (session) => ({
+        uploader: "RindleTus", endpoint: "/tus", upload_url: new URL(session.session_uri).pathname,
+        session_id: session.id, asset_id: session.asset_id,
+      });
+      window.entryFor = (file, meta, progress, onError) => ({ file, meta, progress, error: onError, onCancel: () => {} });
+    };
+    await page.evaluate(setup);
+    const { sessionId, before } = await page.evaluate(async (size) => {
+      const { uploaders } = await import("/pkg/liveview.js");
+      const post = (path, body) =>
+        fetch(`/api/uploads${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json());
+      const file = sameBytes(size);
+      const { session } = await post("", { filename: file.name, content_type: file.type, byte_size: size, upload_strategy: "resumable", resumable_protocol: "tus" });
+      const signed = await post(`/${session.id}/sign`, { session_id: session.id });
+      const before = [];
+      await new Promise((resolve, reject) => {
+        uploaders({ chunkSize: 1 << 20 }).RindleTus(
+          [entryFor(file, metaFor(signed.session), (p) => { before.push(p); if (p >= 25) resolve(); }, reject)],
+          () => {},
+        );
+      });
+      return { sessionId: session.id, before };
+    }, size);
+    await page.reload();
+    await page.evaluate(setup);
+    // The exact tus writes after the reload: each PATCH's Upload-Offset.
+    const patches = [];
+    const onRequest = (request) => {
+      if (request.method() === "PATCH") patches.push(Number(request.headers()["upload-offset"]));
+    };
+    page.on("request", onRequest);
+    const after = await page.evaluate(async ({ size, sessionId }) => {
+      const { uploaders } = await import("/pkg/liveview.js");
+      const { session } = await fetch(`/api/uploads/${sessionId}`).then((r) => r.json());
+      // What the tus server holds now, as the test sees it (not the uploader).
+      const head = await fetch(new URL(session.session_uri).pathname, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0" } });
+      const offset = Number(head.headers.get("Upload-Offset"));
+      const file = sameBytes(size);
+      const progress = [];
+      const errors = [];
+      await new Promise((resolve) => {
+        uploaders({ chunkSize: 1 << 20 }).RindleTus(
+          [entryFor(file, metaFor(session), (p) => { progress.push(p); if (p >= 100) resolve(); }, (e) => { errors.push(e); resolve(); })],
+          () => {},
+        );
+      });
+      const verified = await fetch(`/api/uploads/${sessionId}/complete`, {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ session_id: sessionId }),
+      }).then((r) => r.json());
+      const hex = (b) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, "0")).join("");
+      return { offset, progress, errors, state: verified.session?.state, stored: verified.asset?.sha256, sent: hex(await crypto.subtle.digest("SHA-256", await file.arrayBuffer())) };
+    }, { size, sessionId });
+    page.off("request", onRequest);
+    assert.ok(before.at(-1) >= 25 && before.at(-1) < 100, JSON.stringify(before));
+    assert.ok(after.offset > 0 && after.offset < size, `the store held part of the file at the reload: ${after.offset}`);
+    assert.deepEqual(after.errors, []);
+    const chunks = Array.from({ length: Math.ceil((size - after.offset) / MiB) }, (_, i) => after.offset + i * MiB);
+    assert.deepEqual(patches, chunks, "the first write starts at the store's offset and only the rest is sent");
+    assertProgressRules(after.progress);
+    assert.ok(after.progress[0] >= Math.floor((after.offset * 100) / size), `progress starts where the store is: ${after.progress}`);
+    assert.equal(after.progress.at(-1), 100);
+    assert.equal(after.state, "completed");
+    assert.equal(after.stored, after.sent, "the stored bytes are the file's");
+  });
+
   test("a typed error reaches entry.error with its code", async () => {
     const failed = await suite.page.evaluate(async () => {
       const { Rindle } = await import("/pkg/liveview.js");
