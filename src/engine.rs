@@ -7,6 +7,7 @@
 
 use crate::broker::{Asset, Broker, BrokerCall};
 use crate::error::{ErrorCode, UploadError};
+use crate::queue::{Queue, Turn, Waiter};
 use crate::session::Session;
 use crate::state::SessionState;
 use crate::strategy::Plan;
@@ -77,6 +78,8 @@ pub struct Engine<B, T, C> {
     pub broker: B,
     pub transport: T,
     pub clock: C,
+    /// Shared by the uploads that may not all transfer at once.
+    pub queue: Queue,
 }
 
 impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
@@ -84,6 +87,22 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
     /// typed error carrying the state it happened in.
     pub async fn upload<S>(
         &self,
+        source: &S,
+        options: &UploadOptions,
+        events: EventSink,
+        commands: Commands,
+    ) -> Result<Outcome, UploadError>
+    where
+        S: ByteSource<Slice = T::Body>,
+    {
+        self.upload_from(self.queue.ask(), source, options, events, commands).await
+    }
+
+    /// `upload`, from a place in the queue taken when the caller asked
+    /// (so the caller knows at once whether it waits).
+    pub async fn upload_from<S>(
+        &self,
+        place: Result<Turn, Waiter>,
         source: &S,
         options: &UploadOptions,
         events: EventSink,
@@ -102,7 +121,7 @@ impl<B: Broker, T: Transport, C: Clock> Engine<B, T, C> {
             options.checksum,
         );
         let upload = OnceCell::new();
-        let result = run(&tools, options, &upload, commands).await;
+        let result = run(&tools, (&self.queue, place), options, &upload, commands).await;
         result.map_err(|e| e.in_state(upload.get().map(ActiveUpload::state)))
     }
 }
@@ -115,6 +134,7 @@ enum Interrupted {
 
 async fn run<'t, I: Io>(
     tools: &'t Toolbox<'t, I>,
+    (queue, place): (&Queue, Result<Turn, Waiter>),
     options: &UploadOptions,
     upload: &OnceCell<ActiveUpload<'t, I>>,
     mut commands: Commands,
@@ -123,11 +143,15 @@ async fn run<'t, I: Io>(
     // One key for every `initiate` this upload makes (retries, and again
     // after a pause that came before the broker answered).
     let idempotency_key = tools.fresh_key();
+    let mut place = Some(place);
     loop {
         // Until the bytes are stored, pause and cancel win: dropping the
         // transfer aborts whatever requests are in flight.
         let stopped = {
-            let mut transfer = pin!(transfer(tools, options, plan, &idempotency_key, upload));
+            let mut transfer = pin!(async {
+                let _turn = turn(tools, place.take().unwrap_or_else(|| queue.ask())).await;
+                transfer(tools, options, plan, &idempotency_key, upload).await
+            });
             loop {
                 match future::select(pin!(commands.next()), transfer.as_mut()).await {
                     Either::Left((Command::Resume, _)) => continue,
@@ -161,6 +185,25 @@ async fn run<'t, I: Io>(
             }
         }
         return Err(abort(tools, plan, upload.get()).await);
+    }
+}
+
+/// The turn to transfer; `Queued` events frame the wait, if there is one.
+/// Dropped while waiting (paused, cancelled), it leaves the line.
+async fn turn<I: Io>(tools: &Toolbox<'_, I>, place: Result<Turn, Waiter>) -> Turn {
+    struct Waiting<'a>(&'a EventSink);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            (self.0)(Event::Queued(false));
+        }
+    }
+    match place {
+        Ok(turn) => turn,
+        Err(waiter) => {
+            (tools.events)(Event::Queued(true));
+            let _waiting = Waiting(&tools.events);
+            waiter.wait().await
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Event<'a> {
     /// The upload was paused (`true`) or resumed (`false`). Rindle's table
     /// has no paused state: the session keeps its state meanwhile.
     Paused(bool),
+    /// The upload waits for a turn to transfer (`true`), or stopped waiting
+    /// (`false`: its turn came, or it was paused or cancelled meanwhile).
+    Queued(bool),
 }
 
 /// Receives the engine's events as they happen, including from inside the

@@ -11,6 +11,7 @@ pub mod multipart;
 pub mod options;
 mod presigned_put;
 pub mod progress;
+pub mod queue;
 mod recovery;
 pub mod resumable;
 pub mod retry;

@@ -7,7 +7,7 @@
 use futures::future::{select, Either};
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply, InitiateRequest};
 use rindle_upload::transport::{HttpRequest, Transport, TransportError};
-use rindle_upload::web::{WebBroker, XhrTransport};
+use rindle_upload::web::{FirstContact, WebBroker, XhrTransport};
 use rindle_upload::wire::s3;
 use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
 use std::cell::RefCell;
@@ -30,6 +30,7 @@ fn broker() -> WebBroker {
         headers: vec![],
         credentials: web_sys::RequestCredentials::Include,
         callbacks: JsValue::UNDEFINED,
+        first_contact: FirstContact::default(),
     }
 }
 
@@ -174,6 +175,7 @@ async fn broker_errors_over_http_keep_their_codes() {
         headers: vec![],
         credentials: web_sys::RequestCredentials::SameOrigin,
         callbacks: JsValue::UNDEFINED,
+        first_contact: FirstContact::default(),
     };
     let err =
         unreachable.call(&BrokerCall::Sign { session_id: "x".into(), checksum: None }).await.unwrap_err();

@@ -6,9 +6,11 @@ mod support;
 
 use engine_harness::*;
 use rindle_upload::engine::{controls, Engine, Event, EventSink, UploadOptions};
-use rindle_upload::transport::HttpResponse;
+use rindle_upload::queue::Queue;
+use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
 use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use support::Bytes;
 
@@ -74,7 +76,7 @@ fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
         })
     };
     let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
-    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let engine = Engine { broker: &broker, transport: &transport, clock, queue: Queue::unlimited() };
     let options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
     let source = Bytes(b"0123456789".to_vec());
     let outcome = futures::executor::block_on(engine.upload(&source, &options, events, commands));
@@ -167,7 +169,7 @@ fn a_file_that_changes_mid_upload_ends_file_changed_before_mixed_bytes_are_sent(
     let file = ChangingFile { bytes: Bytes(pattern(total)), readable: Cell::new(2) };
     let (_control, commands) = controls();
     let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
-    let engine = Engine { broker: &broker, transport: &transport, clock };
+    let engine = Engine { broker: &broker, transport: &transport, clock, queue: Queue::unlimited() };
     let options = multipart_options(1);
     assert_eq!(file.size(), total as u64);
     let err =
@@ -201,4 +203,132 @@ fn the_retry_budget_bounds_retries_across_the_whole_upload() {
         "parts 1 and 2 failed once and were retried; part 3's failure found the budget spent"
     );
     assert_eq!(run.slept, [500, 500], "each part's retry counter starts afresh; the budget does not");
+}
+
+/// A store whose PUTs each wait for the test to let them finish, in order.
+struct GatedStore {
+    puts: RefCell<Vec<String>>,
+    gates: RefCell<VecDeque<futures::channel::oneshot::Receiver<()>>>,
+}
+
+impl Transport for &GatedStore {
+    type Body = Vec<u8>;
+
+    async fn send(
+        &self,
+        request: HttpRequest<Vec<u8>>,
+        _: ProgressFn,
+    ) -> Result<HttpResponse, TransportError> {
+        self.puts.borrow_mut().push(request.url.expose().to_owned());
+        let gate = self
+            .gates
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| panic!("a gate for every PUT: {:?}", self.puts.borrow()));
+        let _ = gate.await;
+        Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })
+    }
+}
+
+/// Time stands still: no stall timeout or retry wait ever ends.
+struct StillClock;
+
+impl Clock for StillClock {
+    fn now_ms(&self) -> f64 {
+        0.0
+    }
+    async fn sleep(&self, _: u64) {
+        futures::future::pending::<()>().await
+    }
+    fn random(&self) -> f64 {
+        0.5
+    }
+}
+
+#[test]
+fn a_queue_of_one_transfers_one_upload_at_a_time_and_a_pause_frees_the_turn() {
+    use futures::task::LocalSpawnExt;
+    // Each upload's calls name its file, so the log says whose they are.
+    // Leaked: the spawned uploads borrow them for 'static.
+    let broker: &'static ScriptedBroker = Box::leak(Box::new(ScriptedBroker::responding(|call| {
+        let body = call.serialize_body(serde_json::value::Serializer).unwrap();
+        let name = body["filename"].as_str().unwrap_or("");
+        Ok(match call.name() {
+            "initiate" => reply_of(json!({"session": session_json("initialized", json!({"id": name}))})),
+            "sign" => reply_of(json!({
+                "session": session_json("signed", json!({"id": call.path().split('/').nth(1)})),
+                "upload": {"method": "PUT", "url": format!("http://store.test/{}", call.path()), "headers": {}},
+            })),
+            "show" => reply_of(
+                json!({"session": session_json("signed", json!({"id": call.path().split('/').nth(1)}))}),
+            ),
+            _ => reply_of(json!({
+                "session": session_json("completed", json!({"id": call.path().split('/').nth(1)})),
+                "asset": asset(10),
+            })),
+        })
+    })));
+    let (open, gates): (Vec<_>, VecDeque<_>) = (0..3).map(|_| futures::channel::oneshot::channel()).unzip();
+    let mut open = VecDeque::from(open);
+    let store: &'static GatedStore =
+        Box::leak(Box::new(GatedStore { puts: RefCell::default(), gates: RefCell::new(gates) }));
+    let engine = Rc::new(Engine { broker, transport: store, clock: StillClock, queue: Queue::new(1) });
+    let seen = Rc::new(RefCell::new(Vec::<String>::new()));
+    let mut pool = futures::executor::LocalPool::new();
+    let mut controls_of = Vec::new();
+    let mut outcomes = Vec::new();
+    for name in ["a", "b"] {
+        let (control, commands) = controls();
+        controls_of.push(control);
+        let seen = Rc::clone(&seen);
+        let events: EventSink = Rc::new(move |event| match event {
+            Event::Queued(queued) => seen.borrow_mut().push(format!("{name} queued {queued}")),
+            Event::Paused(paused) => seen.borrow_mut().push(format!("{name} paused {paused}")),
+            _ => {}
+        });
+        let (engine, outcome) = (Rc::clone(&engine), Rc::new(RefCell::new(None)));
+        outcomes.push(Rc::clone(&outcome));
+        let options = UploadOptions::new(name, "text/plain", UploadStrategy::PresignedPut);
+        pool.spawner()
+            .spawn_local(async move {
+                let source = Bytes(b"0123456789".to_vec());
+                *outcome.borrow_mut() =
+                    Some(engine.upload(&source, &options, events, commands).await.is_ok());
+            })
+            .unwrap();
+    }
+    let calls = || broker.calls.borrow().clone();
+
+    pool.run_until_stalled();
+    assert_eq!(calls(), ["initiate ", "sign /a/sign"], "b makes no call while a holds the turn");
+    assert_eq!(*seen.borrow(), ["b queued true"]);
+
+    controls_of[0].pause();
+    pool.run_until_stalled();
+    assert_eq!(calls()[2..], ["initiate ", "sign /b/sign"], "a's pause gave b the turn");
+    controls_of[0].resume();
+    pool.run_until_stalled();
+    assert_eq!(
+        *seen.borrow(),
+        ["b queued true", "a paused true", "b queued false", "a paused false", "a queued true"]
+    );
+    assert_eq!(calls().len(), 4, "resumed, a waits for b");
+
+    open.pop_front(); // a's first PUT, aborted by the pause
+    open.pop_front().unwrap().send(()).unwrap(); // b's PUT
+    pool.run_until_stalled();
+    assert_eq!(*outcomes[1].borrow(), Some(true));
+    assert_eq!(
+        calls()[4..],
+        ["complete /b/complete", "show /a", "sign /a/sign"],
+        "b's end gave a the turn back"
+    );
+    open.pop_front().unwrap().send(()).unwrap();
+    pool.run_until_stalled();
+    assert_eq!(*outcomes[0].borrow(), Some(true));
+    assert_eq!(
+        *store.puts.borrow(),
+        ["http://store.test//a/sign", "http://store.test//b/sign", "http://store.test//a/sign"]
+    );
+    assert_eq!(seen.borrow().last().map(String::as_str), Some("a queued false"));
 }

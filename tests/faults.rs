@@ -13,6 +13,7 @@ mod support;
 
 use rindle_upload::engine::{controls, Engine, Event, EventSink, Outcome, UploadOptions};
 use rindle_upload::progress::ProgressSnapshot;
+use rindle_upload::queue::Queue;
 use rindle_upload::retry::RetryPolicy;
 use rindle_upload::{ErrorCode, UploadStrategy};
 use sha2::{Digest, Sha256};
@@ -125,6 +126,7 @@ fn run_trials(
         broker: HttpBroker { endpoint: format!("{}/api/uploads", broker_proxy.url) },
         transport: ThreadTransport,
         clock: SystemClock,
+        queue: Queue::unlimited(),
     };
     let mut tally = Tally::default();
     let started = Instant::now();

@@ -7,6 +7,7 @@
 mod support;
 
 use rindle_upload::engine::{controls, Engine, Event, EventSink, UploadOptions};
+use rindle_upload::queue::Queue;
 use rindle_upload::{SessionState, UploadStrategy};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -38,6 +39,7 @@ fn a_presigned_put_is_verified_from_the_checksum_garage_holds() {
         broker: HttpBroker { endpoint: format!("{}/api/uploads", broker.url) },
         transport: ThreadTransport,
         clock: SystemClock,
+        queue: Queue::unlimited(),
     };
     let events: EventSink = Rc::new(|_| {});
     for (checksum, sha256) in [("crc32c", None), ("sha256", Some(expected.clone()))] {
@@ -75,13 +77,14 @@ fn sixty_four_mib_in_eight_mib_parts_lands_byte_identical() {
         Rc::new(move |event| match event {
             Event::PartStored { part_number, .. } => parts.borrow_mut().push(part_number),
             Event::StateChanged { to, .. } => states.borrow_mut().push(to),
-            Event::Progress(_) | Event::Paused(_) => {}
+            Event::Progress(_) | Event::Paused(_) | Event::Queued(_) => {}
         })
     };
     let engine = Engine {
         broker: HttpBroker { endpoint: format!("{}/api/uploads", broker.url) },
         transport: ThreadTransport,
         clock: SystemClock,
+        queue: Queue::unlimited(),
     };
     let options = UploadOptions::new("garage.bin", "application/octet-stream", UploadStrategy::Multipart);
     let (_control, commands) = controls();

@@ -11,9 +11,16 @@ const broker: BrokerCallbacks = {
 
 export async function send(file: File): Promise<UploadResult | null> {
   await init();
-  const uploader = new Uploader({ endpoint: "/api/uploads", credentials: "same-origin", broker });
+  const uploader = new Uploader({
+    endpoint: "/api/uploads",
+    credentials: "same-origin",
+    broker,
+    maxUploads: 2,
+    onProgress: ({ bytesAcked, bytesTotal, queued }) => console.log(bytesAcked / bytesTotal, queued),
+  });
   const [previous] = await uploader.findPreviousUploads(file);
   const upload = previous ? uploader.upload(file, { resumeFrom: previous }) : uploader.upload(file);
+  if (upload.queued) console.log("waiting for a turn", uploader.progress.active);
   try {
     return await upload.done;
   } catch (error: unknown) {

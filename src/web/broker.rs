@@ -3,7 +3,10 @@
 
 use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
 use crate::error::{ErrorBody, ErrorCode, UploadError};
+use crate::queue::Queue;
 use gloo_net::http::{Method, RequestBuilder};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -17,6 +20,39 @@ pub struct WebBroker {
     /// An object whose methods `initiate`, `sign`, `complete`, `cancel`
     /// replace the HTTP calls of the same name; `undefined` for none.
     pub callbacks: JsValue,
+    pub first_contact: FirstContact,
+}
+
+/// A broker may bind sessions to a cookie it sets on its first answer (the
+/// reference broker's owner cookie, an app's session cookie): calls made
+/// together before that answer would each get a different one and lose
+/// their sessions. So an uploader's HTTP calls go one at a time until the
+/// broker has answered one.
+#[derive(Clone)]
+pub struct FirstContact(Rc<RefCell<Option<Queue>>>);
+
+impl Default for FirstContact {
+    fn default() -> FirstContact {
+        FirstContact(Rc::new(RefCell::new(Some(Queue::new(1)))))
+    }
+}
+
+impl FirstContact {
+    async fn call<T>(&self, send: impl std::future::Future<Output = (bool, T)>) -> T {
+        let line = self.0.borrow().clone();
+        let Some(line) = line else { return send.await.1 };
+        let turn = line.turn().await;
+        if self.0.borrow().is_none() {
+            // Answered while this call waited: the rest go at once.
+            drop(turn);
+            return send.await.1;
+        }
+        let (answered, result) = send.await;
+        if answered {
+            self.0.replace(None);
+        }
+        result
+    }
 }
 
 impl Broker for WebBroker {
@@ -59,6 +95,17 @@ impl WebBroker {
     }
 
     async fn call_http(&self, call: &BrokerCall, body: &JsValue) -> Result<BrokerReply, UploadError> {
+        self.first_contact
+            .call(async {
+                let result = self.send_http(call, body).await;
+                // Any HTTP answer, even a refusal, carried the broker's cookies.
+                let answered = !matches!(&result, Err(e) if e.code == ErrorCode::BrokerUnreachable);
+                (answered, result)
+            })
+            .await
+    }
+
+    async fn send_http(&self, call: &BrokerCall, body: &JsValue) -> Result<BrokerReply, UploadError> {
         let url = format!("{}{}", self.endpoint.trim_end_matches('/'), call.path());
         let mut request = RequestBuilder::new(&url)
             .method(if call.method() == "GET" { Method::GET } else { Method::POST })

@@ -4,16 +4,18 @@
 mod broker;
 mod checksums;
 mod records;
+mod totals;
 mod types;
 mod xhr;
 
-pub use broker::WebBroker;
+pub use broker::{FirstContact, WebBroker};
 pub use xhr::{BlobSource, DateClock, XhrTransport};
 
 use crate::broker::Asset;
 use crate::engine::{controls, Control, Engine, Event, EventSink, Outcome};
 use crate::error::{ErrorCode, UploadError};
 use crate::options::{FileFacts, GivenOptions, UploadOptions};
+use crate::queue::{Queue, Turn, Waiter};
 use crate::secret::Secret;
 use crate::session::Session;
 use crate::state::SessionState;
@@ -21,6 +23,7 @@ use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use totals::{Status, Totals};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::Blob;
@@ -31,7 +34,13 @@ pub struct Uploader {
     headers: Vec<(String, String)>,
     credentials: web_sys::RequestCredentials,
     callbacks: JsValue,
+    queue: Queue,
+    totals: Rc<Totals>,
+    first_contact: FirstContact,
 }
+
+/// Uploads transferring at once per `Uploader` unless `maxUploads` says.
+const DEFAULT_MAX_UPLOADS: f64 = 3.0;
 
 #[wasm_bindgen]
 impl Uploader {
@@ -62,7 +71,27 @@ impl Uploader {
             }
         };
         let callbacks = get(&options, "broker").unwrap_or(JsValue::UNDEFINED);
-        Ok(Uploader { endpoint, headers, credentials, callbacks })
+        let max_uploads = number_option(&options, "maxUploads")?.unwrap_or(DEFAULT_MAX_UPLOADS);
+        if !(max_uploads >= 1.0 && max_uploads.fract() == 0.0) {
+            return Err(invalid("Uploader: `maxUploads` must be a whole number of at least 1"));
+        }
+        let totals = Totals::new(function_option(&options, "onProgress")?);
+        Ok(Uploader {
+            endpoint,
+            headers,
+            credentials,
+            callbacks,
+            queue: Queue::new(max_uploads as usize),
+            totals,
+            first_contact: FirstContact::default(),
+        })
+    }
+
+    /// The total over this uploader's uploads: bytes sent, acknowledged and
+    /// to send, and how many are active, queued, paused, done and failed.
+    #[wasm_bindgen(getter, unchecked_return_type = "UploaderProgress")]
+    pub fn progress(&self) -> JsValue {
+        self.totals.to_js()
     }
 
     /// Unfinished uploads of this file to this broker, recorded by earlier
@@ -90,18 +119,27 @@ impl Uploader {
         let options = options.map_or(JsValue::UNDEFINED, JsValue::from);
         let latest: Rc<RefCell<Option<Session>>> = Rc::default();
         let paused: Rc<Cell<bool>> = Rc::default();
+        // The place in line is taken now, in call order.
+        let place = self.queue.ask();
+        let queued = Rc::new(Cell::new(place.is_err()));
+        let tally =
+            self.totals.add(file.size() as u64, if queued.get() { Status::Queued } else { Status::Active });
         let (control, commands) = controls();
         let on_error = function_option(&options, "onError");
+        let flags = Flags { latest: &latest, paused: &paused, queued: &queued, tally };
         let started = on_error
             .clone()
             .and_then(|_| follow_signal(&options, &control))
-            .and_then(|_| self.start(file, &options, &latest, &paused, commands));
+            .and_then(|_| self.start(file, &options, flags, place, commands));
         let on_error = on_error.ok().flatten();
+        let (totals, ended_queued) = (Rc::clone(&self.totals), Rc::clone(&queued));
         let run = async move {
             let ended = match started {
                 Ok(run) => run.await,
                 Err(error) => Err(error),
             };
+            ended_queued.set(false);
+            totals.set_status(tally, end_status(&ended));
             if let (Err(error), Some(callback)) = (&ended, &on_error) {
                 report_thrown(callback.call1(&JsValue::NULL, error));
             }
@@ -110,7 +148,25 @@ impl Uploader {
         .boxed_local()
         .shared();
         let done = future_to_promise(run.clone());
-        Upload { latest, paused, run, done, control }
+        Upload { latest, paused, queued, run, done, control }
+    }
+}
+
+/// What an upload's events keep current for its `Upload` and the totals.
+struct Flags<'a> {
+    latest: &'a Rc<RefCell<Option<Session>>>,
+    paused: &'a Rc<Cell<bool>>,
+    queued: &'a Rc<Cell<bool>>,
+    tally: usize,
+}
+
+fn end_status(ended: &Result<JsValue, JsValue>) -> Status {
+    match ended {
+        Ok(_) => Status::Done,
+        Err(error) if get(error, "code").and_then(|c| c.as_string()).as_deref() == Some("aborted") => {
+            Status::Cancelled
+        }
+        Err(_) => Status::Failed,
     }
 }
 
@@ -121,8 +177,8 @@ impl Uploader {
         &self,
         file: Blob,
         options_value: &JsValue,
-        latest: &Rc<RefCell<Option<Session>>>,
-        paused: &Rc<Cell<bool>>,
+        flags: Flags<'_>,
+        place: Result<Turn, Waiter>,
         commands: crate::engine::Commands,
     ) -> Result<LocalBoxFuture<'static, Result<JsValue, JsValue>>, JsValue> {
         // A previous upload's record supplies what must match its session.
@@ -145,7 +201,9 @@ impl Uploader {
         let on_paused_change = function_option(options_value, "onPausedChange")?;
 
         let events: EventSink = {
-            let (latest, paused) = (Rc::clone(latest), Rc::clone(paused));
+            let (latest, paused, queued) =
+                (Rc::clone(flags.latest), Rc::clone(flags.paused), Rc::clone(flags.queued));
+            let (totals, tally) = (Rc::clone(&self.totals), flags.tally);
             Rc::new(move |event| match event {
                 Event::StateChanged { from, to, session } => {
                     *latest.borrow_mut() = Some(session.clone());
@@ -162,6 +220,7 @@ impl Uploader {
                     }
                 }
                 Event::Progress(p) => {
+                    totals.set_bytes(tally, p);
                     if let Some(callback) = &on_progress {
                         let progress = object(&[
                             ("bytesSent", (p.bytes_sent as f64).into()),
@@ -183,9 +242,14 @@ impl Uploader {
                 }
                 Event::Paused(now_paused) => {
                     paused.set(now_paused);
+                    totals.set_status(tally, if now_paused { Status::Paused } else { Status::Active });
                     if let Some(callback) = &on_paused_change {
                         report_thrown(callback.call1(&JsValue::NULL, &now_paused.into()));
                     }
+                }
+                Event::Queued(now_queued) => {
+                    queued.set(now_queued);
+                    totals.set_status(tally, if now_queued { Status::Queued } else { Status::Active });
                 }
             })
         };
@@ -196,12 +260,14 @@ impl Uploader {
                 headers: self.headers.clone(),
                 credentials: self.credentials,
                 callbacks: self.callbacks.clone(),
+                first_contact: self.first_contact.clone(),
             },
             transport: XhrTransport,
             clock: DateClock,
+            queue: self.queue.clone(),
         };
         Ok(async move {
-            let outcome = engine.upload(&BlobSource(file), &options, events, commands).await;
+            let outcome = engine.upload_from(place, &BlobSource(file), &options, events, commands).await;
             outcome.map(|outcome| outcome_to_js(&outcome)).map_err(|error| error_to_js(&error))
         }
         .boxed_local())
@@ -213,6 +279,7 @@ impl Uploader {
 pub struct Upload {
     latest: Rc<RefCell<Option<Session>>>,
     paused: Rc<Cell<bool>>,
+    queued: Rc<Cell<bool>>,
     run: Shared<LocalBoxFuture<'static, Result<JsValue, JsValue>>>,
     done: js_sys::Promise,
     control: Control,
@@ -243,6 +310,12 @@ impl Upload {
     #[wasm_bindgen(getter)]
     pub fn paused(&self) -> bool {
         self.paused.get()
+    }
+
+    /// Whether the upload waits for a turn (the uploader's `maxUploads`).
+    #[wasm_bindgen(getter)]
+    pub fn queued(&self) -> bool {
+        self.queued.get()
     }
 
     /// Stops sending: requests in flight are aborted, nothing the store

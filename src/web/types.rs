@@ -132,6 +132,23 @@ export interface UploaderOptions {
    * "include" for a broker on another origin that binds sessions to a cookie. */
   credentials?: "same-origin" | "include" | "omit";
   broker?: BrokerCallbacks;
+  /** Uploads transferring at once (default 3); the others wait in call order (`upload.queued`).
+   * A paused upload frees its turn and queues again when resumed. */
+  maxUploads?: number;
+  /** Called with the total over this uploader's uploads whenever one of them changes. */
+  onProgress?: (progress: UploaderProgress) => void;
+}
+
+/** The total over an uploader's uploads (cancelled ones count nowhere). */
+export interface UploaderProgress {
+  bytesSent: number;
+  bytesAcked: number;
+  bytesTotal: number;
+  active: number;
+  queued: number;
+  paused: number;
+  done: number;
+  failed: number;
 }
 
 export interface UploadOptions {

@@ -8,6 +8,7 @@ use crate::support::Bytes;
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
 use rindle_upload::engine::{controls, Control, Engine, Event, EventSink, Outcome, UploadOptions};
 use rindle_upload::progress::ProgressSnapshot;
+use rindle_upload::queue::Queue;
 use rindle_upload::retry::RetryPolicy;
 use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
 use rindle_upload::{SessionState, UploadError, UploadStrategy};
@@ -300,6 +301,7 @@ pub enum Seen {
     Progress(ProgressSnapshot),
     Part(u32, String, u64),
     Paused(bool),
+    Queued(bool),
 }
 
 pub struct Run {
@@ -360,6 +362,7 @@ pub fn run_with(
             Event::Progress(p) => Seen::Progress(p),
             Event::PartStored { part_number, etag, size } => Seen::Part(part_number, etag.to_owned(), size),
             Event::Paused(paused) => Seen::Paused(paused),
+            Event::Queued(queued) => Seen::Queued(queued),
         })
     });
     let (handle, signal) = controls();
@@ -368,7 +371,7 @@ pub fn run_with(
     }
     let slept = Rc::new(RefCell::new(Vec::new()));
     let clock = SteppingClock { now: Cell::new(0.0), step: clock_step, slept: Rc::clone(&slept) };
-    let engine = Engine { broker, transport, clock };
+    let engine = Engine { broker, transport, clock, queue: Queue::unlimited() };
     let result = futures::executor::block_on(engine.upload(&Bytes(data), options, events, signal));
     let seen = seen.borrow().clone();
     let slept = slept.borrow().clone();
