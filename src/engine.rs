@@ -5,7 +5,7 @@
 //! in the browser and on scripted fakes in native tests; it never matches
 //! on a strategy (`strategy::Plan` does).
 
-use crate::broker::{Asset, Broker, BrokerCall};
+use crate::broker::{Asset, Broker, BrokerCall, BrokerReply};
 use crate::error::{ErrorCode, UploadError};
 use crate::queue::{Queue, Turn, Waiter};
 use crate::session::Session;
@@ -16,7 +16,7 @@ use crate::transport::{ByteSource, Clock, Transport};
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::StreamExt;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::pin::pin;
 
 pub use crate::events::{Event, EventSink};
@@ -139,7 +139,9 @@ async fn run<'t, I: Io>(
     upload: &OnceCell<ActiveUpload<'t, I>>,
     mut commands: Commands,
 ) -> Result<Outcome, UploadError> {
-    let plan = Plan::new(options, tools.source.size())?;
+    let candidates = Plan::candidates(options, tools.source.size())?;
+    // The plan of the session the broker opened (auto: the first it offers).
+    let plan = Cell::new(candidates[0]);
     // One key for every `initiate` this upload makes (retries, and again
     // after a pause that came before the broker answered).
     let idempotency_key = tools.fresh_key();
@@ -150,7 +152,7 @@ async fn run<'t, I: Io>(
         let stopped = {
             let mut transfer = pin!(async {
                 let _turn = turn(tools, place.take().unwrap_or_else(|| queue.ask())).await;
-                transfer(tools, options, plan, &idempotency_key, upload).await
+                transfer(tools, options, (&plan, &candidates), &idempotency_key, upload).await
             });
             loop {
                 match future::select(pin!(commands.next()), transfer.as_mut()).await {
@@ -184,7 +186,7 @@ async fn run<'t, I: Io>(
                 continue;
             }
         }
-        return Err(abort(tools, plan, upload.get()).await);
+        return Err(abort(tools, plan.get(), upload.get()).await);
     }
 }
 
@@ -212,7 +214,7 @@ async fn turn<I: Io>(tools: &Toolbox<'_, I>, place: Result<Turn, Waiter>) -> Tur
 async fn transfer<'t, I: Io>(
     tools: &'t Toolbox<'t, I>,
     options: &UploadOptions,
-    plan: Plan,
+    (plan, candidates): (&Cell<Plan>, &[Plan]),
     idempotency_key: &str,
     slot: &OnceCell<ActiveUpload<'t, I>>,
 ) -> Result<BrokerCall, UploadError> {
@@ -225,11 +227,10 @@ async fn transfer<'t, I: Io>(
             (upload, true)
         }
         None => {
-            let call = match &options.resume_session_id {
-                Some(session_id) => BrokerCall::Show { session_id: session_id.clone() },
-                None => plan.initiate(options, size, idempotency_key),
+            let reply = match &options.resume_session_id {
+                Some(session_id) => tools.call(&BrokerCall::Show { session_id: session_id.clone() }).await?,
+                None => initiate(tools, options, (plan, candidates), idempotency_key).await?,
             };
-            let reply = tools.call(&call).await?;
             let session = &reply.session;
             let resuming = options.resume_session_id.is_some();
             if resuming
@@ -248,7 +249,27 @@ async fn transfer<'t, I: Io>(
             (slot.get_or_init(|| ActiveUpload::new(tools, reply)), resuming)
         }
     };
-    plan.transfer(upload, options, resuming).await
+    plan.get().transfer(upload, options, resuming).await
+}
+
+/// Opens the session with the first candidate plan the broker offers.
+async fn initiate<I: Io>(
+    tools: &Toolbox<'_, I>,
+    options: &UploadOptions,
+    (plan, candidates): (&Cell<Plan>, &[Plan]),
+    idempotency_key: &str,
+) -> Result<BrokerReply, UploadError> {
+    let size = tools.source.size();
+    // `Plan::candidates` always has the options' own strategy first.
+    let mut answered = tools.call(&candidates[0].initiate(options, size, idempotency_key)).await;
+    for &fallback in &candidates[1..] {
+        if !matches!(&answered, Err(refused) if refused.code == ErrorCode::UnsupportedStrategy) {
+            break;
+        }
+        plan.set(fallback);
+        answered = tools.call(&fallback.initiate(options, size, idempotency_key)).await;
+    }
+    answered
 }
 
 async fn verify<I: Io>(upload: &ActiveUpload<'_, I>, finish: BrokerCall) -> Result<Outcome, UploadError> {

@@ -51,6 +51,9 @@ pub struct UploadOptions {
     pub checksum: Option<ChecksumAlgorithm>,
     /// Continue this existing session instead of starting one.
     pub resume_session_id: Option<String>,
+    /// `auto`: the strategies to try next, in order, when the broker does
+    /// not offer the one before (`unsupported_strategy` at `initiate`).
+    pub fallbacks: Vec<(UploadStrategy, ResumableProtocol)>,
     /// When a request has failed and when it is tried again (store
     /// requests and broker calls alike).
     pub retry: RetryPolicy,
@@ -73,6 +76,7 @@ impl UploadOptions {
             defer_length: false,
             checksum: Some(ChecksumAlgorithm::Crc32c),
             resume_session_id: None,
+            fallbacks: Vec::new(),
             retry: RetryPolicy::default(),
         }
     }
@@ -104,6 +108,8 @@ pub struct GivenOptions {
     pub defer_length: bool,
     /// "crc32c", "sha256", "md5" or "none".
     pub checksum: Option<String>,
+    /// `auto.multipartAbove`: files larger than this go multipart first.
+    pub multipart_above: Option<f64>,
 }
 
 /// What the file itself says.
@@ -122,7 +128,10 @@ impl GivenOptions {
     /// size and session must be kept), then from the file and the defaults.
     pub fn resolve(&self, previous: &GivenOptions, file: &FileFacts) -> Result<UploadOptions, UploadError> {
         let strategy_name = self.strategy.as_deref().or(previous.strategy.as_deref());
-        let (strategy, resumable_protocol) = parse_strategy(strategy_name, file.size)?;
+        let multipart_above =
+            self.multipart_above.map_or(Ok(DEFAULT_PART_SIZE), |n| whole_number("auto.multipartAbove", n))?;
+        let mut strategies = parse_strategy(strategy_name, file.size, multipart_above)?;
+        let (strategy, resumable_protocol) = strategies.remove(0);
         let filename = self.filename.clone().or_else(|| file.name.clone()).unwrap_or_else(|| "blob".into());
         let content_type = self
             .content_type
@@ -160,6 +169,7 @@ impl GivenOptions {
                 }
             },
             resume_session_id: self.session_id.clone().or_else(|| previous.session_id.clone()),
+            fallbacks: strategies,
             retry: RetryPolicy {
                 delays_ms: retry_delays,
                 stall_timeout_ms: number(
@@ -174,15 +184,26 @@ impl GivenOptions {
     }
 }
 
-/// "auto" (or none) is presigned PUT up to one default part, multipart above.
-fn parse_strategy(name: Option<&str>, size: u64) -> Result<(UploadStrategy, ResumableProtocol), UploadError> {
-    let gcs = ResumableProtocol::GcsResumable;
+/// The strategies to try, in order: the one named, or for "auto" (or
+/// none) every strategy, presigned PUT first up to `multipart_above` bytes
+/// and multipart first above (a store without it gets the next it offers).
+fn parse_strategy(
+    name: Option<&str>,
+    size: u64,
+    multipart_above: u64,
+) -> Result<Vec<(UploadStrategy, ResumableProtocol)>, UploadError> {
+    let (gcs, tus) = (ResumableProtocol::GcsResumable, ResumableProtocol::Tus);
+    let (put, multipart, resumable) =
+        (UploadStrategy::PresignedPut, UploadStrategy::Multipart, UploadStrategy::Resumable);
     Ok(match name {
-        None | Some("auto") if size > DEFAULT_PART_SIZE => (UploadStrategy::Multipart, gcs),
-        None | Some("auto") | Some("presigned_put") => (UploadStrategy::PresignedPut, gcs),
-        Some("multipart") => (UploadStrategy::Multipart, gcs),
-        Some("resumable") => (UploadStrategy::Resumable, gcs),
-        Some("tus") => (UploadStrategy::Resumable, ResumableProtocol::Tus),
+        None | Some("auto") if size > multipart_above => {
+            vec![(multipart, gcs), (resumable, gcs), (resumable, tus), (put, gcs)]
+        }
+        None | Some("auto") => vec![(put, gcs), (multipart, gcs), (resumable, gcs), (resumable, tus)],
+        Some("presigned_put") => vec![(put, gcs)],
+        Some("multipart") => vec![(multipart, gcs)],
+        Some("resumable") => vec![(resumable, gcs)],
+        Some("tus") => vec![(resumable, tus)],
         Some(other) => {
             let shown: String = other.chars().take(40).collect();
             return Err(invalid(format!("unknown strategy {shown:?}")));
@@ -221,9 +242,17 @@ mod tests {
     #[test]
     fn defaults() {
         let options = resolve(GivenOptions::default()).unwrap();
+        let (gcs, tus) = (ResumableProtocol::GcsResumable, ResumableProtocol::Tus);
         assert_eq!(
             options,
-            UploadOptions::new("a.bin", "application/octet-stream", UploadStrategy::PresignedPut)
+            UploadOptions {
+                fallbacks: vec![
+                    (UploadStrategy::Multipart, gcs),
+                    (UploadStrategy::Resumable, gcs),
+                    (UploadStrategy::Resumable, tus)
+                ],
+                ..UploadOptions::new("a.bin", "application/octet-stream", UploadStrategy::PresignedPut)
+            }
         );
         assert_eq!(options.strategy_name(), "presigned_put");
         let nameless = GivenOptions::default()
@@ -250,6 +279,34 @@ mod tests {
     }
 
     #[test]
+    fn auto_goes_multipart_above_its_threshold_and_falls_back_on_what_the_broker_offers() {
+        let (gcs, tus) = (ResumableProtocol::GcsResumable, ResumableProtocol::Tus);
+        let (put, multipart, resumable) =
+            (UploadStrategy::PresignedPut, UploadStrategy::Multipart, UploadStrategy::Resumable);
+        let order = |size, multipart_above: Option<f64>, name: Option<&str>| {
+            let given = GivenOptions {
+                strategy: name.map(str::to_owned),
+                multipart_above,
+                ..GivenOptions::default()
+            };
+            let options = given.resolve(&GivenOptions::default(), &file(size)).unwrap();
+            [vec![(options.strategy, options.resumable_protocol)], options.fallbacks].concat()
+        };
+        assert_eq!(
+            order(1001, Some(1000.0), None),
+            [(multipart, gcs), (resumable, gcs), (resumable, tus), (put, gcs)]
+        );
+        assert_eq!(
+            order(1000, Some(1000.0), Some("auto")),
+            [(put, gcs), (multipart, gcs), (resumable, gcs), (resumable, tus)]
+        );
+        assert_eq!(order(1, Some(0.0), None)[0], (multipart, gcs));
+        // A strategy named is the only one tried.
+        assert_eq!(order(1001, Some(1000.0), Some("multipart")), [(multipart, gcs)]);
+        assert_eq!(order(1, None, Some("tus")), [(resumable, tus)]);
+    }
+
+    #[test]
     fn every_number_follows_one_rule() {
         for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, MAX_SAFE_INTEGER + 2.0] {
             let cases = [
@@ -257,6 +314,7 @@ mod tests {
                 GivenOptions { chunk_size: Some(bad), ..GivenOptions::default() },
                 GivenOptions { stall_timeout: Some(bad), ..GivenOptions::default() },
                 GivenOptions { retry_budget: Some(bad), ..GivenOptions::default() },
+                GivenOptions { multipart_above: Some(bad), ..GivenOptions::default() },
                 GivenOptions { retry_delays: Some(vec![10.0, bad]), ..GivenOptions::default() },
                 GivenOptions { concurrency: Some(bad), ..GivenOptions::default() },
             ];

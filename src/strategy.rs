@@ -46,16 +46,28 @@ pub(crate) enum Plan {
 }
 
 impl Plan {
-    /// Refuses what cannot work before anything is sent.
-    pub fn new(options: &UploadOptions, size: u64) -> Result<Plan, UploadError> {
+    /// The plans to try, in order: the options' strategy, then its `auto`
+    /// fallbacks (leaving out any that cannot carry this file). Refuses
+    /// what cannot work before anything is sent.
+    pub fn candidates(options: &UploadOptions, size: u64) -> Result<Vec<Plan>, UploadError> {
         if options.filename.is_empty() {
             return Err(UploadError::new(ErrorCode::InvalidRequest, "filename must not be empty"));
         }
         check_header("Content-Type", &options.content_type)?;
-        Ok(match options.strategy {
+        let first = Plan::of((options.strategy, options.resumable_protocol), options, size)?;
+        let rest = options.fallbacks.iter().filter_map(|&strategy| Plan::of(strategy, options, size).ok());
+        Ok(std::iter::once(first).chain(rest).collect())
+    }
+
+    fn of(
+        (strategy, protocol): (UploadStrategy, ResumableProtocol),
+        options: &UploadOptions,
+        size: u64,
+    ) -> Result<Plan, UploadError> {
+        Ok(match strategy {
             UploadStrategy::PresignedPut => Plan::PresignedPut,
             UploadStrategy::Multipart => Plan::Multipart(PartPlan::new(size, options.part_size)?),
-            UploadStrategy::Resumable => match options.resumable_protocol {
+            UploadStrategy::Resumable => match protocol {
                 ResumableProtocol::GcsResumable => Plan::Resumable { chunk: chunk_size(options.chunk_size) },
                 ResumableProtocol::Tus => Plan::Tus { chunk: chunk_size(options.chunk_size) },
             },
@@ -64,12 +76,18 @@ impl Plan {
 
     /// The `initiate` call that starts a session for this plan.
     pub fn initiate(&self, options: &UploadOptions, size: u64, idempotency_key: &str) -> BrokerCall {
+        let (upload_strategy, protocol) = match self {
+            Plan::PresignedPut => (UploadStrategy::PresignedPut, None),
+            Plan::Multipart(_) => (UploadStrategy::Multipart, None),
+            Plan::Resumable { .. } => (UploadStrategy::Resumable, None),
+            Plan::Tus { .. } => (UploadStrategy::Resumable, ResumableProtocol::Tus.wire_name()),
+        };
         BrokerCall::Initiate(InitiateRequest {
             filename: options.filename.clone(),
             content_type: options.content_type.clone(),
             byte_size: size,
-            upload_strategy: options.strategy,
-            resumable_protocol: options.resumable_protocol.wire_name().map(str::to_owned),
+            upload_strategy,
+            resumable_protocol: protocol.map(str::to_owned),
             part_size: match self {
                 Plan::Multipart(parts) => Some(parts.part_size),
                 _ => None,

@@ -5,11 +5,12 @@ mod engine_harness;
 mod support;
 
 use engine_harness::*;
-use rindle_upload::broker::BrokerReply;
+use rindle_upload::broker::{BrokerCall, BrokerReply};
 use rindle_upload::engine::UploadOptions;
+use rindle_upload::options::ResumableProtocol;
 use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::transport::{HttpResponse, TransportError};
-use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
+use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
 use std::cell::{Cell, RefCell};
 
 use serde_json::json;
@@ -296,4 +297,44 @@ fn a_failed_part_is_retried_alone_and_counted_once() {
     assert_eq!(parts, ["1", "2", "2", "3"], "only the failed part is sent again");
     assert_eq!(run.slept, [500]);
     assert_eq!(run.progress().last().unwrap().bytes_sent, total as u64);
+}
+
+#[test]
+fn auto_falls_back_to_the_next_strategy_a_broker_without_the_first_offers() {
+    let total = 11 * MIB;
+    let multipart = multipart_broker(total, json!([]));
+    let broker = ScriptedBroker::responding(move |call| match call {
+        BrokerCall::Initiate(request) if request.upload_strategy == UploadStrategy::PresignedPut => {
+            Err(UploadError::new(ErrorCode::UnsupportedStrategy, "this broker's store does not offer it"))
+        }
+        other => (multipart.respond)(other),
+    });
+    let options = UploadOptions {
+        fallbacks: vec![(UploadStrategy::Multipart, ResumableProtocol::GcsResumable)],
+        ..UploadOptions { strategy: UploadStrategy::PresignedPut, ..multipart_options(2) }
+    };
+    let transport = parts_transport();
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
+
+    assert_eq!(run.result.map(|o| o.session.state), Ok(SessionState::Completed));
+    let calls = broker.calls.borrow();
+    assert_eq!(calls[..3], ["initiate ", "initiate ", "signParts /s1/parts/sign"]);
+    let bodies = broker.bodies.borrow();
+    assert_eq!(
+        (&bodies[0]["upload_strategy"], &bodies[1]["upload_strategy"]),
+        (&json!("presigned_put"), &json!("multipart"))
+    );
+    assert_eq!(bodies[0]["idempotency_key"], bodies[1]["idempotency_key"], "one upload, one key");
+    assert_eq!(transport.requests.borrow().len(), 3, "three parts, no PUT of the whole file");
+}
+
+#[test]
+fn a_strategy_named_is_not_replaced_when_the_broker_does_not_offer_it() {
+    let broker =
+        ScriptedBroker::responding(|_| Err(UploadError::new(ErrorCode::UnsupportedStrategy, "not offered")));
+    let transport = parts_transport();
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(2), pattern(6 * MIB), None);
+
+    assert_eq!(run.result.unwrap_err().code, ErrorCode::UnsupportedStrategy);
+    assert_eq!(*broker.calls.borrow(), ["initiate "]);
 }

@@ -428,6 +428,10 @@ fn given_options(value: &JsValue) -> Result<GivenOptions, JsValue> {
         retry_budget: number_option(value, "retryBudget")?,
         defer_length: get(value, "deferLength").is_some_and(|v| v.is_truthy()),
         checksum: string_option(value, "checksum")?,
+        multipart_above: get(value, "auto")
+            .map(|auto| number_option(&auto, "multipartAbove"))
+            .transpose()?
+            .flatten(),
     })
 }
 

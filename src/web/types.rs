@@ -152,8 +152,12 @@ export interface UploaderProgress {
 }
 
 export interface UploadOptions {
-  /** "auto" (default): presigned_put up to 8 MiB, multipart above. */
+  /** "auto" (default): presigned_put up to `auto.multipartAbove` bytes, multipart above; if the broker
+   * does not offer that one (`unsupported_strategy`), the next it offers (multipart, resumable, tus,
+   * presigned_put). */
   strategy?: "presigned_put" | "multipart" | "resumable" | "tus" | "auto";
+  /** "auto": files larger than `multipartAbove` bytes go multipart first (default 8 MiB). */
+  auto?: { multipartAbove?: number };
   /** multipart: bytes per part, 5 MiB to 5 GiB (default 8 MiB; grows past 10,000 parts). */
   partSize?: number;
   /** multipart: parts in flight at once, 1 to 64 (default 4). */

@@ -92,6 +92,19 @@ describe("the package's entry", () => {
     });
   });
 
+  test("auto.multipartAbove: a file above it goes multipart, one at it presigned PUT", async () => {
+    const strategies = await suite.page.evaluate(async (endpoint) => {
+      const { default: init, Uploader } = await import("/pkg/index.js");
+      await init();
+      const uploader = new Uploader({ endpoint });
+      const send = (size) =>
+        uploader.upload(new File([new Uint8Array(size)], "a.bin"), { auto: { multipartAbove: 1 << 20 } }).done
+          .then((r) => r.session.upload_strategy);
+      return [await send((1 << 20) + 1), await send(1 << 20)];
+    }, `${suite.broker.url}/api/uploads`);
+    assert.deepEqual(strategies, ["multipart", "presigned_put"]);
+  });
+
   test("a bad option rejects done and reaches onError; upload() does not throw", async () => {
     const seen = await suite.page.evaluate(async (endpoint) => {
       const { default: init, Uploader, UploadError } = await import("/pkg/index.js");

@@ -65,6 +65,18 @@ function resumableSuite(name, startStore) {
       t.diagnostic(`100 MiB resumable (${name}): ${run.ms.toFixed(0)} ms (${(100 / (run.ms / 1000)).toFixed(0)} MiB/s)`);
     });
 
+    if (name === "gcp-storage-emulator") {
+      test("auto on a store with only resumable sessions: small and large files go resumable, no error", async () => {
+        for (const size of [MiB, 20 * MiB]) {
+          const run = await uploadInPage(page, { size, seed: 5, endpoint, strategy: "auto", chunkSize: CHUNK });
+          assert.equal(run.ok, true, JSON.stringify(run.error));
+          assert.equal(run.result.session.upload_strategy, "resumable");
+          assert.deepEqual(run.states.map(([, to]) => to), ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"]);
+          assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
+        }
+      });
+    }
+
     test("a chunk cut mid-body is followed by a status query and the upload resumes", async () => {
       proxy.log.length = 0;
       proxy.cutNextChunk(3 * MiB);
