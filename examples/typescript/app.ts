@@ -3,6 +3,7 @@
 // package's own declarations.
 import init, { UploadError, Uploader, type BrokerCallbacks, type UploadResult } from "rindle-upload";
 import { uploaders } from "rindle-upload/liveview";
+import "rindle-upload/element";
 
 // A broker callback may answer a session without its optional fields.
 const broker: BrokerCallbacks = {
@@ -45,3 +46,10 @@ export function withEveryCallback(uploader: Uploader, file: Blob) {
 
 // Phoenix LiveView: `new LiveSocket("/live", Socket, { uploaders: liveUploaders })`.
 export const liveUploaders = uploaders({ chunkSize: 4 * 1024 * 1024, checksum: "crc32c" });
+
+// <rindle-upload>: its events are typed on every element.
+export function watch(element: HTMLElementTagNameMap["rindle-upload"]) {
+  element.addEventListener("rindle-upload:complete", (event) => console.log(event.file.name, event.detail.asset.id));
+  element.addEventListener("rindle-upload:error", (event) => console.log(event.detail.code));
+  return element.value;
+}
