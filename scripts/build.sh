@@ -21,7 +21,7 @@ error_module=$(cd pkg && ls snippets/*/js/upload-error.js)
 sed "s|./UPLOAD_ERROR_MODULE|./$error_module|" js/index.js > pkg/index.js
 cp js/index.d.ts pkg/
 # Drop-in modules, each an `exports` entry of the package.
-cp js/liveview.js js/liveview.d.ts js/element.js js/element.d.ts pkg/
+cp js/liveview.js js/liveview.d.ts js/element.js js/element.d.ts js/uppy.js js/uppy.d.ts js/filepond.js js/filepond.d.ts pkg/
 # `[Symbol.dispose]()` (the same as `free()`) would make the declarations
 # need lib "esnext.disposable" to type-check; the method stays at run time.
 sed -i '/\[Symbol.dispose\](): void;/d' pkg/rindle_upload.d.ts

@@ -4,6 +4,8 @@
 import init, { UploadError, Uploader, type BrokerCallbacks, type UploadResult } from "rindle-upload";
 import { uploaders } from "rindle-upload/liveview";
 import "rindle-upload/element";
+import { rindleServer } from "rindle-upload/filepond";
+import RindleUpload from "rindle-upload/uppy";
 
 // A broker callback may answer a session without its optional fields.
 const broker: BrokerCallbacks = {
@@ -53,3 +55,7 @@ export function watch(element: HTMLElementTagNameMap["rindle-upload"]) {
   element.addEventListener("rindle-upload:error", (event) => console.log(event.detail.code));
   return element.value;
 }
+
+// FilePond's `server` and Uppy's plugin class, as each widget takes them.
+export const pondServer = rindleServer({ endpoint: "/api/uploads", onRevert: ({ asset }) => console.log(asset.id) });
+export const uppyPlugin: typeof RindleUpload = RindleUpload;
