@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, the demo and the tests need, each only if missing:
 # the wasm target, wasm-bindgen-cli at the version Cargo.toml pins, npm
-# packages, and (with the argument `test`) Debian's Chromium and ChromeDriver.
+# packages, and (with the argument `test`) the stores and the three browser
+# engines with their WebDriver servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +48,16 @@ if [ "${1:-}" = test ] && ! command -v gcp-storage-emulator >/dev/null 2>&1; the
   python3 -m pip install -q --disable-pip-version-check gcp-storage-emulator
 fi
 
-if [ "${1:-}" = test ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
-  say "installing Debian's chromium and chromium-driver"
+# The three engines the browser suites run in: Chromium, Firefox ESR and
+# WebKitGTK (MiniBrowser, under xvfb-run), each over WebDriver.
+if [ "${1:-}" = test ] && ! { command -v chromium && command -v chromedriver && command -v firefox-esr \
+     && command -v WebKitWebDriver && command -v xvfb-run; } >/dev/null 2>&1; then
+  say "installing Debian's chromium, chromium-driver, firefox-esr, webkit2gtk-driver and xvfb"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver firefox-esr webkit2gtk-driver xvfb
+fi
+
+if [ "${1:-}" = test ] && [ "$(geckodriver --version 2>/dev/null | awk 'NR == 1 {print $2}')" != 0.37.1 ]; then
+  say "installing geckodriver 0.37.1 (crates.io; a few minutes, once)"
+  cargo install geckodriver --version 0.37.1
 fi

@@ -18,12 +18,18 @@ node_modules/.bin/tsc -p examples/typescript
 echo "== native: core, engine, reference broker"
 cargo test --workspace --lib --bins --tests
 
-echo "== browser: XHR transport and HTTP broker in headless Chromium"
+echo "== browser: XHR transport and HTTP broker in headless Chromium, Firefox and WebKit"
 data_dir=$(mktemp -d)
 broker_log=$(mktemp)
+webkit_log=$(mktemp)
+webkit_pid=
 ALLOWED_ORIGINS="http://127.0.0.1:*" PORT=0 DATA_DIR="$data_dir" RUST_LOG=warn target/release/rindle-broker >"$broker_log" 2>&1 &
 broker_pid=$!
-cleanup() { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; rm -rf "$data_dir" "$broker_log"; }
+cleanup() {
+  kill "$broker_pid" $webkit_pid 2>/dev/null || true
+  wait "$broker_pid" $webkit_pid 2>/dev/null || true
+  rm -rf "$data_dir" "$broker_log" "$webkit_log"
+}
 trap cleanup EXIT
 for _ in $(seq 100); do
   broker_url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$broker_log")
@@ -32,6 +38,19 @@ for _ in $(seq 100); do
 done
 [ -n "$broker_url" ] || { cat "$broker_log"; echo "the broker did not start"; exit 1; }
 RINDLE_TEST_BROKER="$broker_url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+  cargo test --target wasm32-unknown-unknown --test browser
+RINDLE_TEST_BROKER="$broker_url" GECKODRIVER="${GECKODRIVER:-$HOME/.cargo/bin/geckodriver}" \
+  cargo test --target wasm32-unknown-unknown --test browser
+# The test runner opens Safari sessions; this serves WebKitWebDriver with the MiniBrowser.
+node scripts/webkit-driver.mjs >"$webkit_log" 2>&1 &
+webkit_pid=$!
+for _ in $(seq 100); do
+  webkit_url=$(sed -n 's/^webkit driver on //p' "$webkit_log")
+  [ -n "$webkit_url" ] && break
+  sleep 0.1
+done
+[ -n "$webkit_url" ] || { cat "$webkit_log"; echo "WebKitWebDriver did not start"; exit 1; }
+RINDLE_TEST_BROKER="$broker_url" SAFARIDRIVER_REMOTE="$webkit_url" \
   cargo test --target wasm32-unknown-unknown --test browser
 cleanup
 trap - EXIT

@@ -9,7 +9,7 @@ describe("Uploader queue (reference broker, embedded store)", () => {
 
   // The page has no owner cookie yet: the first calls also prove that an
   // uploader waits for the broker's first answer (and its cookie).
-  test("maxUploads: 2 of 4 transfer at once, the rest wait in call order; the totals add up", async () => {
+  test("maxUploads: 2 of 5 transfer at once, the rest wait in call order, all byte-identical; the totals add up and never go back", async () => {
     const seen = await suite.page.evaluate(async (endpoint) => {
       const { default: init, Uploader } = await import("/pkg/index.js");
       await init();
@@ -19,9 +19,9 @@ describe("Uploader queue (reference broker, embedded store)", () => {
       let most = 0;
       const started = [];
       const events = [];
-      const files = [0, 1, 2, 3].map((i) => {
+      const files = [0, 1, 2, 3, 4].map((i) => {
         const bytes = new Uint8Array((3 << 20) + i);
-        crypto.getRandomValues(bytes.subarray(0, 65536));
+        for (let j = 0; j < bytes.length; j += 65536) crypto.getRandomValues(bytes.subarray(j, j + 65536));
         return new File([bytes], `f${i}.bin`);
       });
       // From the session's creation until its bytes are stored, an upload holds a turn.
@@ -35,27 +35,33 @@ describe("Uploader queue (reference broker, embedded store)", () => {
       }));
       const atCall = uploads.map((u) => ({ queued: u.queued, state: u.state }));
       const results = await Promise.all(uploads.map((u) => u.done));
+      const hex = async (f) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", await f.arrayBuffer()))]
+        .map((x) => x.toString(16).padStart(2, "0")).join("");
       return {
+        stored: results.map((r) => r.asset.sha256), sent: await Promise.all(files.map(hex)),
+        ackedNeverBack: totals.every((t, i) => i === 0 || t.bytesAcked >= totals[i - 1].bytesAcked),
         atCall, started, most, events, queuedAtEnd: uploads.map((u) => u.queued),
         sizes: results.map((r) => r.asset.byte_size),
         last: uploader.progress, everActive: Math.max(...totals.map((t) => t.active)),
-        sums: totals.slice(3).map((t) => t.active + t.queued + t.paused + t.done + t.failed),
+        sums: totals.slice(4).map((t) => t.active + t.queued + t.paused + t.done + t.failed),
         total: files.reduce((sum, f) => sum + f.size, 0),
       };
     }, `${suite.broker.url}/api/uploads`);
     assert.deepEqual(seen.atCall, [
       { queued: false, state: null }, { queued: false, state: null },
-      { queued: true, state: null }, { queued: true, state: null },
+      { queued: true, state: null }, { queued: true, state: null }, { queued: true, state: null },
     ]);
-    assert.deepEqual(seen.started, [0, 1, 2, 3], "turns come in call order");
+    assert.deepEqual(seen.started, [0, 1, 2, 3, 4], "turns come in call order");
+    assert.deepEqual(seen.stored, seen.sent, "every file stored byte-identical");
+    assert.equal(seen.ackedNeverBack, true, "the total stored never goes back");
     assert.equal(seen.most, 2, `never more than maxUploads at once: ${seen.events}`);
     assert.ok(seen.everActive >= 2, "active counts uploads verifying too");
-    assert.ok(seen.sums.every((n) => n === 4), "every upload is counted once in every report");
-    assert.deepEqual(seen.queuedAtEnd, [false, false, false, false]);
-    assert.deepEqual(seen.sizes, [0, 1, 2, 3].map((i) => (3 << 20) + i));
+    assert.ok(seen.sums.every((n) => n === 5), "every upload is counted once in every report");
+    assert.deepEqual(seen.queuedAtEnd, [false, false, false, false, false]);
+    assert.deepEqual(seen.sizes, [0, 1, 2, 3, 4].map((i) => (3 << 20) + i));
     assert.deepEqual(seen.last, {
       bytesSent: seen.total, bytesAcked: seen.total, bytesTotal: seen.total,
-      active: 0, queued: 0, paused: 0, done: 4, failed: 0,
+      active: 0, queued: 0, paused: 0, done: 5, failed: 0,
     });
   });
 

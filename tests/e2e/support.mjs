@@ -140,159 +140,167 @@ export const FULL_SEQUENCE = [
  * `uploadReport(page)` waits for the end).
  */
 export async function uploadInPage(page, scenario) {
-  return page.evaluate(async (scenario) => {
-    const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
-    const { default: init, Uploader, UploadError } = await import("/pkg/index.js");
-    const wasm = await init();
-    globalThis.gc?.();
-    const bytes = new Uint8Array(size);
-    if (fill === "random") {
-      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
-      let x = seed >>> 0 || 0x9e3779b9;
-      for (let i = 0; i < words.length; i++) {
-        x ^= x << 13; x >>>= 0;
-        x ^= x >>> 17;
-        x ^= x << 5; x >>>= 0;
-        words[i] = x;
-      }
-      for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
+  return page.evaluate(uploadScenario, { ...SCENARIO_DEFAULTS, ...scenario });
+}
+
+export const SCENARIO_DEFAULTS = { strategy: "presigned_put", fill: "random", seed: 1 };
+
+/**
+ * `uploadInPage`'s body, run in the page (by Playwright, or as a WebDriver
+ * script): it uses nothing from this module.
+ */
+export async function uploadScenario(scenario) {
+  const { size, fill, seed, endpoint, brokerMode, cancelAtFraction, pauseAtFraction, pauseMs } = scenario;
+  const { default: init, Uploader, UploadError } = await import("/pkg/index.js");
+  const wasm = await init();
+  globalThis.gc?.();
+  const bytes = new Uint8Array(size);
+  if (fill === "random") {
+    const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
+    let x = seed >>> 0 || 0x9e3779b9;
+    for (let i = 0; i < words.length; i++) {
+      x ^= x << 13; x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5; x >>>= 0;
+      words[i] = x;
     }
-    const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
-    // A File, so the same scenario in another page is the same file to
-    // `findPreviousUploads`; or the file picked in the file input `fromInput` selects.
-    const blob = scenario.fromInput
-      ? document.querySelector(scenario.fromInput).files[0]
-      : new File([bytes], "random.bin", { type: "application/octet-stream", lastModified: 1_700_000_000_000 + (seed ?? 0) });
-    const sha256 = hex(await crypto.subtle.digest("SHA-256", scenario.fromInput ? await blob.arrayBuffer() : bytes));
+    for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
+  }
+  const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  // A File, so the same scenario in another page is the same file to
+  // `findPreviousUploads`; or the file picked in the file input `fromInput` selects.
+  const blob = scenario.fromInput
+    ? document.querySelector(scenario.fromInput).files[0]
+    : new File([bytes], "random.bin", { type: "application/octet-stream", lastModified: 1_700_000_000_000 + (seed ?? 0) });
+  const sha256 = hex(await crypto.subtle.digest("SHA-256", scenario.fromInput ? await blob.arrayBuffer() : bytes));
 
-    // A broker on another origin gets the page's owner cookie only when asked.
-    const credentials = new URL(endpoint, location.href).origin === location.origin ? "same-origin" : "include";
-    const post = (path, body) =>
-      fetch(endpoint + path, {
-        method: "POST", credentials, headers: { "content-type": "application/json" }, body: JSON.stringify(body),
-      }).then((r) => r.json());
-    const brokers = {
-      // Every call through JavaScript callbacks that forward to the broker.
-      callbacks: {
-        initiate: (request) => post("", request),
-        sign: (request) => post(`/${request.session_id}/sign`, request),
-        complete: (request) => post(`/${request.session_id}/complete`, request),
-        cancel: (request) => post(`/${request.session_id}/cancel`, request),
+  // A broker on another origin gets the page's owner cookie only when asked.
+  const credentials = new URL(endpoint, location.href).origin === location.origin ? "same-origin" : "include";
+  const post = (path, body) =>
+    fetch(endpoint + path, {
+      method: "POST", credentials, headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+    }).then((r) => r.json());
+  const brokers = {
+    // Every call through JavaScript callbacks that forward to the broker.
+    callbacks: {
+      initiate: (request) => post("", request),
+      sign: (request) => post(`/${request.session_id}/sign`, request),
+      complete: (request) => post(`/${request.session_id}/complete`, request),
+      cancel: (request) => post(`/${request.session_id}/cancel`, request),
+    },
+    // Every call over HTTP as the built-in broker client makes it, each
+    // one recorded in `brokerCalls` ("sign", "parts/sign", ...).
+    counted: Object.fromEntries(
+      [
+        ["initiate", ""], ["show", ""], ["sign", "sign"], ["signParts", "parts/sign"], ["listParts", "parts"],
+        ["resumableStatus", "resumable/status"], ["complete", "complete"],
+        ["completeMultipart", "multipart/complete"], ["cancel", "cancel"],
+      ].map(([name, route]) => [name, (request) => {
+        live.brokerCalls.push(name);
+        if (name === "initiate") return post("", request);
+        if (name === "show") return fetch(`${endpoint}/${request.session_id}`, { credentials }).then((r) => r.json());
+        return post(`/${request.session_id}/${route}`, request);
+      }]),
+    ),
+    // Hands over a URL only after its real expiry, claiming it is fresh,
+    // so the store itself must refuse it.
+    lateSign: {
+      sign: async (request) => {
+        const reply = await post(`/${request.session_id}/sign`, request);
+        await new Promise((resolve) => setTimeout(resolve, 2100));
+        return { ...reply, upload: { ...reply.upload, expires_in: 900 } };
       },
-      // Every call over HTTP as the built-in broker client makes it, each
-      // one recorded in `brokerCalls` ("sign", "parts/sign", ...).
-      counted: Object.fromEntries(
-        [
-          ["initiate", ""], ["show", ""], ["sign", "sign"], ["signParts", "parts/sign"], ["listParts", "parts"],
-          ["resumableStatus", "resumable/status"], ["complete", "complete"],
-          ["completeMultipart", "multipart/complete"], ["cancel", "cancel"],
-        ].map(([name, route]) => [name, (request) => {
-          live.brokerCalls.push(name);
-          if (name === "initiate") return post("", request);
-          if (name === "show") return fetch(`${endpoint}/${request.session_id}`, { credentials }).then((r) => r.json());
-          return post(`/${request.session_id}/${route}`, request);
-        }]),
-      ),
-      // Hands over a URL only after its real expiry, claiming it is fresh,
-      // so the store itself must refuse it.
-      lateSign: {
-        sign: async (request) => {
-          const reply = await post(`/${request.session_id}/sign`, request);
-          await new Promise((resolve) => setTimeout(resolve, 2100));
-          return { ...reply, upload: { ...reply.upload, expires_in: 900 } };
-        },
+    },
+    // The first batch of part URLs the same way (late, claimed fresh);
+    // later batches as signed. Every call is counted in `brokerCalls`.
+    lateFirstParts: {
+      signParts: async (request) => {
+        live.brokerCalls.push("signParts");
+        const reply = await post(`/${request.session_id}/parts/sign`, request);
+        if (live.brokerCalls.length > 1) return reply;
+        await new Promise((resolve) => setTimeout(resolve, 2100));
+        return { ...reply, parts: reply.parts.map((part) => ({ ...part, upload: { ...part.upload, expires_in: 900 } })) };
       },
-      // The first batch of part URLs the same way (late, claimed fresh);
-      // later batches as signed. Every call is counted in `brokerCalls`.
-      lateFirstParts: {
-        signParts: async (request) => {
-          live.brokerCalls.push("signParts");
-          const reply = await post(`/${request.session_id}/parts/sign`, request);
-          if (live.brokerCalls.length > 1) return reply;
-          await new Promise((resolve) => setTimeout(resolve, 2100));
-          return { ...reply, parts: reply.parts.map((part) => ({ ...part, upload: { ...part.upload, expires_in: 900 } })) };
-        },
-      },
-    };
+    },
+  };
 
-    const live = {
-      sha256, states: [], recordsMatchedStates: true, progress: [], parts: [], errorsSeen: [], sessionId: null,
-      pausedChanges: [], progressAtPause: null, progressAtResume: null, previous: null, brokerCalls: [],
-    };
-    window.__upload = live;
-    const wasmBytesBefore = wasm.memory.buffer.byteLength;
-    const uploader = new Uploader({ endpoint, credentials, headers: scenario.uploaderHeaders, broker: brokers[brokerMode] });
-    if (scenario.resumePrevious) live.previous = await uploader.findPreviousUploads(blob);
-    const started = performance.now();
-    let cancelled = null;
-    let paused = false;
-    const upload = uploader.upload(blob, {
-      resumeFrom: live.previous?.[0],
-      strategy: scenario.strategy,
-      partSize: scenario.partSize,
-      chunkSize: scenario.chunkSize,
-      concurrency: scenario.concurrency,
-      sessionId: scenario.sessionId,
-      ...scenario.options,
-      filename: "random.bin",
-      onStateChange: ({ from, to, session }) => {
-        live.states.push([from, to]);
-        live.recordsMatchedStates &&= session.state === to;
-        live.sessionId = session.id;
-      },
-      onProgress: (p) => {
-        live.progress.push(p);
-        if (cancelAtFraction !== undefined && !cancelled && p.bytesSent > cancelAtFraction * size) {
-          cancelled = upload.cancel();
-        }
-        if (pauseAtFraction !== undefined && !paused && p.bytesSent > pauseAtFraction * size) {
-          paused = true;
-          upload.pause();
-          live.progressAtPause = live.progress.length;
-          live.pausedAtMs = Date.now();
-          setTimeout(() => {
-            live.progressAtResume = live.progress.length;
-            live.resumedAtMs = Date.now();
-            upload.resume();
-          }, pauseMs);
-        }
-      },
-      onPausedChange: (now) => live.pausedChanges.push([now, upload.paused]),
-      onPart: (part) => live.parts.push(part),
-      onError: (error) => live.errorsSeen.push(error.code),
+  const live = {
+    sha256, states: [], recordsMatchedStates: true, progress: [], parts: [], errorsSeen: [], sessionId: null,
+    pausedChanges: [], progressAtPause: null, progressAtResume: null, previous: null, brokerCalls: [],
+  };
+  window.__upload = live;
+  const wasmBytesBefore = wasm.memory.buffer.byteLength;
+  const uploader = new Uploader({ endpoint, credentials, headers: scenario.uploaderHeaders, broker: brokers[brokerMode] });
+  if (scenario.resumePrevious) live.previous = await uploader.findPreviousUploads(blob);
+  const started = performance.now();
+  let cancelled = null;
+  let paused = false;
+  const upload = uploader.upload(blob, {
+    resumeFrom: live.previous?.[0],
+    strategy: scenario.strategy,
+    partSize: scenario.partSize,
+    chunkSize: scenario.chunkSize,
+    concurrency: scenario.concurrency,
+    sessionId: scenario.sessionId,
+    ...scenario.options,
+    filename: "random.bin",
+    onStateChange: ({ from, to, session }) => {
+      live.states.push([from, to]);
+      live.recordsMatchedStates &&= session.state === to;
+      live.sessionId = session.id;
+    },
+    onProgress: (p) => {
+      live.progress.push(p);
+      if (cancelAtFraction !== undefined && !cancelled && p.bytesSent > cancelAtFraction * size) {
+        cancelled = upload.cancel();
+      }
+      if (pauseAtFraction !== undefined && !paused && p.bytesSent > pauseAtFraction * size) {
+        paused = true;
+        upload.pause();
+        live.progressAtPause = live.progress.length;
+        live.pausedAtMs = Date.now();
+        setTimeout(() => {
+          live.progressAtResume = live.progress.length;
+          live.resumedAtMs = Date.now();
+          upload.resume();
+        }, pauseMs);
+      }
+    },
+    onPausedChange: (now) => live.pausedChanges.push([now, upload.paused]),
+    onPart: (part) => live.parts.push(part),
+    onError: (error) => live.errorsSeen.push(error.code),
+  });
+  // Tests pause it from the page (e.g. in the same step that sees ~50 %).
+  window.__uploadHandle = upload;
+  const finished = (async () => {
+    const report = (extra) => ({
+      ...live,
+      finalState: upload.state,
+      // WebAssembly memory never shrinks: its size before and after tells
+      // whether file bytes ever entered it.
+      wasmBytesBefore,
+      wasmBytesAfter: wasm.memory.buffer.byteLength,
+      session: upload.session,
+      ms: performance.now() - started,
+      ...extra,
     });
-    // Tests pause it from the page (e.g. in the same step that sees ~50 %).
-    window.__uploadHandle = upload;
-    const finished = (async () => {
-      const report = (extra) => ({
-        ...live,
-        finalState: upload.state,
-        // WebAssembly memory never shrinks: its size before and after tells
-        // whether file bytes ever entered it.
-        wasmBytesBefore,
-        wasmBytesAfter: wasm.memory.buffer.byteLength,
-        session: upload.session,
-        ms: performance.now() - started,
-        ...extra,
+    try {
+      const { session, asset } = await upload.done;
+      return report({ ok: true, result: { session, asset } });
+    } catch (e) {
+      const cancelResult = cancelled ? await cancelled : undefined;
+      return report({
+        ok: false,
+        cancelResult,
+        error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error, isUploadError: e instanceof UploadError },
       });
-      try {
-        const { session, asset } = await upload.done;
-        return report({ ok: true, result: { session, asset } });
-      } catch (e) {
-        const cancelResult = cancelled ? await cancelled : undefined;
-        return report({
-          ok: false,
-          cancelResult,
-          error: { name: e.name, code: e.code, message: e.message, retryable: e.retryable, state: e.state, isError: e instanceof Error, isUploadError: e instanceof UploadError },
-        });
-      }
-    })();
-    if (scenario.background) {
-      window.__finished = finished;
-      return null;
     }
-    return finished;
-  }, { strategy: "presigned_put", fill: "random", seed: 1, ...scenario });
+  })();
+  if (scenario.background) {
+    window.__finished = finished;
+    return null;
+  }
+  return finished;
 }
 
 /**
