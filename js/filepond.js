@@ -13,10 +13,9 @@
 // error's message; FilePond's abort (a file removed while it uploads)
 // cancels the upload: the store and the broker discard it. `revert`
 // (FilePond's undo, on an upload that completed) calls `onRevert(result)`
-// to remove the asset your app's way; without it, it asks the broker to
-// cancel the session, which Rindle and the reference broker refuse for a
-// completed one (their state table ends there), so FilePond shows the
-// revert failed.
+// to remove the asset your app's way; without it, it sends the protocol's
+// cancel for the session, which Rindle and the reference broker refuse for
+// a completed one (their state table ends there): pass onRevert.
 import init, { Uploader } from "./index.js";
 
 let loaded = null;
