@@ -71,3 +71,8 @@ echo "== end to end: public API and demo page in headless Chromium (embedded sto
 # One suite at a time (each starts its own Chromium and servers); files
 # named explicitly (a directory argument fails on Node 21 and later).
 NODE_NO_WARNINGS=1 node --test --test-concurrency=1 --test-timeout=300000 tests/e2e/*.test.mjs
+
+# After the Chromium suites, so that no Firefox or WebKit process is still
+# shutting down while they run (the 1 GiB suite watches for long tasks).
+echo "== end to end in Firefox and WebKit over WebDriver"
+NODE_NO_WARNINGS=1 node --test --test-concurrency=1 --test-timeout=300000 tests/e2e/engines.webdriver.mjs

@@ -6,7 +6,7 @@
 // support.mjs's `uploadScenario`, the one the Chromium suites run.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { Builder } from "selenium-webdriver";
 import firefox from "selenium-webdriver/firefox.js";
@@ -76,6 +76,15 @@ for (const engine of Object.keys(engines)) {
       await browser?.driver.quit();
       browser?.stop?.();
       await broker?.stop();
+      // The next suite starts once this engine's processes have exited.
+      const running = () => {
+        try {
+          return execFileSync("pgrep", ["-f", "firefox-esr|geckodriver|WebKitWebDriver|MiniBrowser|WebKitWebProcess|WebKitNetworkProcess"]).length > 0;
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 100 && running(); i++) await new Promise((r) => setTimeout(r, 100));
     });
 
     for (const [strategy, shape] of STRATEGIES) {
