@@ -213,12 +213,15 @@ export async function uploadScenario(scenario) {
     },
     // The first batch of part URLs the same way (late, claimed fresh);
     // later batches as signed. Every call is counted in `brokerCalls`.
+    // Made for URLs living 2 s: stores count expiry in whole seconds, so a
+    // URL may last up to 3 s; a shorter life could expire the URLs signed
+    // again before they reach the store.
     lateFirstParts: {
       signParts: async (request) => {
         live.brokerCalls.push("signParts");
         const reply = await post(`/${request.session_id}/parts/sign`, request);
         if (live.brokerCalls.length > 1) return reply;
-        await new Promise((resolve) => setTimeout(resolve, 2100));
+        await new Promise((resolve) => setTimeout(resolve, 3200));
         return { ...reply, parts: reply.parts.map((part) => ({ ...part, upload: { ...part.upload, expires_in: 900 } })) };
       },
     },
