@@ -1,5 +1,5 @@
 // rindle-upload/element: defines <rindle-upload> (see element.js).
-import type { Progress, Session, SessionState, UploadError, UploadResult } from "./index.js";
+import type { Piece, Progress, Session, SessionState, UploadError, UploadResult } from "./index.js";
 
 /** An event of <rindle-upload>: `detail` is what the matching `upload()` callback gets. */
 export interface RindleUploadEvent<T> extends CustomEvent<T> {
@@ -21,6 +21,7 @@ declare global {
   interface HTMLElementEventMap {
     "rindle-upload:progress": RindleUploadEvent<Progress>;
     "rindle-upload:state": RindleUploadEvent<{ from: SessionState | null; to: SessionState; session: Session }>;
+    "rindle-upload:piece": RindleUploadEvent<Piece>;
     "rindle-upload:complete": RindleUploadEvent<UploadResult>;
     "rindle-upload:error": RindleUploadEvent<UploadError>;
   }

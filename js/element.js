@@ -8,11 +8,12 @@
 //
 // Attributes: endpoint, strategy, multiple, accept, max-uploads, name.
 // The form submits each completed upload's asset id under `name`; while an
-// upload runs, the element is invalid (the form does not submit).
-// Events (bubbling, composed): rindle-upload:progress, :state, :complete
-// and :error, whose `detail` is the object the matching `upload()`
-// callback gets (progress, state change, `{ session, asset }`, the
-// UploadError); `event.file` is the file.
+// upload runs, the element is invalid (the form does not submit). A file
+// picked again after a reload continues the upload it started.
+// Events (bubbling, composed): rindle-upload:progress, :state, :piece,
+// :complete and :error, whose `detail` is the object the matching
+// `upload()` callback gets (progress, state change, piece, `{ session,
+// asset }`, the UploadError); `event.file` is the file.
 import init, { Uploader } from "./index.js";
 
 let loaded = null;
@@ -43,7 +44,10 @@ export class RindleUploadElement extends HTMLElement {
   #list;
   #status;
   #uploader = null;
+  /** The uploads under way (cancelled by a form reset). */
   #running = new Set();
+  /** Files picked and not yet stored or failed. */
+  #unfinished = 0;
   #assets = [];
 
   constructor() {
@@ -108,19 +112,38 @@ export class RindleUploadElement extends HTMLElement {
       event.file = file;
       this.dispatchEvent(event);
     };
-    try {
-      await (loaded ??= init());
-      this.#uploader ??= new Uploader({
-        endpoint: this.getAttribute("endpoint") ?? "/api/uploads",
-        maxUploads: Number(this.getAttribute("max-uploads")) || undefined,
-      });
-    } catch (error) {
-      // A bad attribute (max-uploads="0") or a package that did not load.
-      this.#failed(file, row, error);
-      return emit("error", error);
+    // Unfinished from the moment it is picked: the form waits for it.
+    this.#unfinished++;
+    this.#settle();
+    const ended = await this.#upload(file, row, emit).then((result) => ({ result }), (error) => ({ error }));
+    this.#unfinished--;
+    if (ended.result) {
+      this.#assets.push(ended.result.asset.id);
+      row.finish("stored");
+      this.#announce(`${file.name} uploaded`);
+    } else {
+      this.#failed(file, row, ended.error);
     }
+    // The form's value and validity are current by the time the event fires.
+    this.#settle();
+    emit(ended.result ? "complete" : "error", ended.result ?? ended.error);
+  }
+
+  /** Uploads `file` shown in `row`; settles as its `done` does (or with a
+   * bad attribute's error, such as max-uploads="0", or the package's). */
+  async #upload(file, row, emit) {
+    await (loaded ??= init());
+    this.#uploader ??= new Uploader({
+      endpoint: this.getAttribute("endpoint") ?? "/api/uploads",
+      maxUploads: Number(this.getAttribute("max-uploads")) || undefined,
+    });
+    // The same file picked again after a reload continues where it stopped.
+    const [previous] = await this.#uploader.findPreviousUploads(file);
+    if (previous) row.note(`continuing the ${previous.strategy} upload`);
     const upload = this.#uploader.upload(file, {
-      strategy: this.getAttribute("strategy") ?? undefined,
+      strategy: previous ? undefined : (this.getAttribute("strategy") ?? undefined),
+      resumeFrom: previous,
+      onPiece: (piece) => emit("piece", piece),
       onProgress: (progress) => {
         row.show(progress);
         emit("progress", progress);
@@ -137,19 +160,11 @@ export class RindleUploadElement extends HTMLElement {
     if (upload.queued) row.state("queued");
     row.control(upload);
     this.#running.add(upload);
-    this.#settle();
-    // The form's value and validity are current by the time the event fires.
-    const ended = await upload.done.then((result) => ({ result }), (error) => ({ error }));
-    this.#running.delete(upload);
-    if (ended.result) {
-      this.#assets.push(ended.result.asset.id);
-      row.finish("stored");
-      this.#announce(`${file.name} uploaded`);
-    } else {
-      this.#failed(file, row, ended.error);
+    try {
+      return await upload.done;
+    } finally {
+      this.#running.delete(upload);
     }
-    this.#settle();
-    emit(ended.result ? "complete" : "error", ended.result ?? ended.error);
   }
 
   #failed(file, row, error) {
@@ -196,6 +211,9 @@ export class RindleUploadElement extends HTMLElement {
         pause.addEventListener("click", () => (upload.paused ? upload.resume() : upload.pause()));
         cancel.addEventListener("click", () => upload.cancel());
       },
+      note: (text) => {
+        detail.textContent = text;
+      },
       finish: (text) => {
         pause.disabled = cancel.disabled = true;
         detail.textContent = text;
@@ -209,7 +227,7 @@ export class RindleUploadElement extends HTMLElement {
     const value = new FormData();
     if (name) for (const id of this.#assets) value.append(name, id);
     this.#internals.setFormValue(value);
-    if (this.#running.size) {
+    if (this.#unfinished) {
       this.#internals.setValidity({ customError: true }, "Wait until the uploads finish.", this.#zone);
     } else {
       this.#internals.setValidity({});

@@ -6,7 +6,7 @@
 
 use crate::broker::{Broker, BrokerCall, BrokerReply};
 use crate::error::{ErrorCode, UploadError};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, PieceState};
 use crate::progress::{Piece, Progress};
 use crate::retry::RetryPolicy;
 use crate::session::Session;
@@ -349,6 +349,7 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
         accept: impl FnOnce(&HttpResponse) -> Result<(R, u64), UploadError>,
     ) -> Result<R, UploadError> {
         self.tools.source.check_unchanged().await?;
+        let mut watch = PieceWatch::sending(&self.tools.events, piece);
         let answer = self.tools.send(request, self.progress_for(piece)).await;
         let retry_after = answer
             .as_ref()
@@ -357,10 +358,12 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
             .and_then(|value| crate::retry::parse_retry_after(value, self.tools.now_ms()));
         match answer.map_err(UploadError::from).and_then(|response| accept(&response)) {
             Ok((read, acknowledged)) => {
+                watch.ended(PieceState::Stored, Piece { len: acknowledged, ..piece });
                 self.acked(piece, acknowledged);
                 Ok(read)
             }
             Err(e) => {
+                watch.ended(PieceState::Failed, piece);
                 self.progress.borrow_mut().dropped(piece);
                 Err(UploadError { retry_after_ms: retry_after, ..e })
             }
@@ -369,5 +372,33 @@ impl<'a, I: Io> ActiveUpload<'a, I> {
 
     pub fn part_stored(&self, part_number: u32, etag: &str, size: u64) {
         (self.tools.events)(Event::PartStored { part_number, etag, size });
+    }
+}
+
+/// Reports a piece's request: `Sending` now, then how it ended; dropped
+/// unended (the upload paused or cancelled mid-request), `Stopped`.
+struct PieceWatch<'e> {
+    events: &'e EventSink,
+    piece: Piece,
+    ended: bool,
+}
+
+impl<'e> PieceWatch<'e> {
+    fn sending(events: &'e EventSink, piece: Piece) -> Self {
+        events(Event::Piece { piece, state: PieceState::Sending });
+        PieceWatch { events, piece, ended: false }
+    }
+
+    fn ended(&mut self, state: PieceState, piece: Piece) {
+        self.ended = true;
+        (self.events)(Event::Piece { piece, state });
+    }
+}
+
+impl Drop for PieceWatch<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            (self.events)(Event::Piece { piece: self.piece, state: PieceState::Stopped });
+        }
     }
 }

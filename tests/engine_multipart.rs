@@ -61,6 +61,19 @@ fn a_part_url_is_used_only_in_the_first_90_percent_of_its_life() {
             assert_eq!(signed[1], &serde_json::json!([1, 2]), "the stale batch is signed again from part 1");
         }
         assert_eq!(transport.requests.borrow().len(), 3, "part 1 twice, part 2 once");
+        let part = (5 * MIB) as u64;
+        use PieceState::*;
+        assert_eq!(
+            run.pieces(),
+            [
+                (0, part, Sending),
+                (0, part, Failed),
+                (0, part, Sending),
+                (0, part, Stored),
+                (part, part, Sending),
+                (part, part, Stored)
+            ]
+        );
     }
 }
 

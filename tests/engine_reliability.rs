@@ -66,12 +66,17 @@ fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
     *control.borrow_mut() = Some(handle);
     // Each pause event notes whether the request in flight was dropped by then.
     let dropped = Rc::clone(&transport.dropped_in_flight);
-    let (pauses, states) = (Rc::new(RefCell::new(Vec::new())), Rc::new(RefCell::new(Vec::new())));
+    let (pauses, states, pieces) = (
+        Rc::new(RefCell::new(Vec::new())),
+        Rc::new(RefCell::new(Vec::new())),
+        Rc::new(RefCell::new(Vec::new())),
+    );
     let events: EventSink = {
-        let (pauses, states) = (Rc::clone(&pauses), Rc::clone(&states));
+        let (pauses, states, pieces) = (Rc::clone(&pauses), Rc::clone(&states), Rc::clone(&pieces));
         Rc::new(move |event| match event {
             Event::Paused(paused) => pauses.borrow_mut().push((paused, dropped.get())),
             Event::StateChanged { from, to, .. } => states.borrow_mut().push((from, to)),
+            Event::Piece { piece, state } => pieces.borrow_mut().push((piece.start, piece.len, state)),
             _ => {}
         })
     };
@@ -95,6 +100,12 @@ fn pause_aborts_in_flight_and_resume_continues_without_discarding() {
     assert_eq!(transport.requests.borrow().iter().filter(|r| r.method == "PUT").count(), 2);
     assert!(transport.requests.borrow().iter().all(|r| r.method != "DELETE"));
     assert_eq!(*states.borrow(), FULL_SEQUENCE, "the session stays uploading while paused");
+    use PieceState::*;
+    assert_eq!(
+        *pieces.borrow(),
+        [(0, 10, Sending), (0, 10, Stopped), (0, 10, Sending), (0, 10, Stored)],
+        "the request the pause aborted ended stopped"
+    );
 }
 
 #[test]

@@ -51,6 +51,19 @@ fn resumable_continues_from_what_the_store_committed() {
         *progress.last().unwrap(),
         ProgressSnapshot { bytes_sent: 1 << 20, bytes_acked: 1 << 20, bytes_total: 1 << 20 }
     );
+    use PieceState::*;
+    assert_eq!(
+        run.pieces(),
+        [
+            (0, 524_288, Sending),
+            (0, 262_144, Stored),
+            (262_144, 524_288, Sending),
+            (262_144, 524_288, Stored),
+            (786_432, 262_144, Sending),
+            (786_432, 262_144, Stored),
+        ],
+        "a piece stored is what the store kept of it"
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn sixty_four_mib_in_eight_mib_parts_lands_byte_identical() {
         Rc::new(move |event| match event {
             Event::PartStored { part_number, .. } => parts.borrow_mut().push(part_number),
             Event::StateChanged { to, .. } => states.borrow_mut().push(to),
-            Event::Progress(_) | Event::Paused(_) | Event::Queued(_) => {}
+            Event::Progress(_) | Event::Piece { .. } | Event::Paused(_) | Event::Queued(_) => {}
         })
     };
     let engine = Engine {

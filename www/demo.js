@@ -1,96 +1,106 @@
-// The demo page: uses only the package's public API.
-import init, { Uploader } from "/pkg/index.js";
+// The demo page: <rindle-upload> (rindle-upload/element) picks, queues and
+// shows the uploads; its events draw, for each one, the session's states
+// as a timeline and its pieces as a live map. Public API only.
+import "/pkg/element.js";
 
-// Controls work from the first moment: a file picked while the package
-// loads waits for it.
-const loaded = init().then(() => new Uploader({ endpoint: "/api/uploads" }));
+const element = document.getElementById("uploader");
+const strategy = document.getElementById("strategy");
 const list = document.getElementById("uploads");
-const rowTemplate = document.getElementById("upload-row");
-const announcer = document.getElementById("announce");
-const fileInput = document.getElementById("files");
+const cardTemplate = document.getElementById("upload-card");
 
-/** Says it to screen readers (the polite live region). */
-function announce(message) {
-  announcer.textContent = message;
-}
+// Rindle's path for an upload that succeeds; a state off it (resuming,
+// failed, aborted, expired) shows where it happened.
+const PATH = ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"];
+const ENDS = new Set(["completed", "failed", "aborted", "expired"]);
 
-function formatBytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
+element.setAttribute("strategy", strategy.value);
+strategy.addEventListener("change", () => element.setAttribute("strategy", strategy.value));
 
-async function start(file) {
-  const row = rowTemplate.content.firstElementChild.cloneNode(true);
-  const [name, state, bar, bytes, rate, pause, cancel, detail] =
-    [".name", ".state", "progress", ".bytes", ".rate", ".pause", ".cancel", ".detail"].map((s) => row.querySelector(s));
+/** Each picked file's card. */
+const cards = new WeakMap();
+const cardOf = (file) => cards.get(file) ?? cards.set(file, card(file)).get(file);
+
+element.addEventListener("rindle-upload:state", ({ file, detail }) => cardOf(file).state(detail));
+element.addEventListener("rindle-upload:piece", ({ file, detail }) => cardOf(file).piece(detail));
+element.addEventListener("rindle-upload:complete", ({ file, detail }) => cardOf(file).complete(detail.asset));
+element.addEventListener("rindle-upload:error", ({ file, detail }) => cardOf(file).error(detail));
+
+function card(file) {
+  const item = cardTemplate.content.firstElementChild.cloneNode(true);
+  const [name, used, timeline, map, detail] =
+    [".name", ".strategy-used", ".timeline", ".pieces", ".detail"].map((s) => item.querySelector(s));
   name.textContent = file.name;
-  // Each control and bar names its file: a list of rows reads unambiguously.
-  bar.setAttribute("aria-label", `Upload of ${file.name}`);
-  pause.setAttribute("aria-label", `Pause ${file.name}`);
-  cancel.setAttribute("aria-label", `Cancel ${file.name}`);
-  list.prepend(row);
-  announce(`Uploading ${file.name}`);
+  list.append(item);
   const started = performance.now();
+  /** The states reached, in order, with when. */
+  const reached = [];
+  /** Piece bars by their first byte; a piece that failed once stays marked. */
+  const pieces = new Map();
 
-  const uploader = await loaded;
-  // The same file picked again after a reload continues where it stopped.
-  const [previous] = await uploader.findPreviousUploads(file);
-  if (previous) detail.textContent = `continuing the ${previous.strategy} upload started ${new Date(previous.createdAt).toLocaleString()}`;
-  const upload = uploader.upload(file, {
-    strategy: previous ? undefined : document.getElementById("strategy").value,
-    resumeFrom: previous,
-    onPausedChange: (paused) => {
-      pause.textContent = paused ? "Resume" : "Pause";
-      pause.setAttribute("aria-label", `${pause.textContent} ${file.name}`);
-      announce(`${file.name} ${paused ? "paused" : "resumed"}`);
+  const drawTimeline = () => {
+    const last = reached.at(-1).state;
+    const furthest = Math.max(...reached.map(({ state }) => PATH.indexOf(state)));
+    const ahead = ENDS.has(last) ? [] : PATH.slice(furthest + 1);
+    timeline.replaceChildren(
+      ...reached.map(({ state, ms }, i) => step(state, i === reached.length - 1 ? "current" : "reached", ms)),
+      ...ahead.map((state) => step(state, "ahead")),
+    );
+  };
+  const describeMap = () => {
+    const bars = [...pieces.values()];
+    const count = (state) => bars.filter((bar) => bar.dataset.state === state).length;
+    map.setAttribute("aria-label",
+      `Pieces of ${file.name}: ${count("stored")} stored, ${count("sending")} in flight, ` +
+      `${bars.filter((bar) => bar.dataset.retried).length} retried`);
+  };
+  describeMap();
+
+  return {
+    state({ to, session }) {
+      reached.push({ state: to, ms: performance.now() - started });
+      used.textContent = session.upload_strategy;
+      drawTimeline();
     },
-    onStateChange: ({ to }) => { state.textContent = to; state.dataset.state = to; },
-    onProgress: ({ bytesSent, bytesAcked, bytesTotal }) => {
-      bar.value = bytesTotal ? bytesSent / bytesTotal : 1;
-      bytes.textContent = `${formatBytes(bytesSent)} sent, ${formatBytes(bytesAcked)} stored of ${formatBytes(bytesTotal)}`;
-      const seconds = (performance.now() - started) / 1000;
-      if (seconds > 0) rate.textContent = `${formatBytes(bytesSent / seconds)}/s`;
+    piece({ offset, size, state }) {
+      let bar = pieces.get(offset);
+      if (!bar) {
+        bar = document.createElement("div");
+        bar.className = "piece";
+        bar.dataset.offset = offset;
+        map.append(bar);
+        pieces.set(offset, bar);
+      }
+      if (state === "failed") bar.dataset.retried = "true";
+      // Ended unstored (failed, or paused mid-request): waiting to go again.
+      bar.dataset.state = state === "failed" || state === "stopped" ? "waiting" : state;
+      const share = (bytes) => `${(100 * bytes) / (file.size || 1)}%`;
+      bar.style.left = share(offset);
+      bar.style.width = share(size);
+      describeMap();
     },
-  });
-  pause.addEventListener("click", () => (upload.paused ? upload.resume() : upload.pause()));
-  cancel.addEventListener("click", () => upload.cancel());
-  upload.done.then(
-    ({ asset }) => {
-      bar.value = 1;
-      pause.disabled = cancel.disabled = true;
-      detail.innerHTML = "";
+    complete(asset) {
       const link = document.createElement("a");
       link.href = asset.url;
       link.textContent = asset.sha256 ? `stored: sha256 ${asset.sha256.slice(0, 16)}…` : "stored";
-      detail.append(link);
-      announce(`${file.name} uploaded`);
+      detail.replaceChildren(link);
     },
-    (error) => {
-      pause.disabled = cancel.disabled = true;
+    error(error) {
       detail.textContent = `${error.code}: ${error.message}`;
-      announce(`${file.name} failed: ${error.message}`);
     },
-  );
+  };
 }
 
-fileInput.addEventListener("change", (event) => {
-  for (const file of event.target.files) start(file);
-  event.target.value = "";
-});
-const drop = document.getElementById("drop");
-// The drop zone is also a button: click, Enter or Space opens the picker.
-drop.addEventListener("click", () => fileInput.click());
-drop.addEventListener("keydown", (event) => {
-  if (event.key !== "Enter" && event.key !== " ") return;
-  event.preventDefault();
-  fileInput.click();
-});
-drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (event) => {
-  event.preventDefault();
-  drop.classList.remove("over");
-  for (const file of event.dataTransfer.files) start(file);
-});
+/** One state on the timeline: reached (with when), the current one, or ahead. */
+function step(state, kind, ms) {
+  const item = document.createElement("li");
+  item.className = kind;
+  item.dataset.state = state;
+  item.textContent = state;
+  if (kind === "current") item.setAttribute("aria-current", "step");
+  if (ms !== undefined) {
+    const when = document.createElement("small");
+    when.textContent = ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+    item.append(" ", when);
+  }
+  return item;
+}

@@ -198,6 +198,7 @@ impl Uploader {
         let on_progress = function_option(options_value, "onProgress")?;
         let on_state_change = function_option(options_value, "onStateChange")?;
         let on_part = function_option(options_value, "onPart")?;
+        let on_piece = function_option(options_value, "onPiece")?;
         let on_paused_change = function_option(options_value, "onPausedChange")?;
 
         let events: EventSink = {
@@ -238,6 +239,16 @@ impl Uploader {
                             ("size", (size as f64).into()),
                         ]);
                         report_thrown(callback.call1(&JsValue::NULL, &part));
+                    }
+                }
+                Event::Piece { piece, state } => {
+                    if let Some(callback) = &on_piece {
+                        let piece = object(&[
+                            ("offset", (piece.start as f64).into()),
+                            ("size", (piece.len as f64).into()),
+                            ("state", state.as_str().into()),
+                        ]);
+                        report_thrown(callback.call1(&JsValue::NULL, &piece));
                     }
                 }
                 Event::Paused(now_paused) => {

@@ -62,6 +62,8 @@ export class UploadError extends Error {
 }
 
 export interface Progress { bytesSent: number; bytesAcked: number; bytesTotal: number; }
+/** A store request's bytes `offset..offset + size` and how it went (`onPiece`). */
+export interface Piece { offset: number; size: number; state: "sending" | "stored" | "failed" | "stopped"; }
 export interface StateChange { from: SessionState | null; to: SessionState; session: Session; }
 
 /** The broker protocol's bodies (docs/broker-protocol.md). */
@@ -193,6 +195,10 @@ export interface UploadOptions {
   checksum?: "crc32c" | "sha256" | "md5" | "none";
   /** multipart: called once per stored part. */
   onPart?: (part: { partNumber: number; etag: string; size: number }) => void;
+  /** Each store request: a piece (a part, a chunk, or the whole file) starts "sending", then ends
+   * "stored" (size: what the store kept of it), "failed" (sent again if the error may pass) or
+   * "stopped" (paused or cancelled). For a live map of the pieces. */
+  onPiece?: (piece: Piece) => void;
   /** Defaults to the File's name, or "blob". */
   filename?: string;
   /** Defaults to the File's type, or "application/octet-stream". */

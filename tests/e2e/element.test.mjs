@@ -16,7 +16,7 @@ async function formPage(page, attributes) {
     await import("/pkg/element.js");
     document.body.innerHTML = `<form id="form"><rindle-upload ${attributes}></rindle-upload><button>Send</button></form>`;
     window.seen = [];
-    for (const type of ["progress", "state", "complete", "error"]) {
+    for (const type of ["progress", "state", "piece", "complete", "error"]) {
       document.addEventListener(`rindle-upload:${type}`, (event) => {
         const { detail, file } = event;
         window.seen.push({ type, file: file.name, detail: type === "error" ? { code: detail.code } : type === "state" ? { from: detail.from, to: detail.to } : type === "complete" ? { asset: detail.asset } : detail });
@@ -56,6 +56,11 @@ describe("<rindle-upload> (reference broker, embedded store)", () => {
       const acked = mine.filter((e) => e.type === "progress").map((e) => e.detail.bytesAcked);
       assert.ok(acked.every((n, j) => j === 0 || n >= acked[j - 1]), "progress never goes back");
       assert.equal(acked.at(-1), file.buffer.length);
+      const pieces = mine.filter((e) => e.type === "piece").map((e) => e.detail);
+      const stored = pieces.filter((p) => p.state === "stored").sort((a, b) => a.offset - b.offset);
+      assert.ok(stored.every((p, j) => p.offset === (j ? stored[j - 1].offset + stored[j - 1].size : 0)), "stored pieces follow each other");
+      assert.equal(stored.at(-1).offset + stored.at(-1).size, file.buffer.length, "the stored pieces are the file");
+      assert.equal(pieces.filter((p) => p.state === "sending").length, pieces.filter((p) => p.state !== "sending").length, "each request sent ended");
       const { asset } = mine.find((e) => e.type === "complete").detail;
       assert.equal(asset.sha256, sha256(file.buffer), `${file.name} stored byte-identical`);
     }

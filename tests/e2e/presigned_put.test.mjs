@@ -212,12 +212,22 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     const demo = await browser.newPage();
     await demo.goto(`${broker.url}/`);
     const content = Buffer.from("hello from the demo page\n".repeat(1000));
-    await demo.setInputFiles("#files", { name: "hello.txt", mimeType: "text/plain", buffer: content });
-    await demo.waitForSelector('.state[data-state="completed"]', { timeout: 30_000 });
-    const href = await demo.getAttribute(".detail a", "href");
+    await demo.setInputFiles("rindle-upload input[type=file]", { name: "hello.txt", mimeType: "text/plain", buffer: content });
+    await demo.waitForSelector('.timeline li.current[data-state="completed"]', { timeout: 30_000 });
+    const href = await demo.getAttribute(".card .detail a", "href");
     const stored = await sha256OfUrl(href);
     assert.equal(stored.sha256, createHash("sha256").update(content).digest("hex"));
-    assert.equal(await demo.locator("progress").evaluate((bar) => bar.value), 1);
+    assert.equal(await demo.getByRole("progressbar", { name: "Upload of hello.txt" }).getAttribute("aria-valuenow"), "100");
+    const drawn = await demo.evaluate(() => ({
+      timeline: [...document.querySelectorAll(".card .timeline li")].map((li) => li.dataset.state),
+      strategy: document.querySelector(".card .strategy-used").textContent,
+      pieces: [...document.querySelectorAll(".card .piece")].map((bar) => [bar.dataset.offset, bar.dataset.state, bar.style.width]),
+    }));
+    assert.deepEqual(drawn, {
+      timeline: ["initialized", "signed", "uploading", "uploaded", "verifying", "completed"],
+      strategy: "presigned_put",
+      pieces: [["0", "stored", "100%"]],
+    }, "auto sends a small file in one piece");
     await demo.close();
   });
 
@@ -239,7 +249,7 @@ describe("presigned_put end to end (reference broker, embedded store)", () => {
     await demo.keyboard.press("Enter");
     await chooserCount(1);
     await choosers[0].setFiles({ name: "keyboard.txt", mimeType: "text/plain", buffer: Buffer.from("typed, not clicked\n") });
-    await demo.waitForSelector('.state[data-state="completed"]', { timeout: 30_000 });
+    await demo.waitForSelector('.timeline li.current[data-state="completed"]', { timeout: 30_000 });
     assert.equal(await demo.getByRole("progressbar", { name: "Upload of keyboard.txt" }).count(), 1);
     assert.equal(await demo.getByRole("button", { name: "Pause keyboard.txt" }).count(), 1);
     assert.equal(await demo.getByRole("button", { name: "Cancel keyboard.txt" }).count(), 1);

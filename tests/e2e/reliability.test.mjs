@@ -2,13 +2,14 @@
 // broker's embedded store, every strategy: a page reloaded at ~50 % picks
 // the upload up again through its IndexedDB record, pause for 5 s then
 // resume, offline then online, a request that stalls, a file replaced on
-// disk mid-upload, and URLs that expire mid-upload. The store is reached
+// disk mid-upload, URLs that expire mid-upload, and the demo page's
+// timeline and piece map. The store is reached
 // through a proxy that slows the bytes down (so each moment can be caught)
 // and counts the requests that carry them.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -243,6 +244,56 @@ describe("reliability end to end (embedded store, every strategy)", () => {
     assert.equal(parts.length, 5, "four parts, the held one sent twice");
     assert.deepEqual(await sha256OfUrl(run.result.asset.url), { sha256: run.sha256, length: size });
     assertProgressSound(run.progress, size, 5 * MiB);
+  });
+
+  // The demo page here: a corrupted piece to mark retried needs the proxy.
+  test("the demo page draws the states as a timeline and a live piece map (a corrupted part marked retried); the file picked again after a reload continues", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "rindle-demo-"));
+    const path = join(directory, "demo.bin");
+    const content = randomBytes(60 * MiB);
+    writeFileSync(path, content);
+    const drawn = (page) => page.evaluate(() => ({
+      timeline: [...document.querySelectorAll(".card .timeline li")].map((li) => [li.dataset.state, li.className]),
+      pieces: [...document.querySelectorAll(".card .piece")].map((bar) => ({
+        offset: Number(bar.dataset.offset), state: bar.dataset.state, retried: bar.dataset.retried === "true", width: parseFloat(bar.style.width),
+      })),
+      label: document.querySelector(".card .pieces").getAttribute("aria-label"),
+    }));
+    proxy.throttle(4 * MiB);
+    try {
+      const demo = await openPage();
+      await demo.selectOption("#strategy", "multipart");
+      proxy.flipNext(1);
+      await demo.setInputFiles("rindle-upload input[type=file]", path);
+      await demo.waitForFunction(() => document.querySelector('.piece[data-retried][data-state="stored"]')
+        && document.querySelectorAll('.piece[data-state="stored"]').length >= 2, null, { timeout: 60_000 });
+      const midway = await drawn(demo);
+      assert.deepEqual(midway.timeline, [
+        ["initialized", "reached"], ["signed", "reached"], ["uploading", "current"],
+        ["uploaded", "ahead"], ["verifying", "ahead"], ["completed", "ahead"],
+      ]);
+      assert.equal(midway.pieces.filter((p) => p.retried).length, 1, "the one corrupted part");
+      assert.ok(midway.pieces.some((p) => p.state === "sending"), "parts in flight are drawn as they go");
+      assert.match(midway.label, /^Pieces of demo\.bin: \d+ stored, \d+ in flight, 1 retried$/);
+
+      await demo.reload();
+      await demo.setInputFiles("rindle-upload input[type=file]", path);
+      await demo.waitForSelector('.timeline li.current[data-state="completed"]', { timeout: 60_000 });
+      const resumed = await drawn(demo);
+      assert.deepEqual(resumed.timeline, [
+        ["signed", "reached"], ["resuming", "reached"], ["uploading", "reached"],
+        ["uploaded", "reached"], ["verifying", "reached"], ["completed", "current"],
+      ], "the session picked up again, not started anew");
+      const storedBefore = new Set(midway.pieces.filter((p) => p.state === "stored").map((p) => p.offset));
+      assert.deepEqual(resumed.pieces.filter((p) => storedBefore.has(p.offset)), [], "no part stored before the reload was sent again");
+      assert.ok(resumed.pieces.every((p) => p.state === "stored"));
+      const href = await demo.getAttribute(".card .detail a", "href");
+      assert.deepEqual(await sha256OfUrl(href), { sha256: createHash("sha256").update(content).digest("hex"), length: content.length });
+      await demo.close();
+    } finally {
+      proxy.throttle(RATE);
+      rmSync(directory, { recursive: true, force: true });
+    }
   });
 
   test("a file replaced on disk mid-upload ends file_changed, and no mixed object is stored", async () => {

@@ -7,6 +7,7 @@
 use crate::support::Bytes;
 use rindle_upload::broker::{Broker, BrokerCall, BrokerReply};
 use rindle_upload::engine::{controls, Control, Engine, Event, EventSink, Outcome, UploadOptions};
+pub use rindle_upload::events::PieceState;
 use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::queue::Queue;
 use rindle_upload::retry::RetryPolicy;
@@ -300,6 +301,8 @@ pub enum Seen {
     State(Option<SessionState>, SessionState),
     Progress(ProgressSnapshot),
     Part(u32, String, u64),
+    /// A piece's start, length and what happened to its request.
+    Piece(u64, u64, PieceState),
     Paused(bool),
     Queued(bool),
 }
@@ -316,6 +319,17 @@ impl Run {
             .iter()
             .filter_map(|s| match s {
                 Seen::State(from, to) => Some((*from, *to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every piece event: start, length, state.
+    pub fn pieces(&self) -> Vec<(u64, u64, PieceState)> {
+        self.seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Piece(start, len, state) => Some((*start, *len, *state)),
                 _ => None,
             })
             .collect()
@@ -361,6 +375,7 @@ pub fn run_with(
             }
             Event::Progress(p) => Seen::Progress(p),
             Event::PartStored { part_number, etag, size } => Seen::Part(part_number, etag.to_owned(), size),
+            Event::Piece { piece, state } => Seen::Piece(piece.start, piece.len, state),
             Event::Paused(paused) => Seen::Paused(paused),
             Event::Queued(queued) => Seen::Queued(queued),
         })
