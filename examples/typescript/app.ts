@@ -42,6 +42,7 @@ export function withEveryCallback(uploader: Uploader, file: Blob) {
     onProgress: ({ bytesSent, bytesTotal }) => console.log(bytesSent / bytesTotal),
     onStateChange: ({ from, to }) => console.log(from, to),
     onPart: ({ partNumber, etag }) => console.log(partNumber, etag),
+    onPiece: ({ offset, size, state }) => console.log(offset, size, state === "stored"),
     onError: (error) => console.log(error instanceof UploadError && error.code),
   });
 }
@@ -53,6 +54,7 @@ export const liveUploaders = uploaders({ chunkSize: 4 * 1024 * 1024, checksum: "
 export function watch(element: HTMLElementTagNameMap["rindle-upload"]) {
   element.addEventListener("rindle-upload:complete", (event) => console.log(event.file.name, event.detail.asset.id));
   element.addEventListener("rindle-upload:error", (event) => console.log(event.detail.code));
+  element.addEventListener("rindle-upload:piece", (event) => console.log(event.detail.offset, event.detail.state));
   return element.value;
 }
 
