@@ -13,7 +13,6 @@ use crate::transport::{ChecksumAlgorithm, HttpResponse};
 use crate::wire::checksum::Checksum;
 use crate::wire::s3::{self, MAX_OBJECT_SIZE, MAX_PARTS, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use futures::{StreamExt, TryStreamExt};
-use std::collections::BTreeMap;
 
 /// Rindle's default.
 pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
@@ -74,6 +73,44 @@ impl PartPlan {
     }
 }
 
+/// Values by part number (0: a single URL's key): a slot per number, which
+/// compiles to much less WebAssembly than a `BTreeMap` and costs at most a
+/// slot for each of S3's 10,000 parts.
+pub(crate) struct ByPart<T>(Vec<Option<T>>);
+
+impl<T> Default for ByPart<T> {
+    fn default() -> Self {
+        ByPart(Vec::new())
+    }
+}
+
+impl<T> ByPart<T> {
+    pub fn get(&self, part: u32) -> Option<&T> {
+        self.0.get(part as usize)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, part: u32) -> Option<&mut T> {
+        self.0.get_mut(part as usize)?.as_mut()
+    }
+
+    pub fn insert(&mut self, part: u32, value: T) {
+        let at = part as usize;
+        if at >= self.0.len() {
+            self.0.resize_with(at + 1, || None);
+        }
+        self.0[at] = Some(value);
+    }
+
+    pub fn remove(&mut self, part: u32) -> Option<T> {
+        self.0.get_mut(part as usize)?.take()
+    }
+
+    /// The values, in part order.
+    pub fn into_values(self) -> impl Iterator<Item = T> {
+        self.0.into_iter().flatten()
+    }
+}
+
 /// Sends every part the store does not hold yet; returns the complete part
 /// list in part order, and the whole file's checksum when it comes from the
 /// parts' (CRC32C combines; other algorithms would need another pass).
@@ -84,31 +121,32 @@ pub(crate) async fn transfer<I: Io>(
     resuming: bool,
 ) -> Result<(Vec<MultipartPart>, Option<Checksum>), UploadError> {
     let plan = plan.as_planned_by(upload.planned_part_size())?;
-    let stored = if resuming { stored_parts(upload, plan).await? } else { BTreeMap::new() };
+    let mut parts = if resuming { stored_parts(upload, plan).await? } else { ByPart::default() };
+    let pending: Vec<u32> = (1..=plan.count()).filter(|&n| parts.get(n).is_none()).collect();
     // What the store holds counts as acknowledged at once, in one report.
-    upload.already_stored(stored.keys().map(|&n| plan.piece(n).len).sum());
-    let pending: Vec<u32> = (1..=plan.count()).filter(|n| !stored.contains_key(n)).collect();
+    upload.already_stored(plan.total - pending.iter().map(|&n| plan.piece(n).len).sum::<u64>());
     let signer = UrlSigner::parts(upload, &pending, (concurrency * 2).clamp(1, 100), plan);
     if let Some(&first) = pending.first() {
         signer.sign_ahead(first).await?;
     }
     upload.transition(SessionState::Uploading)?;
 
-    let sent: Vec<MultipartPart> = futures::stream::iter(pending.iter().copied())
+    let mut sent = futures::stream::iter(pending.iter().copied())
         .map(|part_number| send_part(upload, &signer, plan, part_number))
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-    let mut parts: Vec<MultipartPart> = stored.into_values().chain(sent).collect();
-    parts.sort_by_key(|p| p.part_number);
+        .buffer_unordered(concurrency.max(1));
+    while let Some(part) = sent.try_next().await? {
+        parts.insert(part.part_number, part);
+    }
+    drop(sent);
     upload.transition(SessionState::Uploaded)?;
-    let mut known = signer.checksums();
+    let mut known = signer.into_checksums();
     let checksum = whole_crc32c(upload, plan, &mut known).await?;
     // Each part goes to `multipart/complete` with its checksum (the store
     // may need it; the broker can verify from them).
-    for part in &mut parts {
-        part.checksum = known.get(&part.part_number).cloned();
-    }
+    let parts = parts
+        .into_values()
+        .map(|part| MultipartPart { checksum: known.get(part.part_number).cloned(), ..part })
+        .collect();
     Ok((parts, checksum))
 }
 
@@ -118,19 +156,19 @@ pub(crate) async fn transfer<I: Io>(
 async fn whole_crc32c<I: Io>(
     upload: &ActiveUpload<'_, I>,
     plan: PartPlan,
-    known: &mut BTreeMap<u32, Checksum>,
+    known: &mut ByPart<Checksum>,
 ) -> Result<Option<Checksum>, UploadError> {
     if upload.tools.checksum != Some(ChecksumAlgorithm::Crc32c) {
         return Ok(None);
     }
     let mut pieces = Vec::with_capacity(plan.count() as usize);
     for part in 1..=plan.count() {
-        if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(part) {
+        if known.get(part).is_none() {
             if let Some(checksum) = upload.tools.checksum_of(plan.piece(part)).await? {
-                slot.insert(checksum);
+                known.insert(part, checksum);
             }
         }
-        let crc = known.get(&part).and_then(|c| c.digest()).and_then(|d| <[u8; 4]>::try_from(d).ok());
+        let crc = known.get(part).and_then(|c| c.digest()).and_then(|d| <[u8; 4]>::try_from(d).ok());
         let Some(crc) = crc else { return Ok(None) };
         pieces.push((u32::from_be_bytes(crc), plan.piece(part).len));
     }
@@ -143,17 +181,17 @@ async fn whole_crc32c<I: Io>(
 async fn stored_parts<I: Io>(
     upload: &ActiveUpload<'_, I>,
     plan: PartPlan,
-) -> Result<BTreeMap<u32, MultipartPart>, UploadError> {
+) -> Result<ByPart<MultipartPart>, UploadError> {
     upload.begin_resuming()?;
     let reply = upload.ask(&BrokerCall::ListParts { session_id: upload.session_id() }).await?;
-    Ok(reply
-        .session
-        .multipart_parts
-        .into_iter()
-        .filter(|p| (1..=plan.count()).contains(&p.part_number))
-        .filter(|p| p.size.is_none_or(|size| size == plan.piece(p.part_number).len))
-        .map(|p| (p.part_number, p))
-        .collect())
+    let mut stored = ByPart::default();
+    for part in reply.session.multipart_parts {
+        let planned = (1..=plan.count()).contains(&part.part_number);
+        if planned && part.size.is_none_or(|size| size == plan.piece(part.part_number).len) {
+            stored.insert(part.part_number, part);
+        }
+    }
+    Ok(stored)
 }
 
 async fn send_part<I: Io>(

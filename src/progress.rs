@@ -1,8 +1,6 @@
 //! Progress accounting: bytes sent and bytes the server acknowledged, kept
 //! apart, never going backwards, never counting a retried byte twice.
 
-use std::collections::BTreeMap;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgressSnapshot {
     pub bytes_sent: u64,
@@ -36,7 +34,9 @@ impl Piece {
 pub struct Progress {
     total: u64,
     acked: u64,
-    in_flight: BTreeMap<u64, u64>,
+    /// Bytes sent so far by each piece in flight, by its start (a few:
+    /// at most the concurrency).
+    in_flight: Vec<(u64, u64)>,
     shown: ProgressSnapshot,
 }
 
@@ -45,7 +45,7 @@ impl Progress {
         Progress {
             total,
             acked: 0,
-            in_flight: BTreeMap::new(),
+            in_flight: Vec::new(),
             shown: ProgressSnapshot { bytes_sent: 0, bytes_acked: 0, bytes_total: total },
         }
     }
@@ -57,14 +57,18 @@ impl Progress {
     /// A piece's request reports `sent` body bytes so far. Returns the new
     /// snapshot if anything visible changed.
     pub fn sent(&mut self, piece: Piece, sent: u64) -> Option<ProgressSnapshot> {
-        self.in_flight.insert(piece.start, sent.min(piece.len));
+        let sent = sent.min(piece.len);
+        match self.in_flight.iter_mut().find(|(start, _)| *start == piece.start) {
+            Some(entry) => entry.1 = sent,
+            None => self.in_flight.push((piece.start, sent)),
+        }
         self.refresh()
     }
 
     /// The server confirmed `bytes` of this piece (a resumable store may
     /// keep less than the whole piece).
     pub fn acked(&mut self, piece: Piece, bytes: u64) -> Option<ProgressSnapshot> {
-        self.in_flight.remove(&piece.start);
+        self.dropped(piece);
         self.already_stored(bytes)
     }
 
@@ -77,7 +81,7 @@ impl Progress {
 
     /// The piece's request failed; its bytes will be sent again.
     pub fn dropped(&mut self, piece: Piece) {
-        self.in_flight.remove(&piece.start);
+        self.in_flight.retain(|(start, _)| *start != piece.start);
     }
 
     /// Starts counting afresh (the store will be asked what it holds);
@@ -88,7 +92,7 @@ impl Progress {
     }
 
     fn refresh(&mut self) -> Option<ProgressSnapshot> {
-        let in_flight: u64 = self.in_flight.values().sum();
+        let in_flight: u64 = self.in_flight.iter().map(|(_, sent)| sent).sum();
         let sent = (self.acked + in_flight).min(self.total);
         let next = ProgressSnapshot {
             bytes_sent: self.shown.bytes_sent.max(sent).max(self.acked),

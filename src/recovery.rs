@@ -5,14 +5,13 @@
 
 use crate::broker::{BrokerCall, SignedRequest};
 use crate::error::{ErrorCode, UploadError};
-use crate::multipart::PartPlan;
+use crate::multipart::{ByPart, PartPlan};
 use crate::progress::Piece;
 use crate::toolbox::{ActiveUpload, Io, PendingDigest};
 use crate::transport::HttpResponse;
 use crate::wire::checksum::Checksum;
 use futures::lock::Mutex;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 /// A URL the store refused as expired is signed anew this many times per
 /// piece before `url_expired` is reported.
@@ -88,10 +87,10 @@ pub(crate) struct UrlSigner<'a, I: Io> {
     parts: Option<(&'a [u32], usize, PartPlan)>,
     /// The checksums URLs are signed for, by key: computed once per piece
     /// (a URL signed again keeps its piece's).
-    checksums: RefCell<BTreeMap<u32, Checksum>>,
+    checksums: RefCell<ByPart<Checksum>>,
     /// Checksums of the next batch's parts, hashed while this batch goes.
-    ahead: RefCell<BTreeMap<u32, PendingDigest<'a>>>,
-    signed: RefCell<BTreeMap<u32, SignedUrl>>,
+    ahead: RefCell<ByPart<PendingDigest<'a>>>,
+    signed: RefCell<ByPart<SignedUrl>>,
     /// One signing call at a time, so concurrent parts share a batch.
     signing: Mutex<()>,
 }
@@ -99,14 +98,18 @@ pub(crate) struct UrlSigner<'a, I: Io> {
 impl<'a, I: Io> UrlSigner<'a, I> {
     /// `checksum`: the whole file's, which the URL is signed for.
     pub fn single(upload: &'a ActiveUpload<'a, I>, checksum: Option<Checksum>) -> Self {
-        UrlSigner {
+        let signer = UrlSigner {
             upload,
             parts: None,
-            checksums: RefCell::new(checksum.into_iter().map(|c| (0, c)).collect()),
+            checksums: RefCell::default(),
             ahead: RefCell::default(),
             signed: RefCell::default(),
             signing: Mutex::new(()),
+        };
+        if let Some(checksum) = checksum {
+            signer.checksums.borrow_mut().insert(0, checksum);
         }
+        signer
     }
 
     pub fn parts(upload: &'a ActiveUpload<'a, I>, pending: &'a [u32], batch: usize, plan: PartPlan) -> Self {
@@ -120,19 +123,19 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         }
     }
 
-    /// The checksums computed so far, by part number.
-    pub fn checksums(&self) -> BTreeMap<u32, Checksum> {
-        self.checksums.borrow().clone()
+    /// The checksums computed, by part number.
+    pub fn into_checksums(self) -> ByPart<Checksum> {
+        self.checksums.into_inner()
     }
 
     /// Part `part`'s checksum, computed the first time it is asked for
     /// (or hashed ahead).
     async fn part_checksum(&self, part: u32, plan: PartPlan) -> Result<Option<Checksum>, UploadError> {
-        if let Some(known) = self.checksums.borrow().get(&part) {
+        if let Some(known) = self.checksums.borrow().get(part) {
             return Ok(Some(known.clone()));
         }
         let Some(algorithm) = self.upload.tools.checksum else { return Ok(None) };
-        let ahead = self.ahead.borrow_mut().remove(&part);
+        let ahead = self.ahead.borrow_mut().remove(part);
         let computed = match ahead {
             Some(pending) => Some(Checksum::of_digest(algorithm, &pending.await?)),
             None => self.upload.tools.checksum_of(plan.piece(part)).await?,
@@ -152,12 +155,12 @@ impl<'a, I: Io> UrlSigner<'a, I> {
     /// Whether `key`'s URL is fresh; `None` if none is held.
     fn is_fresh(&self, key: u32) -> Option<bool> {
         let now = self.upload.tools.now_ms();
-        self.signed.borrow().get(&key).map(|url| now < url.use_before_ms)
+        self.signed.borrow().get(key).map(|url| now < url.use_before_ms)
     }
 
     fn hand_out(&self, key: u32) -> Option<SignedRequest> {
         let mut signed = self.signed.borrow_mut();
-        let url = signed.get_mut(&key)?;
+        let url = signed.get_mut(key)?;
         url.handed_out = true;
         Some(url.request.clone())
     }
@@ -172,9 +175,9 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             || UploadError::new(ErrorCode::UrlExpired, "the presigned URL expired before it could be used");
         let _one_at_a_time = self.signing.lock().await;
         if refused {
-            self.signed.borrow_mut().remove(&key);
+            self.signed.borrow_mut().remove(key);
         }
-        let unused = self.signed.borrow().get(&key).is_some_and(|url| !url.handed_out);
+        let unused = self.signed.borrow().get(key).is_some_and(|url| !url.handed_out);
         match self.is_fresh(key) {
             Some(true) => return self.hand_out(key).ok_or_else(expired_before_use),
             Some(false) if unused => return Err(expired_before_use()),
@@ -189,7 +192,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
     async fn sign_from(&self, key: u32) -> Result<(), UploadError> {
         let session_id = self.upload.session_id();
         let Some((pending, batch, plan)) = self.parts else {
-            let checksum = self.checksums.borrow().get(&0).cloned();
+            let checksum = self.checksums.borrow().get(0).cloned();
             let reply = self.upload.ask(&BrokerCall::Sign { session_id, checksum }).await?;
             let request = reply.upload.ok_or_else(|| {
                 UploadError::new(ErrorCode::BrokerMalformedResponse, "sign: reply has no `upload` request")
@@ -219,7 +222,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             let after = pending.iter().position(|&n| n == last).map_or(pending.len(), |i| i + 1);
             let mut ahead = self.ahead.borrow_mut();
             for &part in pending[after..].iter().take(batch) {
-                if !ahead.contains_key(&part) && !self.checksums.borrow().contains_key(&part) {
+                if ahead.get(part).is_none() && self.checksums.borrow().get(part).is_none() {
                     ahead.insert(part, self.upload.tools.digest_ahead(plan.piece(part), algorithm));
                 }
             }
