@@ -214,13 +214,14 @@ fn parse_strategy(
 /// Largest integer a JavaScript number holds exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
-/// One rule for every numeric option: a whole number from 0 to 2^53 − 1.
+/// A whole number from 0 to 2^53 − 1 (what a JavaScript number holds
+/// exactly): the one rule for numeric options and reply fields.
+pub(crate) fn exact_whole(n: f64) -> Option<u64> {
+    (n.fract() == 0.0 && (0.0..=MAX_SAFE_INTEGER).contains(&n)).then_some(n as u64)
+}
+
 fn whole_number(key: &str, n: f64) -> Result<u64, UploadError> {
-    if n.fract() == 0.0 && (0.0..=MAX_SAFE_INTEGER).contains(&n) {
-        Ok(n as u64)
-    } else {
-        Err(invalid(format!("option `{key}` must be a whole number of at least 0")))
-    }
+    exact_whole(n).ok_or_else(|| invalid(format!("option `{key}` must be a whole number of at least 0")))
 }
 
 fn invalid(message: String) -> UploadError {

@@ -17,6 +17,9 @@ pub enum UploadStrategy {
 }
 
 impl UploadStrategy {
+    pub const ALL: [UploadStrategy; 3] =
+        [UploadStrategy::PresignedPut, UploadStrategy::Multipart, UploadStrategy::Resumable];
+
     /// The wire name, as the broker protocol spells it.
     pub fn as_str(self) -> &'static str {
         match self {

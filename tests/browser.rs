@@ -227,6 +227,14 @@ async fn rindles_reply_shapes_are_read_as_the_protocols() {
     );
     let reply = tus.call(&BrokerCall::Sign { session_id: "s1".into(), checksum: None }).await.unwrap();
     assert_eq!(reply.session.session_uri.unwrap().expose(), format!("{BROKER}/uploads/tus/abc?token=T"));
+
+    // A reply off the protocol's shape names the field, and never quotes a URL.
+    let off = answer(&format!(
+        r#"{{ session: {{ {session} }}, upload: {{ url: "https://b.example/k?sig=SECRET", method: "PUT", expires_in: 1.5 }} }}"#
+    ));
+    let err = off.call(&BrokerCall::Sign { session_id: "s1".into(), checksum: None }).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::BrokerMalformedResponse);
+    assert_eq!(err.message, "sign: `reply.upload.expires_in` must be a whole number");
 }
 
 #[wasm_bindgen_test]

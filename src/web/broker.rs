@@ -2,8 +2,9 @@
 //! any call replaceable by a JavaScript callback of the same name.
 
 use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
-use crate::error::{ErrorBody, ErrorCode, UploadError};
+use crate::error::{ErrorCode, UploadError};
 use crate::queue::Queue;
+use crate::wire::reply::{self, Json};
 use gloo_net::http::{Method, RequestBuilder};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -131,8 +132,7 @@ impl WebBroker {
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
         let reply = || decode_reply(parse_json(&text)?).map_err(|e| e.to_string());
-        let error =
-            || serde_wasm_bindgen::from_value::<ErrorBody>(parse_json(&text)?).map_err(|e| e.to_string());
+        let error = || reply::error_body(&parse_json(&text)?).map_err(|e| e.to_string());
         read_http_answer(call, status, reply, error)
     }
 }
@@ -142,12 +142,44 @@ fn parse_json(text: &str) -> Result<JsValue, String> {
 }
 
 /// A reply body, from HTTP or a callback, in the protocol's shape.
-fn decode_reply(value: JsValue) -> Result<BrokerReply, serde_wasm_bindgen::Error> {
-    serde_wasm_bindgen::from_value(protocol_shapes(value))
+fn decode_reply(value: JsValue) -> Result<BrokerReply, reply::Malformed> {
+    reply::broker_reply(&protocol_shapes(value))
 }
 
-// Done here in a few lines of JavaScript rather than as serde visitors in
-// the WebAssembly, which cost ten times the bytes.
+impl Json for JsValue {
+    fn member(&self, key: &str) -> Option<Self> {
+        js_sys::Reflect::get(self, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+    }
+
+    fn is_object(&self) -> bool {
+        self.is_object()
+    }
+
+    fn string(&self) -> Option<String> {
+        self.as_string()
+    }
+
+    fn number(&self) -> Option<f64> {
+        self.as_f64()
+    }
+
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+
+    fn items(&self) -> Option<Vec<Self>> {
+        js_sys::Array::is_array(self).then(|| js_sys::Array::from(self).iter().collect())
+    }
+
+    fn members(&self) -> Option<Vec<(String, Self)>> {
+        let keys = js_sys::Object::keys(self.dyn_ref::<js_sys::Object>()?);
+        let member = |key: JsValue| Some((key.as_string()?, js_sys::Reflect::get(self, &key).ok()?));
+        Some(keys.iter().filter_map(member).collect())
+    }
+}
+
+// Done here in a few lines of JavaScript rather than in the WebAssembly,
+// which costs ten times the bytes.
 #[wasm_bindgen(inline_js = r#"
 // The shapes a Phoenix app gets from Rindle's functions and serialises as
 // they are (docs/rindle.md), read as the protocol's: `multipart_parts` as

@@ -10,13 +10,15 @@ use web_sys::{File, IdbDatabase, IdbRequest, IdbTransactionMode};
 const DATABASE: &str = "rindle-upload";
 const STORE: &str = "uploads";
 
-/// The record's key: the same file picked again for the same broker.
+/// The record's key: the same file picked again for the same broker. Size
+/// and time are whole numbers written as integers (the same text as
+/// before, without shipping float formatting).
 pub fn fingerprint(endpoint: &str, file: &File) -> String {
     format!(
         "rindle-upload:{endpoint}|{}|{}|{}|{}",
         file.name(),
-        file.size(),
-        file.last_modified(),
+        file.size() as u64,
+        file.last_modified() as u64,
         file.type_()
     )
 }
