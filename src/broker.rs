@@ -3,7 +3,7 @@
 //! HTTP answer is read. Transport-free: the browser edge sends these with
 //! fetch or hands them to JavaScript callbacks; tests script them.
 
-use crate::error::{ErrorBody, ErrorCode, UploadError};
+use crate::error::{shown, ErrorBody, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::wire::checksum::{Checksum, ChecksumAlgorithm};
@@ -173,7 +173,9 @@ impl BrokerCall {
             }
             BrokerCall::SignParts { part_numbers, checksums, .. } => {
                 body.part_numbers = Some(part_numbers);
-                body.checksums = checksums.iter().map(|(n, c)| (n.to_string(), c)).collect();
+                for (part, checksum) in checksums {
+                    body.checksums.insert(part.to_string(), checksum);
+                }
             }
             BrokerCall::CompleteMultipart { parts, checksum, .. } => {
                 body.parts = Some(parts);
@@ -208,11 +210,10 @@ impl BrokerCall {
                 _ => return Err(malformed("sign: reply has neither an `upload` request nor a session_uri")),
             },
             BrokerCall::SignParts { part_numbers, .. } => {
-                let mut signed: Vec<u32> = reply.parts.iter().map(|p| p.part_number).collect();
-                signed.sort_unstable();
-                let mut asked = part_numbers.clone();
-                asked.sort_unstable();
-                if signed != asked {
+                // The parts asked for are distinct: as many signed, each
+                // asked one among them, is exactly those.
+                let signed = |n: &u32| reply.parts.iter().any(|p| p.part_number == *n);
+                if reply.parts.len() != part_numbers.len() || !part_numbers.iter().all(signed) {
                     return Err(malformed("signParts: reply does not sign exactly the parts asked for"));
                 }
                 for part in &reply.parts {
@@ -283,7 +284,7 @@ impl SignedRequest {
     fn validate(&self) -> Result<(), UploadError> {
         // PUT to a presigned URL; POST to a tus creation endpoint.
         if self.method != "PUT" && self.method != "POST" {
-            return Err(malformed(format!("sign: method {:?} is not PUT", self.method)));
+            return Err(malformed(["sign: method ", &shown(&self.method), " is not PUT"].concat()));
         }
         let url = self.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {

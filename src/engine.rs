@@ -241,8 +241,9 @@ async fn transfer<'t, I: Io>(
                 return Err(UploadError::new(
                     ErrorCode::InvalidRequest,
                     format!(
-                        "the file does not match session {} ({size} bytes, {:?})",
-                        session.id, options.strategy
+                        "the file does not match session {} ({size} bytes, {})",
+                        session.id,
+                        options.strategy.as_str()
                     ),
                 ));
             }

@@ -125,6 +125,16 @@ fn serde_plain_code(code: &str) -> Option<ErrorCode> {
     ErrorCode::deserialize(de).ok()
 }
 
+/// An untrusted value (a header, an option, a store's answer) as a message
+/// shows it: its first 40 characters, quoted, control characters and
+/// quotes as `?`.
+pub fn shown(value: &str) -> String {
+    let mut quoted = String::from('"');
+    quoted.extend(value.chars().take(40).map(|c| if c.is_control() || c == '"' { '?' } else { c }));
+    quoted.push('"');
+    quoted
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -249,6 +259,13 @@ mod tests {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{code}\""));
         }
         assert_eq!(ErrorCode::from_wire("no_such_code"), None);
+    }
+
+    #[test]
+    fn untrusted_values_are_shown_quoted_short_and_on_one_line() {
+        assert_eq!(shown("ftp"), "\"ftp\"");
+        assert_eq!(shown("a\r\nSet-Cookie: \"x\""), "\"a??Set-Cookie: ?x?\"");
+        assert_eq!(shown(&"é".repeat(100)).chars().count(), 42);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! previous upload's record). The browser edge only converts JavaScript
 //! values into `GivenOptions`; every rule is here and tested natively.
 
-use crate::error::{ErrorCode, UploadError};
+use crate::error::{shown, ErrorCode, UploadError};
 use crate::multipart::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE};
 use crate::resumable::DEFAULT_CHUNK_SIZE;
 use crate::retry::RetryPolicy;
@@ -205,8 +205,7 @@ fn parse_strategy(
         Some("resumable") => vec![(resumable, gcs)],
         Some("tus") => vec![(resumable, tus)],
         Some(other) => {
-            let shown: String = other.chars().take(40).collect();
-            return Err(invalid(format!("unknown strategy {shown:?}")));
+            return Err(invalid(["unknown strategy ", &shown(other)].concat()));
         }
     })
 }

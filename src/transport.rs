@@ -2,7 +2,7 @@
 //! clock), the plain request/response values they exchange, and the header
 //! rules shared by every transport.
 
-use crate::error::{ErrorCode, UploadError};
+use crate::error::{shown, ErrorCode, UploadError};
 use crate::secret::Secret;
 use std::rc::Rc;
 
@@ -115,7 +115,7 @@ pub fn check_header(name: &str, value: &str) -> Result<(), UploadError> {
     } else {
         Err(UploadError::new(
             ErrorCode::InvalidRequest,
-            format!("header {:?} has a name or value HTTP forbids", name),
+            ["header ", &shown(name), " has a name or value HTTP forbids"].concat(),
         ))
     }
 }

@@ -55,8 +55,9 @@ impl Uploader {
             for entry in js_sys::Object::entries(object.unchecked_ref()).iter() {
                 let pair: js_sys::Array = entry.unchecked_into();
                 let (name, value) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string());
-                let value =
-                    value.ok_or_else(|| invalid(&format!("Uploader: header {name:?} must be a string")))?;
+                let value = value.ok_or_else(|| {
+                    invalid(&["Uploader: header ", &crate::error::shown(&name), " must be a string"].concat())
+                })?;
                 crate::transport::check_header(&name, &value).map_err(|e| error_to_js(&e))?;
                 headers.push((name, value));
             }

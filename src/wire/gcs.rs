@@ -2,7 +2,7 @@
 //! embedded store: chunk sizes, `Content-Range` on requests, `Range` on a
 //! `308`, and what an answer means.
 
-use crate::error::{ErrorCode, UploadError};
+use crate::error::{shown, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::transport::{HttpRequest, HttpResponse};
 use crate::wire::s3;
@@ -62,10 +62,9 @@ impl ContentRange {
 pub fn committed_offset(range: Option<&str>, total: u64) -> Result<u64, UploadError> {
     let Some(range) = range else { return Ok(0) };
     let malformed = || {
-        let shown: String = range.chars().take(40).collect();
         UploadError::new(
             ErrorCode::StoreMalformedResponse,
-            format!("the store's Range header {shown:?} is malformed"),
+            ["the store's Range header ", &shown(range), " is malformed"].concat(),
         )
     };
     let last: u64 =

@@ -2,7 +2,7 @@
 //! headers and their values, metadata, checksums, discovery, the upload URL
 //! from a creation answer, and what a server's answer means.
 
-use crate::error::{ErrorCode, UploadError};
+use crate::error::{shown, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::transport::{ChecksumAlgorithm, HttpRequest, HttpResponse};
 use crate::wire::s3;
@@ -14,10 +14,9 @@ pub const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 pub const CHECKSUM_MISMATCH: u16 = 460;
 
 fn malformed(what: &str, value: &str) -> UploadError {
-    let shown: String = value.chars().take(40).collect();
     UploadError::new(
         ErrorCode::StoreMalformedResponse,
-        format!("the tus server's {what} {shown:?} is malformed"),
+        ["the tus server's ", what, " ", &shown(value), " is malformed"].concat(),
     )
 }
 
