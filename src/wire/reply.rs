@@ -210,16 +210,16 @@ impl<'a, J: Json> Object<'a, J> {
         [self.at, ".", key].concat()
     }
 
-    fn optional<T>(&self, key: &str, read: impl Fn(&J, &str) -> Read<T>) -> Read<Option<T>> {
+    fn optional<T>(&self, key: &str, read: fn(&J, &str) -> Read<T>) -> Read<Option<T>> {
         self.value.member(key).map(|member| read(&member, &self.path(key))).transpose()
     }
 
-    fn required<T>(&self, key: &str, read: impl Fn(&J, &str) -> Read<T>) -> Read<T> {
+    fn required<T>(&self, key: &str, read: fn(&J, &str) -> Read<T>) -> Read<T> {
         self.optional(key, read)?.ok_or_else(|| Malformed { field: self.path(key), expected: "given" })
     }
 
     /// A list; absent or null is empty.
-    fn list<T>(&self, key: &str, read: impl Fn(&J, &str) -> Read<T>) -> Read<Vec<T>> {
+    fn list<T>(&self, key: &str, read: fn(&J, &str) -> Read<T>) -> Read<Vec<T>> {
         let Some(member) = self.value.member(key) else { return Ok(Vec::new()) };
         let at = self.path(key);
         let items = member.items().ok_or_else(|| expected(&at, "a list"))?;
