@@ -124,7 +124,7 @@ impl BrokerCall {
         }
     }
 
-    fn session_id(&self) -> Option<&str> {
+    pub fn session_id(&self) -> Option<&str> {
         match self {
             BrokerCall::Initiate(_) => None,
             BrokerCall::Show { session_id }

@@ -4,7 +4,7 @@
 use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
 use crate::error::{ErrorCode, UploadError};
 use crate::queue::Queue;
-use crate::wire::reply::{self, Json};
+use crate::wire::broker_json::{self, Json, JsonBuilder};
 use gloo_net::http::{Method, RequestBuilder};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -58,12 +58,7 @@ impl FirstContact {
 
 impl Broker for WebBroker {
     async fn call(&self, call: &BrokerCall) -> Result<BrokerReply, UploadError> {
-        let body = call.serialize_body(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| {
-            UploadError::new(
-                ErrorCode::Internal,
-                format!("{}: request could not be encoded: {e}", call.name()),
-            )
-        })?;
+        let body = broker_json::call_body::<JsValue>(call);
         let mut reply = match self.callback(call.name()) {
             Some(function) => self.call_callback(call, &function, &body).await,
             None => self.call_http(call, &body).await,
@@ -132,7 +127,7 @@ impl WebBroker {
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
         let reply = || decode_reply(parse_json(&text)?).map_err(|e| e.to_string());
-        let error = || reply::error_body(&parse_json(&text)?).map_err(|e| e.to_string());
+        let error = || broker_json::error_body(&parse_json(&text)?).map_err(|e| e.to_string());
         read_http_answer(call, status, reply, error)
     }
 }
@@ -142,8 +137,8 @@ fn parse_json(text: &str) -> Result<JsValue, String> {
 }
 
 /// A reply body, from HTTP or a callback, in the protocol's shape.
-fn decode_reply(value: JsValue) -> Result<BrokerReply, reply::Malformed> {
-    reply::broker_reply(&protocol_shapes(value))
+fn decode_reply(value: JsValue) -> Result<BrokerReply, broker_json::Malformed> {
+    broker_json::broker_reply(&protocol_shapes(value))
 }
 
 impl Json for JsValue {
@@ -175,6 +170,32 @@ impl Json for JsValue {
         let keys = js_sys::Object::keys(self.dyn_ref::<js_sys::Object>()?);
         let member = |key: JsValue| Some((key.as_string()?, js_sys::Reflect::get(self, &key).ok()?));
         Some(keys.iter().filter_map(member).collect())
+    }
+}
+
+impl JsonBuilder for JsValue {
+    fn null() -> Self {
+        JsValue::NULL
+    }
+
+    fn string(value: &str) -> Self {
+        JsValue::from_str(value)
+    }
+
+    fn number(value: u64) -> Self {
+        JsValue::from_f64(value as f64)
+    }
+
+    fn list(items: Vec<Self>) -> Self {
+        items.into_iter().collect::<js_sys::Array>().into()
+    }
+
+    fn object(members: Vec<(&str, Self)>) -> Self {
+        let object = js_sys::Object::new();
+        for (key, value) in members {
+            let _ = js_sys::Reflect::set(&object, &JsValue::from_str(key), &value);
+        }
+        object.into()
     }
 }
 

@@ -20,7 +20,7 @@ use crate::secret::Secret;
 use crate::session::Session;
 use crate::state::SessionState;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use serde::Serialize;
+use crate::wire::broker_json::{self, JsonBuilder};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use totals::{Status, Totals};
@@ -495,15 +495,7 @@ fn invalid(message: &str) -> JsValue {
 }
 
 fn object(fields: &[(&str, JsValue)]) -> JsValue {
-    let object = js_sys::Object::new();
-    for (key, value) in fields {
-        let _ = js_sys::Reflect::set(&object, &JsValue::from_str(key), value);
-    }
-    object.into()
-}
-
-fn to_js<T: Serialize>(value: &T) -> JsValue {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
+    JsValue::object(fields.to_vec())
 }
 
 /// The record as JavaScript sees it: `session_uri` is a bearer credential
@@ -513,12 +505,12 @@ fn session_to_js(session: &Session) -> JsValue {
     if shown.session_uri.is_some() {
         shown.session_uri = Some(Secret::new("[redacted]"));
     }
-    to_js(&shown)
+    broker_json::session_json(&shown)
 }
 
 fn outcome_to_js(outcome: &Outcome) -> JsValue {
     let asset: &Asset = &outcome.asset;
-    object(&[("session", session_to_js(&outcome.session)), ("asset", to_js(asset))])
+    object(&[("session", session_to_js(&outcome.session)), ("asset", broker_json::asset_json(asset))])
 }
 
 #[wasm_bindgen(module = "/js/upload-error.js")]

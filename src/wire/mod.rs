@@ -3,9 +3,9 @@
 //! (`Content-Range`, `Range`), tus 1.0 (headers, metadata, checksums) and
 //! the broker protocol's routes and replies.
 
+pub mod broker_json;
 pub mod checksum;
 pub mod gcs;
-pub mod reply;
 pub mod routes;
 pub mod s3;
 pub mod tus;

@@ -1,10 +1,11 @@
-//! Reads broker replies and error bodies from decoded JSON, field by field:
-//! what the browser reads JS objects with (`web::broker`), so no serde
-//! visitors or float formatting ship in the WebAssembly. The reference
-//! broker writes these records with serde; a test reads the same bodies both
-//! ways.
+//! The broker protocol's bodies as JSON, field by field: replies and error
+//! bodies read, request bodies and the records shown to JavaScript
+//! written. The browser works on JS values this way (`web`), so no serde
+//! visitors, serializers or float formatting ship in the WebAssembly. The
+//! reference broker and native tests use serde; a test checks that both
+//! read and write the same JSON.
 
-use crate::broker::{Asset, BrokerReply, SignedPart, SignedRequest};
+use crate::broker::{Asset, BrokerCall, BrokerReply, SignedPart, SignedRequest};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::options::exact_whole;
 use crate::secret::Secret;
@@ -191,6 +192,130 @@ fn expected(at: &str, expected: &'static str) -> Malformed {
     Malformed { field: at.to_owned(), expected }
 }
 
+/// Builds a JSON value (a JS value in the browser).
+pub trait JsonBuilder: Sized {
+    fn null() -> Self;
+    fn string(value: &str) -> Self;
+    fn number(value: u64) -> Self;
+    fn list(items: Vec<Self>) -> Self;
+    fn object(members: Vec<(&str, Self)>) -> Self;
+}
+
+/// A request's body, as `BrokerCall::serialize_body` writes it.
+pub fn call_body<J: JsonBuilder>(call: &BrokerCall) -> J {
+    let mut members = Vec::new();
+    let mut checksum_keys = Vec::new();
+    let mut checksums = Vec::new();
+    match call {
+        BrokerCall::Initiate(request) => {
+            members.push(("filename", J::string(&request.filename)));
+            members.push(("content_type", J::string(&request.content_type)));
+            members.push(("byte_size", J::number(request.byte_size)));
+            members.push(("upload_strategy", J::string(request.upload_strategy.as_str())));
+            if let Some(protocol) = &request.resumable_protocol {
+                members.push(("resumable_protocol", J::string(protocol)));
+            }
+            if let Some(size) = request.part_size {
+                members.push(("part_size", J::number(size)));
+            }
+            if let Some(algorithm) = request.checksum_algorithm {
+                members.push(("checksum_algorithm", J::string(algorithm.name())));
+            }
+            if let Some(key) = &request.idempotency_key {
+                members.push(("idempotency_key", J::string(key)));
+            }
+            return J::object(members);
+        }
+        BrokerCall::Sign { checksum: Some(checksum), .. }
+        | BrokerCall::Complete { checksum: Some(checksum), .. } => {
+            members.push(("checksum", checksum_json(checksum)));
+        }
+        BrokerCall::SignParts { part_numbers, checksums: by_part, .. } => {
+            members
+                .push(("part_numbers", J::list(part_numbers.iter().map(|&n| J::number(n.into())).collect())));
+            checksum_keys = by_part.iter().map(|(part, _)| part.to_string()).collect();
+            checksums = by_part.iter().map(|(_, checksum)| checksum_json(checksum)).collect();
+        }
+        BrokerCall::CompleteMultipart { parts, checksum, .. } => {
+            members.push(("parts", J::list(parts.iter().map(part_json).collect())));
+            if let Some(checksum) = checksum {
+                members.push(("checksum", checksum_json(checksum)));
+            }
+        }
+        BrokerCall::ResumableStatus { offset, session_uri, .. } => {
+            members.push(("offset", J::number(*offset)));
+            if let Some(uri) = session_uri {
+                members.push(("session_uri", J::string(uri.expose())));
+            }
+        }
+        _ => {}
+    }
+    members.push(("session_id", J::string(call.session_id().unwrap_or_default())));
+    if !checksums.is_empty() {
+        members.push((
+            "checksums",
+            J::object(checksum_keys.iter().map(String::as_str).zip(checksums).collect()),
+        ));
+    }
+    J::object(members)
+}
+
+/// Every field of a session record, absent ones as null.
+pub fn session_json<J: JsonBuilder>(session: &Session) -> J {
+    let text = |value: &Option<String>| value.as_deref().map_or_else(J::null, J::string);
+    let count = |value: Option<u64>| value.map_or_else(J::null, J::number);
+    J::object(vec![
+        ("id", J::string(&session.id)),
+        ("asset_id", text(&session.asset_id)),
+        ("state", J::string(session.state.as_str())),
+        ("upload_key", text(&session.upload_key)),
+        ("upload_strategy", J::string(session.upload_strategy.as_str())),
+        ("upload_length", count(session.upload_length)),
+        ("resumable_protocol", text(&session.resumable_protocol)),
+        ("multipart_upload_id", text(&session.multipart_upload_id)),
+        ("multipart_parts", J::list(session.multipart_parts.iter().map(part_json).collect())),
+        ("session_uri", session.session_uri.as_ref().map_or_else(J::null, |uri| J::string(uri.expose()))),
+        ("session_uri_expires_at", text(&session.session_uri_expires_at)),
+        ("last_known_offset", count(session.last_known_offset)),
+        ("region_hint", text(&session.region_hint)),
+        ("expires_at", text(&session.expires_at)),
+        ("verified_at", text(&session.verified_at)),
+        ("failure_reason", text(&session.failure_reason)),
+        ("inserted_at", text(&session.inserted_at)),
+        ("updated_at", text(&session.updated_at)),
+    ])
+}
+
+pub fn asset_json<J: JsonBuilder>(asset: &Asset) -> J {
+    J::object(vec![
+        ("id", J::string(&asset.id)),
+        ("key", J::string(&asset.key)),
+        ("byte_size", J::number(asset.byte_size)),
+        ("content_type", J::string(&asset.content_type)),
+        ("sha256", asset.sha256.as_deref().map_or_else(J::null, J::string)),
+        ("url", J::string(&asset.url)),
+    ])
+}
+
+fn part_json<J: JsonBuilder>(part: &MultipartPart) -> J {
+    let mut members = vec![
+        ("part_number", J::number(part.part_number.into())),
+        ("etag", J::string(&part.etag)),
+        ("size", part.size.map_or_else(J::null, J::number)),
+    ];
+    if let Some(checksum) = &part.checksum {
+        members.push(("checksum", checksum_json(checksum)));
+    }
+    J::object(members)
+}
+
+fn checksum_json<J: JsonBuilder>(checksum: &Checksum) -> J {
+    J::object(vec![
+        ("algorithm", J::string(checksum.algorithm.name())),
+        ("value", J::string(&checksum.value)),
+    ])
+}
+
 /// An object being read, and where it is in the reply (for messages).
 struct Object<'a, J> {
     value: &'a J,
@@ -256,6 +381,24 @@ mod tests {
         }
     }
 
+    impl JsonBuilder for Value {
+        fn null() -> Self {
+            Value::Null
+        }
+        fn string(value: &str) -> Self {
+            value.into()
+        }
+        fn number(value: u64) -> Self {
+            value.into()
+        }
+        fn list(items: Vec<Self>) -> Self {
+            Value::Array(items)
+        }
+        fn object(members: Vec<(&str, Self)>) -> Self {
+            Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }
+    }
+
     fn full_reply() -> Value {
         json!({
             "session": {
@@ -288,6 +431,64 @@ mod tests {
         }
         let error = json!({"error": {"code": "not_found", "message": "no such session"}});
         assert_eq!(error_body(&error).unwrap(), serde_json::from_value::<ErrorBody>(error.clone()).unwrap());
+    }
+
+    #[test]
+    fn writes_bodies_and_records_as_serde_does() {
+        use crate::broker::InitiateRequest;
+        let reply = broker_reply(&full_reply()).unwrap();
+        assert_eq!(session_json::<Value>(&reply.session), serde_json::to_value(&reply.session).unwrap());
+        let asset = reply.asset.unwrap();
+        assert_eq!(asset_json::<Value>(&asset), serde_json::to_value(&asset).unwrap());
+
+        let session_id = || "s1".to_owned();
+        let checksum = Checksum { algorithm: ChecksumAlgorithm::Crc32c, value: "AAAAAA==".into() };
+        let part = |checksum| MultipartPart { part_number: 1, etag: "\"e\"".into(), size: Some(5), checksum };
+        let initiate = |part_size, idempotency_key: Option<&str>| InitiateRequest {
+            filename: "a.bin".into(),
+            content_type: "application/octet-stream".into(),
+            byte_size: 10,
+            upload_strategy: UploadStrategy::Multipart,
+            resumable_protocol: None,
+            part_size,
+            checksum_algorithm: part_size.map(|_| ChecksumAlgorithm::Crc32c),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        let calls = [
+            BrokerCall::Initiate(initiate(Some(5 << 20), Some("k"))),
+            BrokerCall::Initiate(initiate(None, None)),
+            BrokerCall::Show { session_id: session_id() },
+            BrokerCall::Sign { session_id: session_id(), checksum: Some(checksum.clone()) },
+            BrokerCall::Sign { session_id: session_id(), checksum: None },
+            BrokerCall::SignParts {
+                session_id: session_id(),
+                part_numbers: vec![1, 2],
+                checksums: vec![(1, checksum.clone()), (10, checksum.clone())],
+            },
+            BrokerCall::SignParts { session_id: session_id(), part_numbers: vec![3], checksums: vec![] },
+            BrokerCall::ListParts { session_id: session_id() },
+            BrokerCall::Complete { session_id: session_id(), checksum: Some(checksum.clone()) },
+            BrokerCall::ResumableStatus {
+                session_id: session_id(),
+                offset: 7,
+                session_uri: Some(Secret::new("https://t/u")),
+            },
+            BrokerCall::ResumableStatus { session_id: session_id(), offset: 0, session_uri: None },
+            BrokerCall::CompleteMultipart {
+                session_id: session_id(),
+                parts: vec![part(Some(checksum.clone())), part(None)],
+                checksum: Some(checksum.clone()),
+            },
+            BrokerCall::Cancel { session_id: session_id() },
+        ];
+        for call in calls {
+            assert_eq!(
+                call_body::<Value>(&call),
+                call.serialize_body(serde_json::value::Serializer).unwrap(),
+                "{}",
+                call.name()
+            );
+        }
     }
 
     #[test]
