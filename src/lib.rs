@@ -32,7 +32,7 @@ pub use error::{ErrorCode, UploadError};
 pub use session::{Session, UploadStrategy};
 pub use state::SessionState;
 
-// Talc: a fraction of the default allocator's (dlmalloc's) WebAssembly.
+// Talc: less WebAssembly than the default allocator, dlmalloc (docs/benchmarks.md).
 #[cfg(all(target_arch = "wasm32", target_os = "unknown", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
