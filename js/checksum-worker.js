@@ -1,12 +1,13 @@
 // rindle-upload's checksum worker: hashes Blob ranges off the main thread
-// with the package's own WebAssembly, streamed. The package starts it on
-// its own (src/web/checksums.rs); nothing to set up. One range at a time:
-// Chromium fails Blob streams ("network error") when many run at once.
-import init, { digestBlob } from "./rindle_upload.js";
+// with the package's checksum module, streamed (checksum-stream.js). The
+// package starts it on its own (src/web/checksums.rs); nothing to set up.
+// One range at a time: Chromium fails Blob streams ("network error") when
+// many run at once.
+import { digestBlob, load } from "./checksum-stream.js";
 
-// A package that cannot load here answers every job as a worker failure,
+// A module that cannot load here answers every job as a worker failure,
 // so the page hashes in its own thread instead.
-const ready = init().then(() => true, () => false);
+const ready = load().then(() => true, () => false);
 let queue = Promise.resolve();
 
 self.onmessage = ({ data: { id, blob, start, end, algorithm } }) => {

@@ -4,17 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# binaryen from npm is the wasm-opt that reads current rustc output; the
+# features are those rustc enables by default for wasm32.
+optimize() {
+  node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
+    --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    "$1" -o "$1"
+}
+
 cargo build --profile wasm --target wasm32-unknown-unknown --lib
 rm -rf pkg
 wasm-bindgen target/wasm32-unknown-unknown/wasm/rindle_upload.wasm --out-dir pkg --target web
-# binaryen from npm is the wasm-opt that reads current rustc output; the
-# features are those rustc enables by default for wasm32.
-node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
-  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-  --enable-mutable-globals --enable-reference-types --enable-multivalue \
-  pkg/rindle_upload_bg.wasm -o pkg/rindle_upload_bg.wasm
-# The checksum worker runs the same package (src/web/checksums.rs starts it).
-cp js/checksum-worker.js pkg/
+optimize pkg/rindle_upload_bg.wasm
+# The checksum module (checksum/): what the checksum workers run, and a
+# page without workers loads (src/web/checksums.rs); the page's module has
+# none of the hashing.
+cargo build --profile wasm --target wasm32-unknown-unknown -p rindle-upload-checksum --lib --features module
+wasm-bindgen target/wasm32-unknown-unknown/wasm/rindle_upload_checksum.wasm --out-dir pkg --out-name checksum \
+  --target web --no-typescript
+optimize pkg/checksum_bg.wasm
+cp js/checksum-worker.js js/checksum-stream.js pkg/
 # The package's entry re-exports the glue and UploadError's class, whose
 # module wasm-bindgen copied to a path with a hash in it.
 error_module=$(cd pkg && ls snippets/*/js/upload-error.js)

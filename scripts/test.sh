@@ -12,6 +12,7 @@ echo "== lint: rustfmt, clippy on the native and browser builds, the package's T
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
+cargo clippy -p rindle-upload-checksum --target wasm32-unknown-unknown --features module -- -D warnings
 # An example app type-checked against pkg/ (strict, lib es2022 + dom, no skipLibCheck).
 node_modules/.bin/tsc -p examples/typescript
 

@@ -1,53 +1,21 @@
-//! The checksums' arithmetic, streamed: one `Hasher` for every algorithm
-//! (RustCrypto's `md-5`, `sha1`, `sha2`, and the `crc32c` crate), fed in
-//! windows so a file is never whole in memory, and CRC32C's combination of
-//! pieces' checksums into the whole object's.
+//! The checksums' arithmetic: the streamed `Hasher` of every algorithm
+//! (the `rindle-upload-checksum` crate, which the browser loads as its own
+//! module), and CRC32C's combination of pieces' checksums into the whole
+//! object's.
 
 use crate::transport::ChecksumAlgorithm;
-use sha2::Digest as _;
+use rindle_upload_checksum::Algorithm;
+pub use rindle_upload_checksum::{digest_of, Hasher};
 
-pub enum Hasher {
-    Crc32c(u32),
-    Md5(md5::Md5),
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-}
-
-impl Hasher {
-    pub fn new(algorithm: ChecksumAlgorithm) -> Hasher {
+impl From<ChecksumAlgorithm> for Algorithm {
+    fn from(algorithm: ChecksumAlgorithm) -> Algorithm {
         match algorithm {
-            ChecksumAlgorithm::Crc32c => Hasher::Crc32c(0),
-            ChecksumAlgorithm::Md5 => Hasher::Md5(md5::Md5::new()),
-            ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            ChecksumAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            ChecksumAlgorithm::Crc32c => Algorithm::Crc32c,
+            ChecksumAlgorithm::Md5 => Algorithm::Md5,
+            ChecksumAlgorithm::Sha1 => Algorithm::Sha1,
+            ChecksumAlgorithm::Sha256 => Algorithm::Sha256,
         }
     }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, bytes),
-            Hasher::Md5(h) => h.update(bytes),
-            Hasher::Sha1(h) => h.update(bytes),
-            Hasher::Sha256(h) => h.update(bytes),
-        }
-    }
-
-    /// The digest (a CRC32C as 4 bytes big-endian, as S3 and GCS write it).
-    pub fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Crc32c(crc) => crc.to_be_bytes().to_vec(),
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-        }
-    }
-}
-
-/// The digest of `bytes`.
-pub fn digest_of(algorithm: ChecksumAlgorithm, bytes: &[u8]) -> Vec<u8> {
-    let mut hasher = Hasher::new(algorithm);
-    hasher.update(bytes);
-    hasher.finish()
 }
 
 /// The CRC32C of consecutive pieces, from each piece's CRC32C and length:
@@ -59,29 +27,6 @@ pub fn crc32c_of_pieces(pieces: impl IntoIterator<Item = (u32, u64)>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    #[test]
-    fn known_answers() {
-        // RFC 3720, appendix B.4.
-        assert_eq!(hex(&digest_of(ChecksumAlgorithm::Crc32c, &[0u8; 32])), "8a9136aa");
-        assert_eq!(hex(&digest_of(ChecksumAlgorithm::Crc32c, &[0xffu8; 32])), "62a8ab43");
-        let ascending: Vec<u8> = (0..32).collect();
-        assert_eq!(hex(&digest_of(ChecksumAlgorithm::Crc32c, &ascending)), "46dd794e");
-        // NIST FIPS 180-4 examples ("abc"); RFC 1321 ("abc").
-        assert_eq!(
-            hex(&digest_of(ChecksumAlgorithm::Sha256, b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(
-            hex(&digest_of(ChecksumAlgorithm::Sha1, b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(hex(&digest_of(ChecksumAlgorithm::Md5, b"abc")), "900150983cd24fb0d6963f7d28e17f72");
-    }
 
     #[test]
     fn windows_and_pieces_give_the_whole_objects_checksum() {

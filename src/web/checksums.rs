@@ -1,14 +1,15 @@
 //! Checksums of file ranges in the browser, computed off the main thread:
 //! two dedicated module Workers (`checksum-worker.js`, shipped beside the
-//! package) run this same package and hash the Blob they are handed (a
+//! package) run the checksum module (`checksum-stream.js` over `checksum.js`,
+//! the `rindle-upload-checksum` crate) and hash the Blob they are handed (a
 //! handle: no bytes are copied on the main thread). A range is read as a
-//! stream, chunk by chunk, so a file is never whole in memory (and faster
-//! than reading it in `arrayBuffer()` slices). A large CRC32C is split between the two
-//! workers and the halves combined. Where no Worker can be started (no
-//! `Worker`, a CSP that forbids it, a bundler that left the script out), the
-//! same code runs in the current thread.
+//! stream, chunk by chunk, so a file is never whole in memory. A large
+//! CRC32C is split between the two workers and the halves combined. Where
+//! no Worker can be started (no `Worker`, a CSP that forbids it, a bundler
+//! that left the script out), the page loads the checksum module itself
+//! and hashes in its own thread.
 
-use crate::digest::{crc32c_of_pieces, Hasher};
+use crate::digest::crc32c_of_pieces;
 use crate::error::{ErrorCode, UploadError};
 use crate::transport::ChecksumAlgorithm;
 use wasm_bindgen::prelude::*;
@@ -59,14 +60,10 @@ export function digest_in_worker(blob, start_at, end, algorithm) {
     worker.postMessage({ id, blob, start: start_at, end, algorithm });
   });
 }
-// A Blob read as a stream (a BYOB reader into one buffer fails in Chromium
-// on large in-memory Blobs: "network error").
-export function open_reader(blob) {
-  return blob.stream().getReader();
-}
-export async function read_window(reader) {
-  const { value, done } = await reader.read();
-  return done ? null : value;
+// Without a Worker: the checksum module, loaded the first time it is needed.
+export async function digest_here(blob, start_at, end, algorithm) {
+  const { digestBlob } = await import("../../checksum-stream.js");
+  return digestBlob(blob, start_at, end, algorithm);
 }
 "#)]
 extern "C" {
@@ -78,8 +75,7 @@ extern "C" {
         end: f64,
         algorithm: &str,
     ) -> Result<js_sys::Promise, JsValue>;
-    fn open_reader(blob: &Blob) -> JsValue;
-    fn read_window(reader: &JsValue) -> js_sys::Promise;
+    fn digest_here(blob: &Blob, start: f64, end: f64, algorithm: &str) -> js_sys::Promise;
 }
 
 thread_local! {
@@ -131,7 +127,8 @@ async fn digest_range(
     }
     let turn = HERE.with(std::rc::Rc::clone);
     let _turn = turn.lock().await;
-    digest_here(blob, start, end, algorithm).await
+    let digest = JsFuture::from(digest_here(blob, start, end, algorithm.name())).await;
+    digest.map(|digest| js_sys::Uint8Array::new(&digest).to_vec()).map_err(|e| unreadable(&e))
 }
 
 fn error_name(error: &JsValue) -> Option<String> {
@@ -153,44 +150,5 @@ fn unreadable(error: &JsValue) -> UploadError {
             UploadError::new(ErrorCode::FileChanged, "the file could not be read (it may have changed)")
         }
         _ => UploadError::new(ErrorCode::Internal, "the file's checksum could not be computed"),
-    }
-}
-
-async fn digest_here(
-    blob: &Blob,
-    start: f64,
-    end: f64,
-    algorithm: ChecksumAlgorithm,
-) -> Result<Vec<u8>, UploadError> {
-    let range = blob.slice_with_f64_and_f64(start, end).map_err(|e| unreadable(&e))?;
-    let reader = open_reader(&range);
-    let mut hasher = Hasher::new(algorithm);
-    let mut window = Vec::new();
-    loop {
-        let read = JsFuture::from(read_window(&reader)).await.map_err(|e| unreadable(&e))?;
-        if read.is_null() {
-            return Ok(hasher.finish());
-        }
-        let read = js_sys::Uint8Array::from(read);
-        window.resize(read.length() as usize, 0);
-        read.copy_to(&mut window);
-        hasher.update(&window);
-    }
-}
-
-/// Used by `checksum-worker.js`: the digest of `blob[start..end]` by
-/// `algorithm` ("crc32c", "md5", "sha1" or "sha256"), hashed in this thread.
-#[wasm_bindgen(js_name = digestBlob)]
-pub async fn digest_blob(
-    blob: Blob,
-    start: f64,
-    end: f64,
-    algorithm: String,
-) -> Result<js_sys::Uint8Array, JsValue> {
-    let algorithm = ChecksumAlgorithm::named(&algorithm)
-        .ok_or_else(|| JsValue::from_str("unknown checksum algorithm"))?;
-    match digest_here(&blob, start, end, algorithm).await {
-        Ok(digest) => Ok(js_sys::Uint8Array::from(digest.as_slice())),
-        Err(error) => Err(js_sys::Error::new(&error.message).into()),
     }
 }

@@ -1,10 +1,12 @@
-// Integrity end to end: with checksums on (the default), a 1 GiB upload
-// from a disk-backed File keeps the main thread free (the checksum worker
-// hashes) and stores exactly the file's bytes. Flipped bits per strategy are
-// in reliability.test.mjs; the store-level checks in multipart.test.mjs.
+// Integrity end to end: the checksum module gives the known answers in the
+// browser; a page that cannot start a Worker loads it and hashes itself;
+// with checksums on (the default), a 1 GiB upload from a disk-backed File
+// keeps the main thread free (the checksum worker hashes) and stores
+// exactly the file's bytes. Flipped bits per strategy are in
+// reliability.test.mjs; the store-level checks in multipart.test.mjs.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { brokerAndPage, MiB } from "./support.mjs";
 
 const SIZE = 1024 * MiB;
@@ -25,6 +27,66 @@ function block(index) {
 
 describe("integrity end to end (embedded store)", () => {
   const suite = brokerAndPage({ MAX_BYTES: String(2 * SIZE) });
+
+  test("the checksum module gives the known answers, over many stream windows too", async () => {
+    const big = randomBytes(3 * MiB + 12_345);
+    // A page of its own: its garbage is not the 1 GiB test's to collect.
+    const page = await suite.browser.newPage();
+    await page.goto(suite.page.url());
+    const digests = await page.evaluate(async (bigBase64) => {
+      const { digestBlob } = await import("/pkg/checksum-stream.js");
+      const hex = (digest) => [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+      const blob = (bytes) => new Blob([bytes]);
+      const abc = blob(new TextEncoder().encode("abc"));
+      const ascending = blob(Uint8Array.from({ length: 32 }, (_, i) => i));
+      const bigBlob = blob(Uint8Array.from(atob(bigBase64), (c) => c.charCodeAt(0)));
+      const each = (items, digest) => Promise.all(items.map(async (item) => hex(await digest(item))));
+      const zeros = blob(new Uint8Array(32));
+      const ones = blob(new Uint8Array(32).fill(0xff));
+      const algorithms = ["sha256", "sha1", "md5"];
+      return {
+        crc32c: await each([zeros, ones, ascending], (b) => digestBlob(b, 0, 32, "crc32c")),
+        abc: await each(algorithms, (algorithm) => digestBlob(abc, 0, 3, algorithm)),
+        big: await each(algorithms, (algorithm) => digestBlob(bigBlob, 7, bigBlob.size - 11, algorithm)),
+      };
+    }, big.toString("base64"));
+    await page.close();
+    // RFC 3720 appendix B.4; FIPS 180-4 and RFC 1321 ("abc").
+    assert.deepEqual(digests.crc32c, ["8a9136aa", "62a8ab43", "46dd794e"]);
+    assert.deepEqual(digests.abc, [
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+      "a9993e364706816aba3e25717850c26c9cd0d89d",
+      "900150983cd24fb0d6963f7d28e17f72",
+    ]);
+    const range = big.subarray(7, big.length - 11);
+    assert.deepEqual(digests.big, ["sha256", "sha1", "md5"].map((algorithm) => createHash(algorithm).update(range).digest("hex")));
+  });
+
+  test("a page that cannot start a Worker loads the checksum module and hashes itself; the store verifies", async () => {
+    const page = await suite.browser.newPage();
+    const workers = [];
+    page.on("worker", (worker) => workers.push(worker.url()));
+    await page.addInitScript(() => { globalThis.Worker = undefined; });
+    await page.goto(suite.page.url());
+    const content = randomBytes(6 * MiB);
+    const run = await page.evaluate(async ({ endpoint, base64 }) => {
+      const { default: init, Uploader } = await import("/pkg/index.js");
+      await init();
+      const file = new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], "no-worker.bin");
+      const uploader = new Uploader({ endpoint });
+      const results = [];
+      for (const strategy of ["presigned_put", "multipart"]) {
+        const { asset } = await uploader.upload(file, { strategy, checksum: "crc32c" }).done;
+        results.push(asset.sha256);
+      }
+      return { results, loaded: performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname) };
+    }, { endpoint: `${suite.broker.url}/api/uploads`, base64: content.toString("base64") });
+    await page.close();
+    const sha256 = createHash("sha256").update(content).digest("hex");
+    assert.deepEqual(run.results, [sha256, sha256]);
+    assert.deepEqual(workers, [], "no worker ran");
+    assert.ok(run.loaded.includes("/pkg/checksum_bg.wasm"), "the page loaded the checksum module");
+  });
 
   test("a 1 GiB upload with checksums causes no long task on the main thread and stores the file's bytes", async () => {
     const workers = [];

@@ -1,0 +1,33 @@
+// rindle-upload's streamed checksums: a Blob range read as a stream and fed
+// window by window to the checksum module's Hasher (checksum.js), so a file
+// is never whole in memory. The checksum workers run it; so does a page
+// that cannot start one (src/web/checksums.rs).
+import init, { Hasher } from "./checksum.js";
+
+let ready = null;
+
+/** Loads the checksum module (once). */
+export function load() {
+  return (ready ??= init());
+}
+
+/** The digest of `blob[start..end]` by `algorithm` ("crc32c", "md5", "sha1",
+ * "sha256"); rejects with the browser's read error (`NotReadableError`: the
+ * file changed). */
+export async function digestBlob(blob, start, end, algorithm) {
+  await load();
+  const hasher = new Hasher(algorithm);
+  // A BYOB reader into one buffer would copy less, but fails in Chromium on
+  // large in-memory Blobs ("network error").
+  const reader = blob.slice(start, end).stream().getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return hasher.finish();
+      hasher.update(value);
+    }
+  } catch (error) {
+    hasher.free();
+    throw error;
+  }
+}
