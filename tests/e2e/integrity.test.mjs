@@ -44,9 +44,10 @@ describe("integrity end to end (embedded store)", () => {
       await writable.close();
       const file = await handle.getFile();
       // Writing the file left 1 GiB of buffers behind: collect them now, so
-      // their collection is not counted against the upload.
+      // their collection is not counted against the upload, and give the
+      // browser's other processes a second to finish with the write.
       globalThis.gc();
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await new Promise((resolve) => setTimeout(resolve, 1000));
 
       const longTasks = [];
       const observer = new PerformanceObserver((list) => longTasks.push(...list.getEntries().map((e) => Math.round(e.duration))));
