@@ -31,8 +31,3 @@ pub mod web;
 pub use error::{ErrorCode, UploadError};
 pub use session::{Session, UploadStrategy};
 pub use state::SessionState;
-
-// Talc: less WebAssembly than the default allocator, dlmalloc (docs/benchmarks.md).
-#[cfg(all(target_arch = "wasm32", target_os = "unknown", not(target_feature = "atomics")))]
-#[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();

@@ -4,7 +4,10 @@
 
 use wasm_bindgen::prelude::*;
 
-// The same allocator as the page's module (smaller than dlmalloc).
+// Talc: less WebAssembly than the default allocator, dlmalloc. Not in the
+// page's module: there it brought main-thread tasks of 50 ms and more
+// during a 1 GiB upload on a busy machine (tests/e2e/integrity.test.mjs);
+// here it runs in the workers.
 #[cfg(not(target_feature = "atomics"))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
