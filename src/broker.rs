@@ -163,7 +163,8 @@ impl BrokerCall {
     }
 
     /// Serializes the request body with the serializer of the caller's
-    /// choosing (JSON natively, JS values in the browser).
+    /// choosing (the browser writes it with `wire::broker_json::call_body`,
+    /// tested to give the same JSON).
     pub fn serialize_body<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut body = CallBody { session_id: self.session_id().unwrap_or_default(), ..CallBody::default() };
         match self {
