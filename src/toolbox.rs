@@ -23,6 +23,11 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How long a request that failed for the network is given for the browser
+/// to say it went offline (Chromium fails the request first) before the
+/// failure is final.
+const OFFLINE_NOTICE_MS: u64 = 500;
+
 /// The I/O an upload runs on; implemented once for every combination the
 /// engine is built with, so strategies name one type parameter.
 pub(crate) trait Io {
@@ -149,18 +154,26 @@ impl<'a, I: Io> Toolbox<'a, I> {
             self.transport.online().await;
             return true;
         }
-        if self.retries_spent.get() >= self.policy.budget {
-            return false;
+        let delay = match self.retries_spent.get() < self.policy.budget {
+            true => self.policy.delay(*attempt, error, self.clock.random()),
+            false => None,
+        };
+        if let Some(ms) = delay {
+            *attempt += 1;
+            self.retries_spent.set(self.retries_spent.get() + 1);
+            self.clock.sleep(ms).await;
+            return true;
         }
-        match self.policy.delay(*attempt, error, self.clock.random()) {
-            Some(ms) => {
-                *attempt += 1;
-                self.retries_spent.set(self.retries_spent.get() + 1);
-                self.clock.sleep(ms).await;
-                true
+        // The browser can report the network gone a moment after a request
+        // failed for it: look once more before failing for good.
+        if connection_lost {
+            self.clock.sleep(OFFLINE_NOTICE_MS).await;
+            if !self.transport.is_online() {
+                self.transport.online().await;
+                return true;
             }
-            None => false,
         }
+        false
     }
 
     /// Sends one request to the store; one that reports no progress for the

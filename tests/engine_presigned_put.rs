@@ -181,7 +181,11 @@ fn broker_calls_are_retried_then_surface_with_the_state_they_happened_in() {
     let err = run.result.clone().unwrap_err();
     assert_eq!((err.code, err.state, err.retryable), (ErrorCode::BrokerUnreachable, Some(Initialized), true));
     assert_eq!(broker.calls.borrow().len(), 7, "initiate, then sign tried once and retried five times");
-    assert_eq!(run.slept, vec![500, 1_500, 2_500, 5_000, 10_000], "the default backoff with jitter 0.5");
+    assert_eq!(
+        run.slept,
+        vec![500, 1_500, 2_500, 5_000, 10_000, 500],
+        "the default backoff with jitter 0.5, then half a second for the browser to report being offline"
+    );
 }
 
 #[test]

@@ -40,6 +40,7 @@ fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
         ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
     let transport = ScriptedTransport::new(Answer::Offline {
         offline: Cell::new(true),
+        unnoticed: Cell::new(0),
         online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
     });
     let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
@@ -49,6 +50,46 @@ fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
     assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
     assert_eq!(transport.requests.borrow().len(), 2);
     assert!(run.slept.is_empty());
+}
+
+#[test]
+fn a_network_failure_the_browser_reports_late_as_offline_still_waits_for_the_network() {
+    let broker =
+        ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        unnoticed: Cell::new(1),
+        online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
+    });
+    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+
+    assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
+    assert_eq!(
+        transport.requests.borrow().len(),
+        2,
+        "the failed PUT, then the one after the network came back"
+    );
+    assert_eq!(run.slept, vec![500], "half a second for the browser to notice, then no backoff");
+}
+
+#[test]
+fn a_network_failure_while_online_fails_after_one_last_look() {
+    let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900))]);
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        unnoticed: Cell::new(usize::MAX),
+        online: Box::new(|_| unreachable!("the network never came back")),
+    });
+    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    options.retry.delays_ms = vec![];
+    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+
+    let err = run.result.unwrap_err();
+    assert_eq!((err.code, err.retryable), (ErrorCode::NetworkError, true));
+    assert_eq!(transport.requests.borrow().len(), 1);
+    assert_eq!(run.slept, vec![500]);
 }
 
 #[test]

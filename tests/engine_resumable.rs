@@ -153,6 +153,7 @@ fn resumable_waits_out_an_offline_spell_without_spending_a_retry() {
     let broker = resumable_broker();
     let transport = ScriptedTransport::new(Answer::Offline {
         offline: Cell::new(true),
+        unnoticed: Cell::new(0),
         online: Box::new(|request| match request.headers[0].1.as_str() {
             "bytes */1048576" => gcs_answer(308, None),
             "bytes 0-524287/1048576" => gcs_answer(308, Some("bytes=0-524287")),

@@ -135,9 +135,12 @@ pub enum Answer {
         control: RefCell<Option<Control>>,
     },
     /// Requests fail as the network would while offline, until the engine
-    /// waits for the network to come back; then `online` answers them.
+    /// waits for the network to come back; then `online` answers them. The
+    /// first `unnoticed` looks at `is_online` still say online, as a browser
+    /// may just after a request failed.
     Offline {
         offline: Cell<bool>,
+        unnoticed: Cell<usize>,
         online: StoreScript,
     },
 }
@@ -236,7 +239,14 @@ impl Transport for &ScriptedTransport {
     }
 
     fn is_online(&self) -> bool {
-        !matches!(&self.answer, Answer::Offline { offline, .. } if offline.get())
+        match &self.answer {
+            Answer::Offline { offline, unnoticed, .. } if offline.get() => {
+                let still_unnoticed = unnoticed.get() > 0;
+                unnoticed.set(unnoticed.get().saturating_sub(1));
+                still_unnoticed
+            }
+            _ => true,
+        }
     }
 
     async fn online(&self) {
