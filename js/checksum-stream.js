@@ -6,9 +6,6 @@ import init, { Hasher } from "./checksum.js";
 
 let ready = null;
 
-/** How many times a range is read before its read error is final. */
-const READS = 3;
-
 /** Loads the checksum module (once). */
 export function load() {
   return (ready ??= init());
@@ -19,24 +16,10 @@ export function load() {
  * file changed). */
 export async function digestBlob(blob, start, end, algorithm) {
   await load();
-  // Chromium sometimes fails a Blob stream with a bare "network error" while
-  // other reads of the same Blob are under way (the uploads' own bodies): a
-  // read that failed for anything but the file itself is read again.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await digestOnce(blob.slice(start, end), algorithm);
-    } catch (error) {
-      const fileChanged = error?.name === "NotReadableError" || error?.name === "NotFoundError";
-      if (fileChanged || attempt === READS) throw error;
-    }
-  }
-}
-
-async function digestOnce(range, algorithm) {
   const hasher = new Hasher(algorithm);
   // A BYOB reader into one buffer would copy less, but fails in Chromium on
   // large in-memory Blobs ("network error").
-  const reader = range.stream().getReader();
+  const reader = blob.slice(start, end).stream().getReader();
   try {
     for (;;) {
       const { value, done } = await reader.read();

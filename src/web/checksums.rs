@@ -7,7 +7,8 @@
 //! CRC32C is split between the two workers and the halves combined. Where
 //! no Worker can be started (no `Worker`, a CSP that forbids it, a bundler
 //! that left the script out), the page loads the checksum module itself
-//! and hashes in its own thread.
+//! and hashes in its own thread. Idle workers are ended (and started again
+//! when next needed), so that they let go of the files they hashed.
 
 use crate::digest::crc32c_of_pieces;
 use crate::error::{ErrorCode, UploadError};
@@ -21,15 +22,24 @@ const SPLIT_FROM: u64 = 8 << 20;
 
 #[wasm_bindgen(inline_js = r#"
 const WORKERS = 2;
+// A worker keeps each Blob it was handed until its own garbage collection,
+// which an idle worker may not run for minutes: Chromium's Blob storage
+// then fills, and later reads of other files fail ("network error"). The
+// workers are ended once nothing was asked of them for this long.
+const IDLE_MS = 1000;
 let workers = [];
+let idle = 0;
 let next = 0;
 const pending = new Map();
 export function worker_available() {
   return typeof Worker === "function";
 }
-function failed() {
+function stop() {
   for (const worker of workers) worker.terminate();
   workers = [];
+}
+function failed() {
+  stop();
   for (const waiting of pending.values()) waiting.reject({ name: "WorkerError", message: "the checksum worker failed" });
   pending.clear();
 }
@@ -43,6 +53,7 @@ function start() {
     worker.busy--;
     if (data.error) waiting.reject(data.error);
     else waiting.resolve(data.digest);
+    if (!pending.size) idle = setTimeout(stop, IDLE_MS);
   };
   worker.onerror = (event) => {
     event.preventDefault();
@@ -51,6 +62,7 @@ function start() {
   return worker;
 }
 export function digest_in_worker(blob, start_at, end, algorithm) {
+  clearTimeout(idle);
   if (!workers.length) for (let i = 0; i < WORKERS; i++) workers.push(start());
   const worker = workers.reduce((idlest, other) => (other.busy < idlest.busy ? other : idlest));
   worker.busy++;
