@@ -13,15 +13,28 @@ optimize() {
     "$1" -o "$1"
 }
 
-cargo build --profile wasm --target wasm32-unknown-unknown --lib
+# The WebAssembly builds also compile the standard library, for size: with
+# `panic=immediate-abort` a panic is a bare trap (the browser build installs
+# no panic hook, so its messages and locations were never shown), which
+# takes the panic formatting and locations out, and std's
+# `optimize_for_size` picks its smaller code. These are unstable options of
+# the pinned stable toolchain, enabled for these two builds only
+# (RUSTC_BOOTSTRAP); setup.sh adds the rust-src they compile.
+wasm_build() {
+  RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none" \
+    cargo build --profile wasm --target wasm32-unknown-unknown --lib \
+    -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size --target-dir target/wasm-size "$@"
+}
+
+wasm_build
 rm -rf pkg
-wasm-bindgen target/wasm32-unknown-unknown/wasm/rindle_upload.wasm --out-dir pkg --target web
+wasm-bindgen target/wasm-size/wasm32-unknown-unknown/wasm/rindle_upload.wasm --out-dir pkg --target web
 optimize pkg/rindle_upload_bg.wasm
 # The checksum module (checksum/): what the checksum workers run, and a
 # page without workers loads (src/web/checksums.rs); the page's module has
 # none of the hashing.
-cargo build --profile wasm --target wasm32-unknown-unknown -p rindle-upload-checksum --lib --features module
-wasm-bindgen target/wasm32-unknown-unknown/wasm/rindle_upload_checksum.wasm --out-dir pkg --out-name checksum \
+wasm_build -p rindle-upload-checksum --features module
+wasm-bindgen target/wasm-size/wasm32-unknown-unknown/wasm/rindle_upload_checksum.wasm --out-dir pkg --out-name checksum \
   --target web --no-typescript
 optimize pkg/checksum_bg.wasm
 cp js/checksum-worker.js js/checksum-stream.js pkg/

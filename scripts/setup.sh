@@ -14,7 +14,8 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-for component in rustfmt clippy; do
+# rust-src: the WebAssembly builds compile the standard library (build.sh).
+for component in rustfmt clippy rust-src; do
   if ! rustup component list --installed | grep -q "^$component"; then
     say "adding the $component component"
     rustup component add "$component"
