@@ -17,8 +17,10 @@ export function load() {
 export async function digestBlob(blob, start, end, algorithm) {
   await load();
   const hasher = new Hasher(algorithm);
-  // A BYOB reader into one buffer would copy less, but fails in Chromium on
-  // large in-memory Blobs ("network error").
+  // A BYOB reader into one reused window would keep the worker's garbage
+  // (and the renderer's growth) small, but Chromium fails BYOB reads of
+  // large in-memory Blobs ("network error", with other reads under way),
+  // and every read of that Blob fails after that (docs/benchmarks.md).
   const reader = blob.slice(start, end).stream().getReader();
   try {
     for (;;) {
