@@ -34,18 +34,34 @@ fn a_stalled_request_is_aborted_and_retried() {
     );
 }
 
+/// A presigned PUT of ten bytes, no retry allowed, through a transport that
+/// is offline until the engine waits for the network (then `online`
+/// answers) and still says online for its first `unnoticed` looks.
+fn put_through_offline_spell(
+    broker: &ScriptedBroker,
+    unnoticed: usize,
+    online: StoreScript,
+) -> (Run, ScriptedTransport) {
+    let transport = ScriptedTransport::new(Answer::Offline {
+        offline: Cell::new(true),
+        unnoticed: Cell::new(unnoticed),
+        online,
+    });
+    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
+    options.retry.delays_ms = vec![];
+    let run = run_with(broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+    (run, transport)
+}
+
+fn stored(_: &SentRequest) -> Result<HttpResponse, TransportError> {
+    Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })
+}
+
 #[test]
 fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
     let broker =
         ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
-    let transport = ScriptedTransport::new(Answer::Offline {
-        offline: Cell::new(true),
-        unnoticed: Cell::new(0),
-        online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
-    });
-    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
-    options.retry.delays_ms = vec![];
-    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+    let (run, transport) = put_through_offline_spell(&broker, 0, Box::new(stored));
 
     assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
     assert_eq!(transport.requests.borrow().len(), 2);
@@ -56,14 +72,7 @@ fn a_failure_while_offline_waits_for_the_network_and_spends_no_retry() {
 fn a_network_failure_the_browser_reports_late_as_offline_still_waits_for_the_network() {
     let broker =
         ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900)), Ok(completed_reply())]);
-    let transport = ScriptedTransport::new(Answer::Offline {
-        offline: Cell::new(true),
-        unnoticed: Cell::new(1),
-        online: Box::new(|_| Ok(HttpResponse { status: 200, headers: vec![], body: String::new() })),
-    });
-    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
-    options.retry.delays_ms = vec![];
-    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+    let (run, transport) = put_through_offline_spell(&broker, 1, Box::new(stored));
 
     assert_eq!(run.result.unwrap().session.state, Completed, "no retry was allowed, none was spent");
     assert_eq!(
@@ -77,14 +86,11 @@ fn a_network_failure_the_browser_reports_late_as_offline_still_waits_for_the_net
 #[test]
 fn a_network_failure_while_online_fails_after_one_last_look() {
     let broker = ScriptedBroker::new(vec![Ok(reply("initialized")), Ok(signed_reply(900))]);
-    let transport = ScriptedTransport::new(Answer::Offline {
-        offline: Cell::new(true),
-        unnoticed: Cell::new(usize::MAX),
-        online: Box::new(|_| unreachable!("the network never came back")),
-    });
-    let mut options = UploadOptions::new("a.txt", "text/plain", UploadStrategy::PresignedPut);
-    options.retry.delays_ms = vec![];
-    let run = run_with(&broker, &transport, 1.0, &options, b"0123456789".to_vec(), None);
+    let (run, transport) = put_through_offline_spell(
+        &broker,
+        usize::MAX,
+        Box::new(|_| unreachable!("the network never came back")),
+    );
 
     let err = run.result.unwrap_err();
     assert_eq!((err.code, err.retryable), (ErrorCode::NetworkError, true));
