@@ -147,17 +147,16 @@ impl<'a, I: Io> Toolbox<'a, I> {
 
     /// Waits before trying again after `error`; `false` when the error is
     /// final or the retries are spent. A failure while the browser is
-    /// offline spends no retry: it waits until the network is back.
+    /// offline spends no retry: it waits until the network is back (and one
+    /// that would be final is given `OFFLINE_NOTICE_MS` to turn out so).
     pub async fn back_off(&self, attempt: &mut usize, error: &UploadError) -> bool {
         let connection_lost = matches!(error.code, ErrorCode::NetworkError | ErrorCode::BrokerUnreachable);
         if connection_lost && !self.transport.is_online() {
             self.transport.online().await;
             return true;
         }
-        let delay = match self.retries_spent.get() < self.policy.budget {
-            true => self.policy.delay(*attempt, error, self.clock.random()),
-            false => None,
-        };
+        let budget_left = self.retries_spent.get() < self.policy.budget;
+        let delay = if budget_left { self.policy.delay(*attempt, error, self.clock.random()) } else { None };
         if let Some(ms) = delay {
             *attempt += 1;
             self.retries_spent.set(self.retries_spent.get() + 1);
