@@ -3,7 +3,8 @@
 // loopback. Needs the S3_* variables of scripts/garage.sh (scripts/bench.sh
 // starts Garage). Options: --sizes 256,1024 (MiB) --repeat 3 --write
 // (update docs/benchmarks.md and docs/bench-chart.svg) --check (exit 1 if
-// any upload failed: the smoke run in npm test).
+// any upload failed: the smoke run in npm test) --rows presigned,tus (only
+// the rows whose name contains one of these, for a quick comparison).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -19,6 +20,7 @@ const sizes = option("sizes", "256,1024").split(",").map((mib) => Number(mib) * 
 const repeat = Number(option("repeat", "3"));
 const write = args.includes("--write");
 const check = args.includes("--check");
+const only = option("rows", "").split(",").filter(Boolean);
 const MiB = 1 << 20;
 
 // ---- sizes: our package next to the anchors, bundled the same way ----
@@ -130,7 +132,7 @@ const native = check ? {} : Object.fromEntries(
 const results = new Map();
 for (const size of sizes) {
   for (let round = 0; round < repeat; round++) {
-    for (const row of rows) {
+    for (const row of rows.filter((r) => !only.length || only.some((part) => r.name.includes(part)))) {
       const key = `${row.name}|${row.store}|${size}`;
       const measured = await measure(row, size);
       results.set(key, [...(results.get(key) ?? []), measured]);
