@@ -3,7 +3,7 @@
 //! S3 and GCS write them), and the header each travels in to an S3-style
 //! store. The store verifies the header; the broker signs it into the URL.
 
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,12 +78,12 @@ pub struct Checksum {
 
 impl Checksum {
     pub fn of_digest(algorithm: ChecksumAlgorithm, digest: &[u8]) -> Checksum {
-        Checksum { algorithm, value: base64::engine::general_purpose::STANDARD.encode(digest) }
+        Checksum { algorithm, value: Base64::encode_string(digest) }
     }
 
     /// The digest, if `value` is base64 of one of the algorithm's length.
     pub fn digest(&self) -> Option<Vec<u8>> {
-        let digest = base64::engine::general_purpose::STANDARD.decode(self.value.trim()).ok()?;
+        let digest = Base64::decode_vec(self.value.trim()).ok()?;
         (digest.len() == self.algorithm.digest_len()).then_some(digest)
     }
 

@@ -6,7 +6,7 @@ use crate::error::{shown, ErrorCode, UploadError};
 use crate::secret::Secret;
 use crate::transport::{ChecksumAlgorithm, HttpRequest, HttpResponse};
 use crate::wire::s3;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
@@ -39,20 +39,22 @@ pub fn parse_expires(value: &str) -> Result<f64, UploadError> {
 
 /// `Upload-Metadata`: comma-separated `key base64(value)` pairs.
 pub fn encode_metadata(pairs: &[(&str, &str)]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    pairs.iter().map(|(key, value)| format!("{key} {}", b64.encode(value))).collect::<Vec<_>>().join(",")
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key} {}", Base64::encode_string(value.as_bytes())))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Decodes `Upload-Metadata` (for the embedded server); `None` if malformed.
 pub fn decode_metadata(value: &str) -> Option<Vec<(String, String)>> {
-    let b64 = base64::engine::general_purpose::STANDARD;
     value
         .split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, encoded) = pair.split_once(' ').unwrap_or((pair, ""));
-            let decoded = String::from_utf8(b64.decode(encoded.trim()).ok()?).ok()?;
+            let decoded = String::from_utf8(Base64::decode_vec(encoded.trim()).ok()?).ok()?;
             (!key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic() && b != b','))
                 .then(|| (key.to_owned(), decoded))
         })
@@ -62,14 +64,14 @@ pub fn decode_metadata(value: &str) -> Option<Vec<(String, String)>> {
 /// The algorithm's name in `Tus-Checksum-Algorithm` and `Upload-Checksum`.
 /// `Upload-Checksum: <algorithm> <base64 digest>`.
 pub fn checksum_header(algorithm: ChecksumAlgorithm, digest: &[u8]) -> String {
-    format!("{} {}", algorithm.name(), base64::engine::general_purpose::STANDARD.encode(digest))
+    format!("{} {}", algorithm.name(), Base64::encode_string(digest))
 }
 
 /// Parses `Upload-Checksum` (for the embedded server).
 pub fn parse_checksum(value: &str) -> Option<(ChecksumAlgorithm, Vec<u8>)> {
     let (name, digest) = value.trim().split_once(' ')?;
     let algorithm = ChecksumAlgorithm::named(name)?;
-    Some((algorithm, base64::engine::general_purpose::STANDARD.decode(digest.trim()).ok()?))
+    Some((algorithm, Base64::decode_vec(digest.trim()).ok()?))
 }
 
 /// What an `OPTIONS` request tells about a tus server.
