@@ -9,7 +9,7 @@ use crate::multipart::{ByPart, PartPlan};
 use crate::progress::Piece;
 use crate::toolbox::{ActiveUpload, Io, PendingDigest};
 use crate::transport::HttpResponse;
-use crate::wire::checksum::Checksum;
+use crate::wire::checksum::{Checksum, ChecksumAlgorithm};
 use futures::lock::Mutex;
 use std::cell::RefCell;
 
@@ -146,6 +146,17 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         Ok(computed)
     }
 
+    /// Starts hashing `parts` whose checksums are not known or under way:
+    /// started together, they share the checksum workers.
+    fn hash_ahead(&self, parts: impl Iterator<Item = u32>, plan: PartPlan, algorithm: ChecksumAlgorithm) {
+        let mut ahead = self.ahead.borrow_mut();
+        for part in parts {
+            if ahead.get(part).is_none() && self.checksums.borrow().get(part).is_none() {
+                ahead.insert(part, self.upload.tools.digest_ahead(plan.piece(part), algorithm));
+            }
+        }
+    }
+
     /// Signs the URLs starting at `key` before any byte moves.
     pub async fn sign_ahead(&self, key: u32) -> Result<(), UploadError> {
         let _one_at_a_time = self.signing.lock().await;
@@ -208,6 +219,9 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             .filter(|&n| n == key || self.is_fresh(n) != Some(true))
             .take(batch)
             .collect();
+        if let Some(algorithm) = self.upload.tools.checksum {
+            self.hash_ahead(part_numbers.iter().copied(), plan, algorithm);
+        }
         let mut checksums = Vec::new();
         for &part in &part_numbers {
             if let Some(checksum) = self.part_checksum(part, plan).await? {
@@ -220,12 +234,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         {
             // The next batch is hashed while this one goes.
             let after = pending.iter().position(|&n| n == last).map_or(pending.len(), |i| i + 1);
-            let mut ahead = self.ahead.borrow_mut();
-            for &part in pending[after..].iter().take(batch) {
-                if ahead.get(part).is_none() && self.checksums.borrow().get(part).is_none() {
-                    ahead.insert(part, self.upload.tools.digest_ahead(plan.piece(part), algorithm));
-                }
-            }
+            self.hash_ahead(pending[after..].iter().copied().take(batch), plan, algorithm);
         }
         let signed_at = self.upload.tools.now_ms();
         let mut signed = self.signed.borrow_mut();
