@@ -1,9 +1,12 @@
 // Prints the gzip -9 size of what a page downloads to upload (the entry,
 // the glue, its snippets and the WebAssembly), then of the checksum module
 // the checksum workers load (and a page without workers, once it needs a
-// checksum). Run after `npm run build`.
+// checksum). Run after `npm run build`. Each JS file is also measured as a
+// bundler ships it (esbuild --minify): the way docs/benchmarks.md measures
+// the peer libraries.
 import { readdirSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
+import { transform } from "esbuild";
 
 const snippets = readdirSync(new URL("../pkg/snippets/", import.meta.url), { recursive: true })
   .filter((name) => name.endsWith(".js"))
@@ -14,15 +17,23 @@ const groups = [
 ];
 // The goals (docs/benchmarks.md keeps the history): figures, not gates.
 const BUDGETS = { "page (wasm + glue)": 40 * 1024, "checksum module": 25 * 1024 };
+const gzip = (bytes) => gzipSync(bytes, { level: 9 }).length;
+const column = (value, width) => String(value).padStart(width);
+const width = Math.max(...groups.flatMap(([group, files]) => [`total, ${group}`, ...files]).map((name) => name.length));
+console.log(`${"file".padEnd(width)} ${column("bytes", 8)}    ${column("gzip", 7)}    ${column("minified gzip", 13)}`);
 for (const [group, files] of groups) {
-  let total = 0;
+  let [total, minifiedTotal] = [0, 0];
   for (const file of files) {
     const bytes = readFileSync(new URL(`../${file}`, import.meta.url));
-    const gzipped = gzipSync(bytes, { level: 9 }).length;
-    total += gzipped;
-    console.log(`${file.padEnd(28)} ${String(bytes.length).padStart(8)} B  ${String(gzipped).padStart(7)} B gzip`);
+    const minified = file.endsWith(".js")
+      ? (await transform(bytes.toString(), { minify: true, format: "esm" })).code
+      : bytes;
+    const [gzipped, minifiedGzipped] = [gzip(bytes), gzip(minified)];
+    [total, minifiedTotal] = [total + gzipped, minifiedTotal + minifiedGzipped];
+    console.log(`${file.padEnd(width)} ${column(bytes.length, 8)} B  ${column(gzipped, 7)} B  ${column(minifiedGzipped, 13)} B`);
   }
   const budget = BUDGETS[group];
-  const against = total <= budget ? "within" : `${total - budget} B over`;
-  console.log(`${`total, ${group}`.padEnd(28)} ${"".padStart(8)}    ${String(total).padStart(7)} B gzip (budget ${budget}: ${against})`);
+  const against = (bytes) => (bytes <= budget ? "within" : `${bytes - budget} B over`);
+  console.log(`${`total, ${group}`.padEnd(width)} ${"".padStart(8)}    ${column(total, 7)} B  ${column(minifiedTotal, 13)} B` +
+    ` (budget ${budget}: ${against(total)}; minified ${against(minifiedTotal)})`);
 }
