@@ -257,9 +257,10 @@ pub struct SignedPart {
 pub struct SignedRequest {
     pub method: String,
     pub url: Secret,
-    /// Headers the client must send as signed (e.g. `Content-Type`).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    /// Headers the client must send as signed (e.g. `Content-Type`); a JSON
+    /// object on the wire.
+    #[serde(default, with = "header_object")]
+    pub headers: Vec<(String, String)>,
     /// Absolute expiry on the server's clock, for people.
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -277,7 +278,7 @@ impl SignedRequest {
         crate::transport::HttpRequest {
             method: "PUT",
             url: self.url.clone(),
-            headers: self.headers.clone().into_iter().collect(),
+            headers: self.headers.clone(),
             body: Some(body),
         }
     }
@@ -296,6 +297,23 @@ impl SignedRequest {
                 .map_err(|e| malformed(format!("sign: {}", e.message)))?;
         }
         Ok(())
+    }
+}
+
+/// `SignedRequest::headers`, a list read and written as a JSON object (the
+/// browser build then has no B-tree code: it reads replies field by field).
+mod header_object {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(headers: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(headers.iter().map(|(name, value)| (name, value)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        let object = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(object.into_iter().collect())
     }
 }
 
@@ -447,7 +465,7 @@ mod tests {
         assert_eq!(reply.session.state, SessionState::Signed);
         let upload = reply.upload.unwrap();
         assert_eq!(upload.expires_in, Some(900));
-        assert_eq!(upload.headers["Content-Type"], "text/plain");
+        assert_eq!(upload.headers, [("Content-Type".to_owned(), "text/plain".to_owned())]);
     }
 
     /// As a Phoenix app serialises Rindle's session (no `upload_length`

@@ -12,7 +12,6 @@ use crate::secret::Secret;
 use crate::session::{MultipartPart, Session, UploadStrategy};
 use crate::state::SessionState;
 use crate::wire::checksum::{Checksum, ChecksumAlgorithm};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A decoded JSON value (a JS value in the browser).
@@ -107,11 +106,7 @@ fn signed_request<J: Json>(value: &J, at: &str) -> Read<SignedRequest> {
     let signed = Object::of(value, at)?;
     let headers = |value: &J, at: &str| {
         let members = value.members().ok_or_else(|| expected(at, "an object of strings"))?;
-        let mut headers = BTreeMap::new();
-        for (name, value) in members {
-            headers.insert(name, string(&value, at)?);
-        }
-        Ok(headers)
+        members.into_iter().map(|(name, value)| Ok((name, string(&value, at)?))).collect()
     };
     Ok(SignedRequest {
         method: signed.required("method", string)?,

@@ -168,7 +168,7 @@ fn signed_request(presigned: Presigned, signed_at: SystemTime, ttl: Duration) ->
     SignedRequest {
         method: "PUT".into(),
         url: Secret::new(presigned.url),
-        headers: presigned.headers,
+        headers: presigned.headers.into_iter().collect(),
         expires_at: Some(timestamp(signed_at + ttl)),
         expires_in: Some(ttl.as_secs()),
     }
