@@ -88,7 +88,8 @@ pub(crate) struct UrlSigner<'a, I: Io> {
     /// The checksums URLs are signed for, by key: computed once per piece
     /// (a URL signed again keeps its piece's).
     checksums: RefCell<ByPart<Checksum>>,
-    /// Checksums of the next batch's parts, hashed while this batch goes.
+    /// Digests under way: of the batch being signed (hashed together), and
+    /// of the next, hashed while this batch goes.
     ahead: RefCell<ByPart<PendingDigest<'a>>>,
     signed: RefCell<ByPart<SignedUrl>>,
     /// One signing call at a time, so concurrent parts share a batch.

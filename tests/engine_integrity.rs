@@ -9,14 +9,11 @@ mod support;
 
 use engine_harness::*;
 use rindle_upload::digest::digest_of;
-use rindle_upload::engine::{controls, Engine};
-use rindle_upload::queue::Queue;
-use rindle_upload::transport::{ByteSource, ChecksumAlgorithm, HttpResponse};
+use rindle_upload::transport::{ChecksumAlgorithm, HttpResponse};
 use rindle_upload::wire::checksum::Checksum;
-use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
+use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
 use serde_json::{json, Value};
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::Cell;
 
 fn crc32c(bytes: &[u8]) -> Value {
     let checksum =
@@ -166,50 +163,17 @@ fn with_checksums_off_nothing_is_hashed_or_claimed() {
     assert_eq!(body_of(&broker, "complete"), json!({"session_id": "s1"}));
 }
 
-/// A file whose digests each take a turn of the executor, logging when they
-/// start and end (by the piece's first byte): two digests under way at once
-/// are two workers busy at once in the browser.
-struct TimedHashing {
-    bytes: support::Bytes,
-    log: RefCell<Vec<(&'static str, u64)>>,
-}
-
-impl ByteSource for TimedHashing {
-    type Slice = Vec<u8>;
-    fn size(&self) -> u64 {
-        self.bytes.size()
-    }
-    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
-        self.bytes.slice(start, end)
-    }
-    async fn digest(
-        &self,
-        start: u64,
-        end: u64,
-        algorithm: ChecksumAlgorithm,
-    ) -> Result<Vec<u8>, UploadError> {
-        self.log.borrow_mut().push(("start", start));
-        YieldOnce(false).await;
-        self.log.borrow_mut().push(("end", start));
-        self.bytes.digest(start, end, algorithm).await
-    }
-}
-
 #[test]
 fn the_first_batchs_parts_are_hashed_together_before_it_is_signed() {
     let total = 21 * MIB;
     let broker = multipart_broker(total, json!([]));
     let transport = parts_transport();
-    let file = TimedHashing { bytes: support::Bytes(pattern(total)), log: RefCell::default() };
-    let (_control, commands) = controls();
-    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
-    let engine = Engine { broker: &broker, transport: &transport, clock, queue: Queue::unlimited() };
+    let file = WatchedFile::new(pattern(total));
     // Two in flight: URLs are signed four parts at a time (parts of 5 MiB).
-    let outcome =
-        futures::executor::block_on(engine.upload(&file, &multipart_options(2), Rc::new(|_| {}), commands));
+    let outcome = upload_file(&broker, &transport, &multipart_options(2), &file);
 
     assert_eq!(outcome.unwrap().session.state, SessionState::Completed);
-    let log = file.log.borrow();
+    let log = file.digests.borrow();
     let first_end = log.iter().position(|&(event, _)| event == "end").unwrap();
     let m = 5 * MIB as u64;
     assert_eq!(

@@ -8,7 +8,7 @@ use engine_harness::*;
 use rindle_upload::engine::{controls, Engine, Event, EventSink, UploadOptions};
 use rindle_upload::queue::Queue;
 use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
-use rindle_upload::{ErrorCode, SessionState, UploadError, UploadStrategy};
+use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -184,54 +184,16 @@ fn multipart_resumed_after_a_pause_sends_only_the_parts_the_store_lacks() {
     assert_eq!(body["parts"].as_array().unwrap().len(), 5);
 }
 
-/// A file that becomes unreadable after `readable` checks, as a file
-/// changed on disk does in a browser.
-struct ChangingFile {
-    bytes: support::Bytes,
-    readable: Cell<usize>,
-}
-
-impl rindle_upload::transport::ByteSource for ChangingFile {
-    type Slice = Vec<u8>;
-    fn size(&self) -> u64 {
-        self.bytes.size()
-    }
-    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
-        self.bytes.slice(start, end)
-    }
-    async fn digest(
-        &self,
-        start: u64,
-        end: u64,
-        algorithm: rindle_upload::transport::ChecksumAlgorithm,
-    ) -> Result<Vec<u8>, UploadError> {
-        self.bytes.digest(start, end, algorithm).await
-    }
-    async fn check_unchanged(&self) -> Result<(), UploadError> {
-        match self.readable.get() {
-            0 => Err(UploadError::new(ErrorCode::FileChanged, "changed")),
-            left => {
-                self.readable.set(left - 1);
-                Ok(())
-            }
-        }
-    }
-}
-
 #[test]
 fn a_file_that_changes_mid_upload_ends_file_changed_before_mixed_bytes_are_sent() {
     use rindle_upload::transport::ByteSource;
     let total = 21 * MIB;
     let broker = multipart_broker(total, json!([]));
     let transport = parts_transport();
-    let file = ChangingFile { bytes: Bytes(pattern(total)), readable: Cell::new(2) };
-    let (_control, commands) = controls();
-    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
-    let engine = Engine { broker: &broker, transport: &transport, clock, queue: Queue::unlimited() };
+    let file = WatchedFile { readable: Cell::new(2), ..WatchedFile::new(pattern(total)) };
     let options = multipart_options(1);
     assert_eq!(file.size(), total as u64);
-    let err =
-        futures::executor::block_on(engine.upload(&file, &options, Rc::new(|_| {}), commands)).unwrap_err();
+    let err = upload_file(&broker, &transport, &options, &file).unwrap_err();
 
     assert_eq!((err.code, err.state, err.retryable), (ErrorCode::FileChanged, Some(Uploading), false));
     assert_eq!(transport.requests.borrow().len(), 2, "no byte was sent after the change was seen");

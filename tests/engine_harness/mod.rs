@@ -11,7 +11,9 @@ pub use rindle_upload::events::PieceState;
 use rindle_upload::progress::ProgressSnapshot;
 use rindle_upload::queue::Queue;
 use rindle_upload::retry::RetryPolicy;
-use rindle_upload::transport::{Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError};
+use rindle_upload::transport::{
+    ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn, Transport, TransportError,
+};
 use rindle_upload::{SessionState, UploadError, UploadStrategy};
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -401,6 +403,66 @@ pub fn run_with(
     let seen = seen.borrow().clone();
     let slept = slept.borrow().clone();
     Run { result, seen, slept }
+}
+
+/// A file in memory the test watches: each digest takes a turn of the
+/// executor and is logged as it starts and as it ends (by the piece's first
+/// byte); after `readable` checks the file reads as changed on disk, as a
+/// file changed in a browser does.
+pub struct WatchedFile {
+    pub bytes: Bytes,
+    pub readable: Cell<usize>,
+    pub digests: RefCell<Vec<(&'static str, u64)>>,
+}
+
+impl WatchedFile {
+    /// A file that never changes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        WatchedFile { bytes: Bytes(bytes), readable: Cell::new(usize::MAX), digests: RefCell::default() }
+    }
+}
+
+impl ByteSource for WatchedFile {
+    type Slice = Vec<u8>;
+    fn size(&self) -> u64 {
+        self.bytes.size()
+    }
+    fn slice(&self, start: u64, end: u64) -> Vec<u8> {
+        self.bytes.slice(start, end)
+    }
+    async fn digest(
+        &self,
+        start: u64,
+        end: u64,
+        algorithm: ChecksumAlgorithm,
+    ) -> Result<Vec<u8>, UploadError> {
+        self.digests.borrow_mut().push(("start", start));
+        YieldOnce(false).await;
+        self.digests.borrow_mut().push(("end", start));
+        self.bytes.digest(start, end, algorithm).await
+    }
+    async fn check_unchanged(&self) -> Result<(), UploadError> {
+        match self.readable.get() {
+            0 => Err(UploadError::new(rindle_upload::ErrorCode::FileChanged, "changed")),
+            left => {
+                self.readable.set(left - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One upload of `file`, its events unwatched.
+pub fn upload_file(
+    broker: &ScriptedBroker,
+    transport: &ScriptedTransport,
+    options: &UploadOptions,
+    file: &WatchedFile,
+) -> Result<Outcome, UploadError> {
+    let (_control, commands) = controls();
+    let clock = SteppingClock { now: Cell::new(0.0), step: 1.0, slept: Rc::default() };
+    let engine = Engine { broker, transport, clock, queue: Queue::unlimited() };
+    futures::executor::block_on(engine.upload(file, options, Rc::new(|_| {}), commands))
 }
 
 /// Options whose one retry waits `jittered_wait_ms` (the test clock's
