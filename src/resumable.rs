@@ -10,9 +10,7 @@ use crate::recovery::{send_from_offset, Committed, OffsetStore};
 use crate::secret::Secret;
 use crate::state::SessionState;
 use crate::strategy::OffsetUpload;
-use crate::toolbox::PendingDigest;
-use crate::toolbox::{ActiveUpload, Io};
-use crate::transport::ChecksumAlgorithm;
+use crate::toolbox::{ActiveUpload, Io, PendingChecksum};
 use crate::wire::checksum::Checksum;
 use crate::wire::gcs::{chunk_request, read_answer, ChunkAnswer, ContentRange};
 use crate::wire::s3::MIB;
@@ -33,22 +31,21 @@ pub(crate) struct GcsSession<'a, I: Io> {
     /// The whole file's checksum, hashed from the start while chunks go:
     /// the last chunk carries it (`x-goog-hash`) and the store completes
     /// the object only if it holds.
-    whole: Option<(ChecksumAlgorithm, PendingDigest<'a>)>,
+    whole: Option<PendingChecksum<'a>>,
 }
 
 impl<I: Io> GcsSession<'_, I> {
-    async fn whole_checksum(&self) -> Result<Option<Checksum>, UploadError> {
-        let Some((algorithm, pending)) = &self.whole else { return Ok(None) };
-        Ok(Some(Checksum::of_digest(*algorithm, &pending.clone().await?)))
-    }
-
     pub async fn send_chunk(&self, piece: Piece) -> Result<Committed, UploadError> {
         let total = self.upload.total();
         let range = ContentRange::for_bytes(piece.start, piece.end(), total);
         let body = self.upload.body(piece);
         let mut request = chunk_request(&self.uri, range, Some(body));
         if piece.end() == total {
-            if let Some(hash) = self.whole_checksum().await?.and_then(|c| c.goog_hash()) {
+            let whole = match &self.whole {
+                Some(pending) => pending.checksum().await?.goog_hash(),
+                None => None,
+            };
+            if let Some(hash) = whole {
                 request.headers.push(("x-goog-hash".to_owned(), hash));
             }
         }
@@ -109,8 +106,7 @@ pub(crate) async fn transfer<I: Io>(
         upload.transition(SessionState::Expired)?;
         return Err(UploadError::new(ErrorCode::SessionExpired, "the resumable session's URI has expired"));
     }
-    let tools = upload.tools;
-    let whole = tools.checksum.map(|a| (a, tools.digest_ahead(Piece::between(0, upload.total()), a)));
+    let whole = upload.tools.checksum_ahead(Piece::between(0, upload.total()));
     let session = OffsetUpload::Gcs(GcsSession { upload, uri, whole: whole.clone() });
     let mut at = Committed { offset: 0, complete: false };
     if resuming {
@@ -124,7 +120,7 @@ pub(crate) async fn transfer<I: Io>(
     send_from_offset(upload, &session, at, chunk).await?;
     upload.transition(SessionState::Uploaded)?;
     match whole {
-        Some((algorithm, pending)) => Ok(Some(Checksum::of_digest(algorithm, &pending.await?))),
+        Some(pending) => pending.checksum().await.map(Some),
         None => Ok(None),
     }
 }

@@ -115,13 +115,7 @@ impl Plan {
                 return Ok(BrokerCall::CompleteMultipart { session_id, parts, checksum });
             }
             Plan::Resumable { chunk } => crate::resumable::transfer(upload, chunk, resuming).await?,
-            // tus chunks come and go at the server's offsets: the whole
-            // file is hashed once more (servers without the checksum
-            // extension verify nothing on the way).
-            Plan::Tus { chunk } => {
-                crate::tus::transfer(upload, options, chunk, resuming).await?;
-                upload.tools.checksum_of(Piece::between(0, upload.total())).await?
-            }
+            Plan::Tus { chunk } => crate::tus::transfer(upload, options, chunk, resuming).await?,
         };
         Ok(BrokerCall::Complete { session_id, checksum })
     }

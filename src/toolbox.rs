@@ -49,6 +49,19 @@ impl<B: Broker, T: Transport, C: Clock, S: ByteSource<Slice = T::Body>> Io for (
 /// A digest being computed, shared by whoever awaits it.
 pub(crate) type PendingDigest<'a> = Shared<LocalBoxFuture<'a, Result<Vec<u8>, UploadError>>>;
 
+/// A checksum by the upload's algorithm, being computed (`checksum_ahead`).
+#[derive(Clone)]
+pub(crate) struct PendingChecksum<'a> {
+    algorithm: ChecksumAlgorithm,
+    digest: PendingDigest<'a>,
+}
+
+impl PendingChecksum<'_> {
+    pub async fn checksum(&self) -> Result<Checksum, UploadError> {
+        Ok(Checksum::of_digest(self.algorithm, &self.digest.clone().await?))
+    }
+}
+
 pub(crate) struct Toolbox<'a, I: Io> {
     pub broker: &'a I::Broker,
     pub transport: &'a I::Transport,
@@ -84,6 +97,13 @@ impl<'a, I: Io> Toolbox<'a, I> {
         // One poll hands the work over (to the worker, in the browser).
         let _ = pending.clone().now_or_never();
         pending
+    }
+
+    /// `checksum_of`, started now and answered later (`digest_ahead`);
+    /// `None` when checksums are off.
+    pub fn checksum_ahead(&'a self, piece: Piece) -> Option<PendingChecksum<'a>> {
+        let algorithm = self.checksum?;
+        Some(PendingChecksum { algorithm, digest: self.digest_ahead(piece, algorithm) })
     }
 
     /// The checksum of `piece` by the upload's algorithm (computed by the

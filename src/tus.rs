@@ -14,6 +14,7 @@ use crate::strategy::OffsetUpload;
 use crate::toolbox::PendingDigest;
 use crate::toolbox::{ActiveUpload, Io};
 use crate::transport::{ByteSource, HttpRequest, HttpResponse};
+use crate::wire::checksum::Checksum;
 use crate::wire::s3;
 use crate::wire::tus::{
     check, checksum_header, encode_metadata, parse_expires, parse_size, tus_request, upload_url, Discovery,
@@ -122,13 +123,14 @@ impl<I: Io> TusUpload<'_, I> {
     }
 }
 
-/// Sends the file with tus, from the offset the server holds.
+/// Sends the file with tus, from the offset the server holds; answers the
+/// whole file's checksum, for `complete`.
 pub(crate) async fn transfer<I: Io>(
     upload: &ActiveUpload<'_, I>,
     options: &UploadOptions,
     chunk: u64,
     resuming: bool,
-) -> Result<(), UploadError> {
+) -> Result<Option<Checksum>, UploadError> {
     let total = upload.total();
     if upload.state() == SessionState::Initialized {
         // The broker either pre-creates the upload (session_uri) or hands
@@ -189,7 +191,7 @@ async fn create_and_send<I: Io>(
     endpoint: Secret,
     options: &UploadOptions,
     chunk: u64,
-) -> Result<(), UploadError> {
+) -> Result<Option<Checksum>, UploadError> {
     let total = upload.total();
     let discovery = discover(upload, &endpoint).await?;
     check_size(&discovery, total)?;
@@ -229,13 +231,31 @@ async fn create_and_send<I: Io>(
     send_from(tus, at, chunk).await
 }
 
-async fn send_from<I: Io>(tus: TusUpload<'_, I>, at: Committed, chunk: u64) -> Result<(), UploadError> {
+/// PATCHes from `at` to the end; answers the whole file's checksum. tus
+/// chunks come and go at the server's offsets, so the whole file is hashed
+/// once more: from the start while chunks go when they carry no checksum
+/// of their own (as for GCS), after them when they do (the checksum
+/// workers hash one range at a time, and each chunk's is needed first).
+async fn send_from<I: Io>(
+    tus: TusUpload<'_, I>,
+    at: Committed,
+    chunk: u64,
+) -> Result<Option<Checksum>, UploadError> {
     let upload = tus.upload;
+    let whole = Piece::between(0, upload.total());
+    let ahead = match tus.discovery.checksum(upload.tools.checksum) {
+        None => upload.tools.checksum_ahead(whole),
+        Some(_) => None,
+    };
     if upload.state() != SessionState::Uploading {
         upload.transition(SessionState::Uploading)?;
     }
     send_from_offset(upload, &OffsetUpload::Tus(tus), at, chunk).await?;
-    upload.transition(SessionState::Uploaded)
+    upload.transition(SessionState::Uploaded)?;
+    match ahead {
+        Some(pending) => pending.checksum().await.map(Some),
+        None => upload.tools.checksum_of(whole).await,
+    }
 }
 
 /// Termination: asks the tus server to discard the upload.

@@ -188,3 +188,32 @@ fn the_first_batchs_parts_are_hashed_together_before_it_is_signed() {
         "the first signing call carried the first batch"
     );
 }
+
+#[test]
+fn tus_without_chunk_checksums_hashes_the_whole_file_while_the_chunks_go() {
+    let file = std::rc::Rc::new(WatchedFile::new(pattern(1 << 20)));
+    // What the file had been asked to hash when each PATCH went.
+    let hashed_by_patch = std::rc::Rc::new(std::cell::RefCell::new(vec![]));
+    let transport = ScriptedTransport::new(Answer::Script(Box::new({
+        let (file, hashed_by_patch) = (file.clone(), hashed_by_patch.clone());
+        move |request| match (request.method, header(request, "Upload-Offset")) {
+            ("OPTIONS", _) => tus_answer(204, &[("tus-version", "1.0.0"), ("tus-extension", "creation")]),
+            ("HEAD", _) => tus_answer(200, &[("upload-offset", "0")]),
+            ("PATCH", Some(offset)) => {
+                hashed_by_patch.borrow_mut().push(file.digests.borrow().clone());
+                let end = if offset == "0" { "524288" } else { "1048576" };
+                tus_answer(204, &[("upload-offset", end)])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    })));
+    let broker = tus_broker(false);
+    let outcome = upload_file(&broker, &transport, &tus_options(), &file).unwrap();
+
+    assert_eq!(outcome.session.state, SessionState::Completed);
+    let hashed_by_patch = hashed_by_patch.borrow();
+    assert_eq!(hashed_by_patch.len(), 2, "two PATCHes");
+    assert_eq!(hashed_by_patch[0], [("start", 0)], "the whole file's digest started before the first PATCH");
+    assert_eq!(*file.digests.borrow(), [("start", 0), ("end", 0)], "hashed once");
+    assert_eq!(body_of(&broker, "complete")["checksum"], crc32c(&file.bytes.0));
+}
