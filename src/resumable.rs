@@ -40,12 +40,8 @@ impl<I: Io> GcsSession<'_, I> {
         let range = ContentRange::for_bytes(piece.start, piece.end(), total);
         let body = self.upload.body(piece);
         let mut request = chunk_request(&self.uri, range, Some(body));
-        if piece.end() == total {
-            let whole = match &self.whole {
-                Some(pending) => pending.checksum().await?.goog_hash(),
-                None => None,
-            };
-            if let Some(hash) = whole {
+        if let Some(pending) = self.whole.as_ref().filter(|_| piece.end() == total) {
+            if let Some(hash) = pending.checksum().await?.goog_hash() {
                 request.headers.push(("x-goog-hash".to_owned(), hash));
             }
         }

@@ -13,7 +13,8 @@ use rindle_upload::transport::{ChecksumAlgorithm, HttpResponse};
 use rindle_upload::wire::checksum::Checksum;
 use rindle_upload::{ErrorCode, SessionState, UploadStrategy};
 use serde_json::{json, Value};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 fn crc32c(bytes: &[u8]) -> Value {
     let checksum =
@@ -191,9 +192,9 @@ fn the_first_batchs_parts_are_hashed_together_before_it_is_signed() {
 
 #[test]
 fn tus_without_chunk_checksums_hashes_the_whole_file_while_the_chunks_go() {
-    let file = std::rc::Rc::new(WatchedFile::new(pattern(1 << 20)));
+    let file = Rc::new(WatchedFile::new(pattern(1 << 20)));
     // What the file had been asked to hash when each PATCH went.
-    let hashed_by_patch = std::rc::Rc::new(std::cell::RefCell::new(vec![]));
+    let hashed_by_patch = Rc::new(RefCell::new(vec![]));
     let transport = ScriptedTransport::new(Answer::Script(Box::new({
         let (file, hashed_by_patch) = (file.clone(), hashed_by_patch.clone());
         move |request| match (request.method, header(request, "Upload-Offset")) {
