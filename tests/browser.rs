@@ -28,7 +28,7 @@ fn broker() -> WebBroker {
     WebBroker {
         endpoint: format!("{BROKER}/api/uploads"),
         headers: vec![],
-        credentials: web_sys::RequestCredentials::Include,
+        credentials: "include",
         callbacks: JsValue::UNDEFINED,
         first_contact: FirstContact::default(),
     }
@@ -173,7 +173,7 @@ async fn broker_errors_over_http_keep_their_codes() {
     let unreachable = WebBroker {
         endpoint: "http://127.0.0.1:9/api/uploads".into(),
         headers: vec![],
-        credentials: web_sys::RequestCredentials::SameOrigin,
+        credentials: "same-origin",
         callbacks: JsValue::UNDEFINED,
         first_contact: FirstContact::default(),
     };

@@ -1,11 +1,11 @@
-//! The browser's broker: the v1 HTTP protocol over fetch (gloo-net), with
+//! The browser's broker: the v1 HTTP protocol over fetch (`js/browser.js`), with
 //! any call replaceable by a JavaScript callback of the same name.
 
+use super::xhr::{header_list, Answer};
 use crate::broker::{read_http_answer, read_reply, Broker, BrokerCall, BrokerReply, PROTOCOL_VERSION};
 use crate::error::{ErrorCode, UploadError};
 use crate::queue::Queue;
 use crate::wire::broker_json::{self, Json, JsonBuilder};
-use gloo_net::http::{Method, RequestBuilder};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -17,7 +17,7 @@ pub struct WebBroker {
     /// Sent with every HTTP call (CSRF tokens, authorization).
     pub headers: Vec<(String, String)>,
     /// Whether cookies go with the calls (fetch's `credentials`).
-    pub credentials: web_sys::RequestCredentials,
+    pub credentials: &'static str,
     /// An object whose methods `initiate`, `sign`, `complete`, `cancel`
     /// replace the HTTP calls of the same name; `undefined` for none.
     pub callbacks: JsValue,
@@ -102,34 +102,53 @@ impl WebBroker {
     }
 
     async fn send_http(&self, call: &BrokerCall, body: &JsValue) -> Result<BrokerReply, UploadError> {
-        let url = format!("{}{}", self.endpoint.trim_end_matches('/'), call.path());
-        let mut request = RequestBuilder::new(&url)
-            .method(if call.method() == "GET" { Method::GET } else { Method::POST })
-            .credentials(self.credentials)
-            .header("Accept", "application/json")
-            .header("Rindle-Broker-Protocol", PROTOCOL_VERSION);
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        let unreachable = |e: gloo_net::Error| {
-            UploadError::new(
-                ErrorCode::BrokerUnreachable,
-                format!("{}: could not reach the broker at {url}: {e}", call.name()),
-            )
-        };
-        let sent = if call.method() == "GET" {
-            request.build().map_err(unreachable)?.send().await
-        } else {
-            let json = js_sys::JSON::stringify(body).map(String::from).unwrap_or_default();
-            request.header("Content-Type", "application/json").body(json).map_err(unreachable)?.send().await
-        };
-        let response = sent.map_err(unreachable)?;
-        let status = response.status();
-        let text = response.text().await.map_err(unreachable)?;
+        let url = [self.endpoint.trim_end_matches('/'), &call.path()].concat();
+        let json = (call.method() != "GET")
+            .then(|| js_sys::JSON::stringify(body).map(String::from).unwrap_or_default());
+        let ours = [("Accept", "application/json"), ("Rindle-Broker-Protocol", PROTOCOL_VERSION)];
+        let content_type = json.as_ref().map(|_| ("Content-Type", "application/json"));
+        let given = self.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        let headers = header_list(ours.into_iter().chain(given).chain(content_type));
+        let sent = broker_request(&url, call.method(), headers, json, self.credentials);
+        let answer: Answer = JsFuture::from(sent)
+            .await
+            .map_err(|thrown| {
+                UploadError::new(
+                    ErrorCode::BrokerUnreachable,
+                    format!(
+                        "{}: could not reach the broker at {url}: {}",
+                        call.name(),
+                        thrown_message(&thrown).unwrap_or_default()
+                    ),
+                )
+            })?
+            .unchecked_into();
+        let text = answer.text();
         let reply = || decode_reply(parse_json(&text)?).map_err(|e| e.to_string());
         let error = || broker_json::error_body(&parse_json(&text)?).map_err(|e| e.to_string());
-        read_http_answer(call, status, reply, error)
+        read_http_answer(call, answer.status(), reply, error)
     }
+}
+
+#[wasm_bindgen(module = "/js/browser.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = brokerRequest)]
+    fn broker_request(
+        url: &str,
+        method: &str,
+        headers: js_sys::Array,
+        body: Option<String>,
+        credentials: &str,
+    ) -> js_sys::Promise;
+}
+
+/// What a thrown value says: an `Error`'s message, or the value if it is a
+/// string.
+fn thrown_message(thrown: &JsValue) -> Option<String> {
+    js_sys::Reflect::get(thrown, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|v| v.as_string())
+        .or_else(|| thrown.as_string())
 }
 
 fn parse_json(text: &str) -> Result<JsValue, String> {
@@ -230,9 +249,11 @@ extern "C" {
 /// A callback that throws (or rejects) refuses the call; an `Error` with a
 /// known `code` property keeps that code.
 fn thrown_to_error(call: &BrokerCall, thrown: JsValue) -> UploadError {
-    let field =
-        |name: &str| js_sys::Reflect::get(&thrown, &JsValue::from_str(name)).ok().and_then(|v| v.as_string());
-    let message = field("message").or_else(|| thrown.as_string()).unwrap_or_else(|| "callback failed".into());
-    let code = field("code").and_then(|c| ErrorCode::from_wire(&c)).unwrap_or(ErrorCode::BrokerRejected);
+    let message = thrown_message(&thrown).unwrap_or_else(|| "callback failed".into());
+    let code = js_sys::Reflect::get(&thrown, &JsValue::from_str("code"))
+        .ok()
+        .and_then(|c| c.as_string())
+        .and_then(|c| ErrorCode::from_wire(&c))
+        .unwrap_or(ErrorCode::BrokerRejected);
     UploadError::new(code, format!("{} callback: {message}", call.name()))
 }

@@ -1,5 +1,6 @@
-//! The browser edge: web-sys adapters for the engine's traits and the
-//! `#[wasm_bindgen]` API (`Uploader`, `Upload`) with its TypeScript types.
+//! The browser edge: the engine's traits over the browser's APIs (called
+//! through `js/browser.js`, js-sys and web-sys) and the `#[wasm_bindgen]`
+//! API (`Uploader`, `Upload`) with its TypeScript types.
 
 mod broker;
 mod checksums;
@@ -20,19 +21,19 @@ use crate::secret::Secret;
 use crate::session::Session;
 use crate::state::SessionState;
 use crate::wire::broker_json::{self, JsonBuilder};
-use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::future::{FutureExt, LocalBoxFuture};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use totals::{Status, Totals};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use web_sys::Blob;
 
 #[wasm_bindgen]
 pub struct Uploader {
     endpoint: String,
     headers: Vec<(String, String)>,
-    credentials: web_sys::RequestCredentials,
+    credentials: &'static str,
     callbacks: JsValue,
     queue: Queue,
     totals: Rc<Totals>,
@@ -64,9 +65,9 @@ impl Uploader {
         }
         // Cookies go to a broker on another origin only when asked ("include").
         let credentials = match string_option(&options, "credentials")?.as_deref() {
-            None | Some("same-origin") => web_sys::RequestCredentials::SameOrigin,
-            Some("include") => web_sys::RequestCredentials::Include,
-            Some("omit") => web_sys::RequestCredentials::Omit,
+            None | Some("same-origin") => "same-origin",
+            Some("include") => "include",
+            Some("omit") => "omit",
             Some(_) => {
                 return Err(invalid("Uploader: `credentials` is \"same-origin\", \"include\" or \"omit\""))
             }
@@ -99,14 +100,7 @@ impl Uploader {
     /// pages (expired ones are pruned).
     #[wasm_bindgen(js_name = findPreviousUploads, unchecked_return_type = "Promise<PreviousUpload[]>")]
     pub fn find_previous_uploads(&self, file: Blob) -> js_sys::Promise {
-        let key = file.dyn_ref::<web_sys::File>().map(|file| records::fingerprint(&self.endpoint, file));
-        future_to_promise(async move {
-            let found = match key {
-                Some(key) => records::find(&key).await?,
-                None => None,
-            };
-            Ok(found.into_iter().collect::<js_sys::Array>().into())
-        })
+        records::find(&self.endpoint, &file)
     }
 
     /// Starts uploading `file`; the returned `Upload` reports and controls it.
@@ -145,11 +139,8 @@ impl Uploader {
                 report_thrown(callback.call1(&JsValue::NULL, error));
             }
             ended
-        }
-        .boxed_local()
-        .shared();
-        let done = future_to_promise(run.clone());
-        Upload { latest, paused, queued, run, done, control }
+        };
+        Upload { latest, paused, queued, done: future_to_promise(run), control }
     }
 }
 
@@ -195,7 +186,7 @@ impl Uploader {
         let record = file
             .dyn_ref::<web_sys::File>()
             .filter(|_| get(options_value, "resume").is_none_or(|v| v.is_truthy()))
-            .map(|f| (records::fingerprint(&self.endpoint, f), resume_record(f, &self.endpoint, &options)));
+            .map(|f| (records::key(&self.endpoint, f), resume_record(f, &self.endpoint, &options)));
         let on_progress = function_option(options_value, "onProgress")?;
         let on_state_change = function_option(options_value, "onStateChange")?;
         let on_part = function_option(options_value, "onPart")?;
@@ -292,7 +283,6 @@ pub struct Upload {
     latest: Rc<RefCell<Option<Session>>>,
     paused: Rc<Cell<bool>>,
     queued: Rc<Cell<bool>>,
-    run: Shared<LocalBoxFuture<'static, Result<JsValue, JsValue>>>,
     done: js_sys::Promise,
     control: Control,
 }
@@ -347,10 +337,10 @@ impl Upload {
     #[wasm_bindgen(unchecked_return_type = "Promise<SessionState | null>")]
     pub fn cancel(&self) -> js_sys::Promise {
         self.control.cancel();
-        let run = self.run.clone();
+        let done = JsFuture::from(self.done.clone());
         let latest = Rc::clone(&self.latest);
         future_to_promise(async move {
-            let _ = run.await;
+            let _ = done.await;
             let state = latest.borrow().as_ref().map_or(JsValue::NULL, |s| s.state.as_str().into());
             Ok(state)
         })
@@ -361,27 +351,21 @@ impl Upload {
 /// aborted ends the upload before any broker call.
 fn follow_signal(options: &JsValue, control: &Control) -> Result<(), JsValue> {
     let Some(signal) = get(options, "signal") else { return Ok(()) };
-    let target = signal
-        .dyn_ref::<web_sys::EventTarget>()
-        .filter(|_| js_sys::Reflect::has(&signal, &"aborted".into()).unwrap_or(false))
-        .ok_or_else(|| invalid("option `signal` must be an AbortSignal"))?;
-    if get(&signal, "aborted").is_some_and(|aborted| aborted.is_truthy()) {
-        return Err(error_to_js(&UploadError::new(
+    let control = control.clone();
+    match follow(&signal, &Closure::once_into_js(move || control.cancel())).as_str() {
+        "following" => Ok(()),
+        "aborted" => Err(error_to_js(&UploadError::new(
             ErrorCode::Aborted,
             "upload cancelled: the signal was aborted",
-        )));
+        ))),
+        _ => Err(invalid("option `signal` must be an AbortSignal")),
     }
-    let control = control.clone();
-    let cancel = Closure::once_into_js(move || control.cancel());
-    let once = web_sys::AddEventListenerOptions::new();
-    once.set_once(true);
-    target
-        .add_event_listener_with_callback_and_add_event_listener_options(
-            "abort",
-            cancel.unchecked_ref(),
-            &once,
-        )
-        .map_err(|_| invalid("option `signal` must be an AbortSignal"))
+}
+
+#[wasm_bindgen(module = "/js/browser.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = followSignal)]
+    fn follow(signal: &JsValue, cancel: &JsValue) -> String;
 }
 
 /// What `findPreviousUploads` returns for this upload (the session id is
@@ -404,11 +388,8 @@ fn resume_record(file: &web_sys::File, endpoint: &str, options: &UploadOptions) 
 /// Writes the record when the session appears, deletes it when the session
 /// ends (completed, aborted, expired, failed).
 fn keep_record(key: &str, record: &js_sys::Object, from: Option<SessionState>, session: &Session) {
-    let key = key.to_owned();
     if session.state.is_terminal() {
-        spawn_local(async move {
-            let _ = records::remove(&key).await;
-        });
+        records::remove(key);
     } else if from.is_none() {
         let expires_at = session.expires_at.as_deref().and_then(crate::time::parse_ms);
         let _ = js_sys::Reflect::set(record, &"sessionId".into(), &session.id.as_str().into());
@@ -417,10 +398,7 @@ fn keep_record(key: &str, record: &js_sys::Object, from: Option<SessionState>, s
             &"expiresAt".into(),
             &expires_at.map_or(JsValue::NULL, JsValue::from),
         );
-        let record = record.clone();
-        spawn_local(async move {
-            let _ = records::save(&key, &record).await;
-        });
+        records::save(key, record);
     }
 }
 

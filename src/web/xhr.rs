@@ -7,39 +7,69 @@ use crate::transport::{
     parse_header_block, ByteSource, ChecksumAlgorithm, Clock, HttpRequest, HttpResponse, ProgressFn,
     Transport, TransportError,
 };
-use futures::channel::oneshot;
-use std::cell::RefCell;
-use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, ProgressEvent, XmlHttpRequest};
+use web_sys::Blob;
+
+#[wasm_bindgen(module = "/js/browser.js")]
+extern "C" {
+    /// A request being sent (`js/browser.js`'s `storeRequest`).
+    type StoreRequest;
+    #[wasm_bindgen(catch, js_name = storeRequest)]
+    fn store_request(
+        method: &str,
+        url: &str,
+        headers: js_sys::Array,
+        body: Option<Blob>,
+        on_progress: &Closure<dyn FnMut(f64)>,
+    ) -> Result<StoreRequest, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn done(this: &StoreRequest) -> js_sys::Promise;
+    #[wasm_bindgen(method)]
+    fn abort(this: &StoreRequest);
+
+    /// What a loaded request answered: the status and body text, and for
+    /// a store request its headers as one block of lines.
+    pub(super) type Answer;
+    #[wasm_bindgen(method, getter)]
+    pub(super) fn status(this: &Answer) -> u16;
+    #[wasm_bindgen(method, getter)]
+    fn headers(this: &Answer) -> String;
+    #[wasm_bindgen(method, getter)]
+    pub(super) fn text(this: &Answer) -> String;
+
+    fn sleep(ms: f64) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = isOnline)]
+    fn is_online() -> bool;
+    fn online() -> js_sys::Promise;
+}
+
+/// Headers as `js/browser.js` takes them: name, value, name, value.
+pub(super) fn header_list<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> js_sys::Array {
+    let list = js_sys::Array::new();
+    for (name, value) in headers {
+        list.push(&JsValue::from_str(name));
+        list.push(&JsValue::from_str(value));
+    }
+    list
+}
 
 #[derive(Clone, Copy, Default)]
 pub struct XhrTransport;
 
-#[derive(Clone, Copy)]
-enum Ending {
-    Load,
-    Error,
-}
-
-/// Keeps the event closures alive while the request runs; dropped early,
-/// it aborts the request (that is how cancel stops the bytes).
+/// Keeps the progress callback alive while the request runs; dropped
+/// early, it aborts the request (that is how pause and cancel stop the
+/// bytes).
 struct InFlight {
-    xhr: XmlHttpRequest,
+    request: StoreRequest,
     finished: bool,
-    _closures: Vec<Closure<dyn FnMut(JsValue)>>,
+    _progress: Closure<dyn FnMut(f64)>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.xhr.set_onload(None);
-        self.xhr.set_onerror(None);
-        if let Ok(upload) = self.xhr.upload() {
-            upload.set_onprogress(None);
-        }
         if !self.finished {
-            let _ = self.xhr.abort();
+            self.request.abort();
         }
     }
 }
@@ -52,76 +82,29 @@ impl Transport for XhrTransport {
         request: HttpRequest<Blob>,
         progress: ProgressFn,
     ) -> Result<HttpResponse, TransportError> {
-        let xhr = XmlHttpRequest::new().map_err(|_| TransportError::Network)?;
-        xhr.open_with_async(request.method, request.url.expose(), true)
+        let headers =
+            header_list(request.headers.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        let on_progress = Closure::<dyn FnMut(f64)>::new(move |loaded: f64| progress(loaded as u64));
+        let sent = store_request(request.method, request.url.expose(), headers, request.body, &on_progress)
             .map_err(|_| TransportError::Network)?;
-        for (name, value) in &request.headers {
-            xhr.set_request_header(name, value).map_err(|_| TransportError::Network)?;
-        }
-
-        let (sender, receiver) = oneshot::channel::<Ending>();
-        let sender = Rc::new(RefCell::new(Some(sender)));
-        let ending = |kind: Ending| {
-            let sender = Rc::clone(&sender);
-            Closure::<dyn FnMut(JsValue)>::new(move |_| {
-                if let Some(sender) = sender.borrow_mut().take() {
-                    let _ = sender.send(kind);
-                }
-            })
-        };
-        let on_load = ending(Ending::Load);
-        let on_error = ending(Ending::Error);
-        let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-            progress(event.unchecked_into::<ProgressEvent>().loaded() as u64);
-        });
-        xhr.set_onload(Some(on_load.as_ref().unchecked_ref()));
-        xhr.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        xhr.upload()
-            .map_err(|_| TransportError::Network)?
-            .set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
-
-        let mut in_flight =
-            InFlight { xhr, finished: false, _closures: vec![on_load, on_error, on_progress] };
-        in_flight.xhr.send_with_opt_blob(request.body.as_ref()).map_err(|_| TransportError::Network)?;
-
-        let ending = receiver.await.map_err(|_| TransportError::Network)?;
+        let mut in_flight = InFlight { request: sent, finished: false, _progress: on_progress };
+        let ended = JsFuture::from(in_flight.request.done()).await;
         in_flight.finished = true;
-        let xhr = &in_flight.xhr;
-        match ending {
-            Ending::Load => Ok(HttpResponse {
-                status: xhr.status().map_err(|_| TransportError::Network)?,
-                headers: parse_header_block(&xhr.get_all_response_headers().unwrap_or_default()),
-                body: xhr.response_text().ok().flatten().unwrap_or_default(),
-            }),
-            Ending::Error => Err(TransportError::Network),
-        }
+        let answer: Answer = ended.map_err(|_| TransportError::Network)?.unchecked_into();
+        Ok(HttpResponse {
+            status: answer.status(),
+            headers: parse_header_block(&answer.headers()),
+            body: answer.text(),
+        })
     }
 
     fn is_online(&self) -> bool {
-        navigator_on_line().unwrap_or(true)
+        is_online()
     }
 
     async fn online(&self) {
-        let back = js_sys::Promise::new(&mut |resolve, _| {
-            let global: web_sys::EventTarget = js_sys::global().unchecked_into();
-            let options = web_sys::AddEventListenerOptions::new();
-            options.set_once(true);
-            let _ = global.add_event_listener_with_callback_and_add_event_listener_options(
-                "online", &resolve, &options,
-            );
-            // The network may have come back before the listener was added.
-            if navigator_on_line() != Some(false) {
-                let _ = resolve.call0(&JsValue::NULL);
-            }
-        });
-        let _ = JsFuture::from(back).await;
+        let _ = JsFuture::from(online()).await;
     }
-}
-
-/// `navigator.onLine` of the window or worker, if there is one.
-fn navigator_on_line() -> Option<bool> {
-    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
-    js_sys::Reflect::get(&navigator, &"onLine".into()).ok()?.as_bool()
 }
 
 /// A `File` or `Blob`; slicing it costs no copy.
@@ -178,15 +161,8 @@ impl Clock for DateClock {
     }
 
     async fn sleep(&self, ms: u64) {
-        let timer = js_sys::Promise::new(&mut |resolve, _| {
-            let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-            // Window and workers both have setTimeout on the global scope.
-            let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(
-                &resolve,
-                ms.min(i32::MAX as u64) as i32,
-            );
-        });
-        let _ = JsFuture::from(timer).await;
+        // setTimeout fires at once for a delay beyond 32 bits.
+        let _ = JsFuture::from(sleep(ms.min(i32::MAX as u64) as f64)).await;
     }
 
     fn random(&self) -> f64 {
