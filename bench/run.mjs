@@ -4,7 +4,10 @@
 // starts Garage). Options: --sizes 256,1024 (MiB) --repeat 3 --write
 // (update docs/benchmarks.md and docs/bench-chart.svg) --check (exit 1 if
 // any upload failed: the smoke run in npm test) --rows presigned,tus (only
-// the rows whose name contains one of these, for a quick comparison).
+// the rows whose name contains one of these, for a quick comparison)
+// --link 50 (the page's uploads limited to 50 MiB/s by Chromium's network
+// emulation: a link slower than the machine, as over any real network,
+// where loopback leaves the CPU as the limit).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -21,6 +24,7 @@ const repeat = Number(option("repeat", "3"));
 const write = args.includes("--write");
 const check = args.includes("--check");
 const only = option("rows", "").split(",").filter(Boolean);
+const link = Number(option("link", "0"));
 const MiB = 1 << 20;
 
 // ---- sizes: our package next to the anchors, bundled the same way ----
@@ -87,6 +91,12 @@ const page = await browser.newPage();
 await page.goto(`${garageBroker.url}/`);
 await page.waitForFunction(() => window.benchReady === true);
 const cdp = await page.context().newCDPSession(page);
+if (link) {
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: link * (1 << 20),
+  });
+}
 
 /** Resident memory of the largest Chromium renderer, in bytes (from the OS). */
 function rendererRss() {
@@ -164,8 +174,8 @@ const fmt = (n, digits = 0) => (typeof n === "number" && Number.isFinite(n) ? n.
 const mib = (bytes) => (bytes / MiB).toFixed(0);
 
 const lines = [];
-lines.push(`Command: \`npm run bench -- --sizes ${sizes.map((s) => s / MiB).join(",")} --repeat ${repeat}\`, ${new Date().toISOString().slice(0, 10)}.`);
-lines.push(`Machine: ${execFileSync("nproc", { encoding: "utf8" }).trim()} cores, ${(Number(execFileSync("awk", ["/MemTotal/ {print $2}", "/proc/meminfo"], { encoding: "utf8" })) / 1048576).toFixed(0)} GiB, Chromium headless, loopback; a random disk-backed File (OPFS).`);
+lines.push(`Command: \`npm run bench -- --sizes ${sizes.map((s) => s / MiB).join(",")} --repeat ${repeat}${link ? ` --link ${link}` : ""}\`, ${new Date().toISOString().slice(0, 10)}.`);
+lines.push(`Machine: ${execFileSync("nproc", { encoding: "utf8" }).trim()} cores, ${(Number(execFileSync("awk", ["/MemTotal/ {print $2}", "/proc/meminfo"], { encoding: "utf8" })) / 1048576).toFixed(0)} GiB, Chromium headless, loopback${link ? `, uploads limited to ${link} MiB/s by Chromium's network emulation` : ""}; a random disk-backed File (OPFS).`);
 lines.push("");
 lines.push(`### Throughput, ${mib(largest)} MiB (median of ${repeat}, min–max)`);
 lines.push("");
