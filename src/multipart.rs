@@ -125,7 +125,7 @@ pub(crate) async fn transfer<I: Io>(
     let pending: Vec<u32> = (1..=plan.count()).filter(|&n| parts.get(n).is_none()).collect();
     // What the store holds counts as acknowledged at once, in one report.
     upload.already_stored(plan.total - pending.iter().map(|&n| plan.piece(n).len).sum::<u64>());
-    let signer = UrlSigner::parts(upload, &pending, (concurrency * 2).clamp(1, 100), plan);
+    let signer = UrlSigner::parts(upload, &pending, concurrency, plan);
     if let Some(&first) = pending.first() {
         signer.sign_ahead(first).await?;
     }

@@ -81,8 +81,8 @@ impl SignedUrl {
 /// `signParts` in batches just ahead of need (`multipart`).
 pub(crate) struct UrlSigner<'a, I: Io> {
     upload: &'a ActiveUpload<'a, I>,
-    /// `multipart`: the part numbers to send, in order, how many to sign
-    /// per call, and the plan; `None`: the one URL of `presigned_put`,
+    /// `multipart`: the part numbers to send, in order, how many are sent
+    /// at once, and the plan; `None`: the one URL of `presigned_put`,
     /// keyed 0.
     parts: Option<(&'a [u32], usize, PartPlan)>,
     /// The checksums URLs are signed for, by key: computed once per piece
@@ -113,10 +113,15 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         signer
     }
 
-    pub fn parts(upload: &'a ActiveUpload<'a, I>, pending: &'a [u32], batch: usize, plan: PartPlan) -> Self {
+    pub fn parts(
+        upload: &'a ActiveUpload<'a, I>,
+        pending: &'a [u32],
+        concurrency: usize,
+        plan: PartPlan,
+    ) -> Self {
         UrlSigner {
             upload,
-            parts: Some((pending, batch, plan)),
+            parts: Some((pending, concurrency.max(1), plan)),
             checksums: RefCell::default(),
             ahead: RefCell::default(),
             signed: RefCell::default(),
@@ -203,7 +208,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
 
     async fn sign_from(&self, key: u32) -> Result<(), UploadError> {
         let session_id = self.upload.session_id();
-        let Some((pending, batch, plan)) = self.parts else {
+        let Some((pending, concurrency, plan)) = self.parts else {
             let checksum = self.checksums.borrow().get(0).cloned();
             let reply = self.upload.ask(&BrokerCall::Sign { session_id, checksum }).await?;
             let request = reply.upload.ok_or_else(|| {
@@ -213,6 +218,14 @@ impl<'a, I: Io> UrlSigner<'a, I> {
             self.signed.borrow_mut().insert(key, SignedUrl::new(request, signed_at));
             return Ok(());
         };
+        // A call signs twice the parts in flight, so that URLs are ready
+        // before they are needed. The first, when parts are hashed before
+        // they are signed, signs only those sent at once: the bytes start
+        // after hashing those, not the whole batch.
+        let per_call = (concurrency * 2).min(100);
+        let first = pending.first() == Some(&key) && self.signed.borrow().get(key).is_none();
+        let first_hashed = first && self.upload.tools.checksum.is_some();
+        let batch = if first_hashed { concurrency.min(100) } else { per_call };
         let from = pending.iter().position(|&n| n == key).unwrap_or(0);
         let part_numbers: Vec<u32> = pending[from..]
             .iter()
@@ -235,7 +248,7 @@ impl<'a, I: Io> UrlSigner<'a, I> {
         {
             // The next batch is hashed while this one goes.
             let after = pending.iter().position(|&n| n == last).map_or(pending.len(), |i| i + 1);
-            self.hash_ahead(pending[after..].iter().copied().take(batch), plan, algorithm);
+            self.hash_ahead(pending[after..].iter().copied().take(per_call), plan, algorithm);
         }
         let signed_at = self.upload.tools.now_ms();
         let mut signed = self.signed.borrow_mut();

@@ -50,7 +50,9 @@ fn a_part_url_is_used_only_in_the_first_90_percent_of_its_life() {
         let total = 10 * MIB;
         let broker = multipart_broker(total, json!([]));
         let transport = first_request_cut();
-        let options = one_retry_waiting(wait_ms, multipart_options(1));
+        // Checksums off: every call signs a whole batch (with them, the
+        // first signs only the part sent at once), so the calls count URL lives.
+        let options = UploadOptions { checksum: None, ..one_retry_waiting(wait_ms, multipart_options(1)) };
         let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
         assert!(run.result.is_ok(), "{wait_ms} ms: {:?}", run.result);
         let bodies = broker.bodies.borrow();
@@ -91,7 +93,9 @@ fn a_part_url_refused_as_expired_mid_upload_is_signed_again() {
             Ok(stored_part(&request.url))
         }
     })));
-    let run = run_with(&broker, &transport, 1.0, &multipart_options(1), pattern(total), None);
+    // Checksums off: every call signs a whole batch.
+    let options = UploadOptions { checksum: None, ..multipart_options(1) };
+    let run = run_with(&broker, &transport, 1.0, &options, pattern(total), None);
     assert!(run.result.is_ok(), "{:?}", run.result);
     let bodies = broker.bodies.borrow();
     let signed: Vec<&serde_json::Value> = bodies.iter().filter_map(|b| b.get("part_numbers")).collect();
@@ -123,9 +127,10 @@ fn multipart_sends_parts_concurrently_and_completes_them_in_order() {
     );
     let bodies = broker.bodies.borrow();
     assert_eq!(bodies[0]["part_size"], 5 * MIB);
-    // Batches of twice the concurrency, signed as parts come due.
-    assert_eq!(bodies[1]["part_numbers"], serde_json::json!([1, 2, 3, 4]));
-    assert_eq!(bodies[2]["part_numbers"], serde_json::json!([5]));
+    // The parts sent at once first (their checksums are hashed before they
+    // are signed), then batches of twice the concurrency as parts come due.
+    assert_eq!(bodies[1]["part_numbers"], serde_json::json!([1, 2]));
+    assert_eq!(bodies[2]["part_numbers"], serde_json::json!([3, 4, 5]));
     let completed = &bodies.last().unwrap()["parts"];
     let numbers: Vec<u64> =
         completed.as_array().unwrap().iter().map(|p| p["part_number"].as_u64().unwrap()).collect();
@@ -160,7 +165,8 @@ fn a_broker_that_signs_fewer_parts_than_asked_is_refused_before_any_byte() {
         Ok(reply)
     });
     let transport = parts_transport();
-    let run = run_with(&broker, &transport, 1.0, &multipart_options(1), pattern(total), None);
+    // Two at once: the first call asks for parts 1 and 2.
+    let run = run_with(&broker, &transport, 1.0, &multipart_options(2), pattern(total), None);
     let err = run.result.unwrap_err();
     assert_eq!((err.code, err.state), (ErrorCode::BrokerMalformedResponse, Some(Initialized)));
     assert!(err.message.contains("exactly the parts asked for"), "{}", err.message);

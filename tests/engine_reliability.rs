@@ -166,7 +166,17 @@ fn multipart_resumed_after_a_pause_sends_only_the_parts_the_store_lacks() {
 
     assert!(run.result.is_ok(), "{:?}", run.result);
     let calls = broker.calls.borrow();
-    assert_eq!(calls[..4], ["initiate ", "signParts /s1/parts/sign", "show /s1", "listParts /s1/parts"]);
+    // Part 1 signed alone (sent at once, hashed first), then a batch from part 2.
+    assert_eq!(
+        calls[..5],
+        [
+            "initiate ",
+            "signParts /s1/parts/sign",
+            "signParts /s1/parts/sign",
+            "show /s1",
+            "listParts /s1/parts"
+        ]
+    );
     let parts_sent: Vec<String> = transport.requests.borrow().iter().map(|r| r.url.clone()).collect();
     let numbers: Vec<&str> =
         parts_sent.iter().map(|u| u.split("part=").nth(1).unwrap().split('&').next().unwrap()).collect();
