@@ -257,6 +257,9 @@ impl Uploader {
             })
         };
 
+        if options.checksum.is_some() {
+            checksums::warm_up();
+        }
         let engine = Engine {
             broker: WebBroker {
                 endpoint: self.endpoint.clone(),

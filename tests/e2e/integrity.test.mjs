@@ -144,6 +144,41 @@ describe("integrity end to end (embedded store)", () => {
     assert.deepEqual(seen, { started: 6, ended: 6 }, "two workers per file, each ended a while after its last job");
   });
 
+  test("the checksum workers start with the upload, before the broker opened its session", async () => {
+    const page = await suite.browser.newPage();
+    await page.addInitScript(() => {
+      const Native = globalThis.Worker;
+      globalThis.workerStarts = [];
+      globalThis.Worker = class extends Native {
+        constructor(...args) {
+          super(...args);
+          globalThis.workerStarts.push(performance.now());
+        }
+      };
+    });
+    await page.goto(suite.page.url());
+    const content = randomBytes(2 * MiB);
+    const run = await page.evaluate(async ({ endpoint, base64 }) => {
+      const { default: init, Uploader } = await import("/pkg/index.js");
+      await init();
+      const file = new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], "warm.bin");
+      let initializedAt = null;
+      const upload = new Uploader({ endpoint }).upload(file, {
+        strategy: "presigned_put",
+        onStateChange: ({ to }) => { if (to === "initialized") initializedAt = performance.now(); },
+      });
+      const { asset } = await upload.done;
+      return { sha256: asset.sha256, initializedAt, workerStarts: globalThis.workerStarts };
+    }, { endpoint: `${suite.broker.url}/api/uploads`, base64: content.toString("base64") });
+    await page.close();
+    assert.equal(run.sha256, createHash("sha256").update(content).digest("hex"));
+    assert.equal(run.workerStarts.length, 2, "the two checksum workers, started once");
+    assert.ok(
+      run.workerStarts.every((at) => at < run.initializedAt),
+      `workers started at ${run.workerStarts} ms, the session initialized at ${run.initializedAt} ms`,
+    );
+  });
+
   test("a page that cannot start a Worker loads the checksum module and hashes itself; the store verifies", async () => {
     const page = await suite.browser.newPage();
     const workers = [];
